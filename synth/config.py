@@ -1,0 +1,240 @@
+"""The one configuration model, loaded from `synth.toml`, `SYNTH_*` variables and CLI flags.
+
+Precedence, lowest first: built-in defaults, the TOML file, environment variables, CLI flags.
+Every model role (generator, user, agent, environment, judge) resolves to a complete
+`RoleConfig`: the `[llm]` table gives the defaults, `[llm.roles.<role>]` overrides any key for
+one role. A bad file or value raises `ConfigError`, whose message names the key and the file;
+the CLI turns it into exit code 2 without a traceback.
+
+Environment variables use `__` for nesting below the `SYNTH_` prefix, e.g.
+`SYNTH_LLM__MODEL=qwen3`, `SYNTH_LLM__ROLES__JUDGE__BASE_URLS=http://a:8000/v1,http://b:8000/v1`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_FILE = "synth.toml"
+ENV_PREFIX = "SYNTH_"
+
+
+class Role(StrEnum):
+    """The model roles of the pipeline; each may have its own endpoint and sampling."""
+
+    GENERATOR = "generator"
+    USER = "user"
+    AGENT = "agent"
+    ENVIRONMENT = "environment"
+    JUDGE = "judge"
+
+
+class ConfigError(Exception):
+    """A configuration problem a user must fix; the message names the key and the source."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RoleConfig(_Strict):
+    """Where one role's requests go and how they are sent."""
+
+    base_urls: list[str] = Field(default_factory=list)
+    model: str = "smollm2-135m-instruct"
+    api_key_env: str | None = None
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(768, ge=1)
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(8, ge=0)
+    structured_retries: int = Field(3, ge=0)
+    tool_mode: Literal["constrained", "native"] = "constrained"
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("base_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return [u.rstrip("/") for u in value]
+
+
+class BackendConfig(_Strict):
+    """The embedded llama.cpp backend, used by every role that has no base URL."""
+
+    binary: str | None = None
+    model_path: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+    parallel: int = Field(4, ge=1)
+    ctx_per_slot: int = Field(4096, ge=512)
+    threads: int | None = Field(None, ge=1)
+    startup_timeout_s: float = Field(120.0, gt=0)
+    log_file: str = "data/llama-server.log"
+
+
+class CacheConfig(_Strict):
+    enabled: bool = True
+    dir: str = "data/cache"
+
+
+class RunConfig(_Strict):
+    """What a run makes; stage-specific knobs live with their stage issues."""
+
+    domains: list[str] = Field(default_factory=list)
+    db: str = "data/synth.duckdb"
+    trajectories: int = Field(10, ge=1)
+    seed: int = 0
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [d.strip() for d in value.split(",") if d.strip()]
+        return value
+
+
+class LLMConfig(RoleConfig):
+    """Defaults for every role (RoleConfig's keys), plus `roles.<role>` tables that override any
+    subset of those keys for one role."""
+
+    roles: dict[Role, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> LLMConfig:
+        for role in self.roles:
+            try:
+                self.role(role)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                key = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"roles.{role.value}.{key}: {first['msg']}") from None
+        return self
+
+    def role(self, role: Role | str) -> RoleConfig:
+        """The complete settings of one role: the defaults with that role's overrides on top."""
+        defaults = self.model_dump(exclude={"roles"})
+        merged = {**defaults, **self.roles.get(Role(role), {})}
+        return RoleConfig.model_validate(merged)
+
+
+class SynthConfig(_Strict):
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def roles(self) -> dict[Role, RoleConfig]:
+        return {r: self.llm.role(r) for r in Role}
+
+    def needs_local_backend(self) -> bool:
+        """True when some role has no base URL, so the embedded backend must serve it."""
+        return any(not rc.base_urls for rc in self.roles().values())
+
+    def with_base_url(self, base_url: str) -> SynthConfig:
+        """Point every role without its own endpoint at `base_url` (used once the backend is up)."""
+        cfg = self.model_copy(deep=True)
+        if not cfg.llm.base_urls:
+            cfg.llm.base_urls = [base_url.rstrip("/")]
+        return cfg
+
+
+def _set_nested(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {key} is not a table")
+        node = child
+    node[path[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "SYNTH_CONFIG":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if len(path) < 2:
+            continue
+        _set_nested(tree, path, value)
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        else:
+            lines.append(f"{source}: key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SynthConfig:
+    """Build the effective config.
+
+    `path` None means `$SYNTH_CONFIG`, else `./synth.toml` when it exists, else defaults only.
+    `overrides` is a nested dict from CLI flags (highest precedence).
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or "SYNTH_CONFIG" in environ
+    file = Path(path or environ.get("SYNTH_CONFIG") or DEFAULT_CONFIG_FILE)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if file.exists():
+        source = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"{file}: config file not found")
+    try:
+        SynthConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    env_tree = _env_overrides(environ)
+    if env_tree:
+        data = _deep_merge(data, env_tree)
+        source = f"{source} + SYNTH_* environment"
+    if overrides:
+        data = _deep_merge(data, overrides)
+        source = f"{source} + command-line flags"
+    try:
+        cfg = SynthConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    return cfg

@@ -1,0 +1,27 @@
+"""The model layer: an async OpenAI-compatible client and the embedded llama.cpp backend."""
+
+from synth.llm.client import ChatResult, LLMClient, RetryPolicy, schema_for
+from synth.llm.errors import (
+    BackendUnavailableError,
+    BadRequestError,
+    ContextLengthError,
+    LLMError,
+    RetriesExhaustedError,
+    StructuredOutputError,
+)
+from synth.llm.usage import CallRecord, UsageLog
+
+__all__ = [
+    "BackendUnavailableError",
+    "BadRequestError",
+    "CallRecord",
+    "ChatResult",
+    "ContextLengthError",
+    "LLMClient",
+    "LLMError",
+    "RetriesExhaustedError",
+    "RetryPolicy",
+    "StructuredOutputError",
+    "UsageLog",
+    "schema_for",
+]

@@ -1,0 +1,429 @@
+"""An async OpenAI-compatible Chat Completions client, one per process, shared by all stages.
+
+Contract:
+- `chat(role, messages, ...)` sends one request to the role's endpoint(s) and returns a
+  `ChatResult`; transient failures (429, 5xx, dropped connections, timeouts) are retried with
+  exponential backoff and full jitter, honouring `Retry-After`; deterministic ones raise
+  `BadRequestError` / `ContextLengthError` at once.
+- `structured(role, messages, schema)` asks for JSON under `response_format: json_schema`
+  (accepted by llama.cpp, vLLM, SGLang and OpenAI), validates the reply with pydantic or
+  jsonschema, retries invalid replies with a new seed up to the role's `structured_retries`, and
+  raises `StructuredOutputError` carrying the raw text when none is valid.
+- Native tool calls pass through: `tools=[...]` in, `ChatResult.tool_calls` out.
+- Concurrency is bounded per endpoint; several base URLs for a role are load-balanced by the
+  fewest requests in flight.
+- Every logical call is recorded once in the `UsageLog` (tokens, latency, retries, cache hit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+import httpx
+import jsonschema
+from pydantic import BaseModel, ValidationError
+
+from synth.config import Role, RoleConfig, SynthConfig
+from synth.llm.cache import ResponseCache, request_key
+from synth.llm.errors import (
+    BadRequestError,
+    ContextLengthError,
+    LLMError,
+    RetriesExhaustedError,
+    StructuredOutputError,
+)
+from synth.llm.usage import CallRecord, UsageLog
+
+M = TypeVar("M", bound=BaseModel)
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_CONTEXT_MARKERS = ("context length", "context_length", "exceed_context", "maximum context", "too long")
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """One assistant reply, with what it cost."""
+
+    content: str | None
+    tool_calls: list[dict[str, Any]]
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    retries: int
+    cache_hit: bool
+    raw: dict[str, Any] = field(repr=False)
+
+    def message(self) -> dict[str, Any]:
+        """The reply as an OpenAI chat message, ready to append to a conversation."""
+        msg: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            msg["tool_calls"] = self.tool_calls
+        return msg
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    base_delay_s: float = 0.25
+    max_delay_s: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay_s * 3)
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
+
+
+class _Endpoint:
+    """One base URL: its connection pool and its concurrency bound."""
+
+    def __init__(self, base_url: str, limit: int, timeout_s: float) -> None:
+        self.base_url = base_url
+        self.url = base_url + "/chat/completions"
+        self.sem = asyncio.Semaphore(limit)
+        self.in_flight = 0
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+        )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return parsed.timestamp() - time.time() if parsed else None
+
+
+def _extract_json(text: str) -> Any:
+    """Parse a reply that should be JSON, tolerating code fences and chatter around one object."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    if fenced:
+        try:
+            return json.loads(fenced.group(1))
+        except ValueError:
+            pass
+    start = text.find("{")
+    if start >= 0:
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(text[start:])
+            return obj
+        except ValueError:
+            pass
+    raise ValueError("reply is not JSON")
+
+
+def schema_for(schema: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema to send for a pydantic model or a raw schema, with local `$ref`s inlined
+    (some servers' grammar converters handle `$defs` poorly)."""
+    raw = schema.model_json_schema() if isinstance(schema, type) else schema
+    return inline_refs(raw)
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+
+    def walk(node: Any, depth: int) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/") and depth < 12:
+                target = defs.get(ref.rsplit("/", 1)[-1])
+                if target is not None:
+                    rest = {k: v for k, v in node.items() if k != "$ref"}
+                    return walk({**target, **rest}, depth + 1)
+            return {k: walk(v, depth) for k, v in node.items() if k not in ("$defs", "definitions")}
+        if isinstance(node, list):
+            return [walk(v, depth) for v in node]
+        return node
+
+    out = walk(schema, 0)
+    assert isinstance(out, dict)
+    return out
+
+
+class LLMClient:
+    """Shared by every stage of a process. Use as an async context manager, or call `aclose()`."""
+
+    def __init__(
+        self,
+        config: SynthConfig,
+        *,
+        usage: UsageLog | None = None,
+        cache: ResponseCache | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.roles: dict[Role, RoleConfig] = config.roles()
+        self.usage = usage or UsageLog()
+        if cache is None and config.cache.enabled:
+            cache = ResponseCache(config.cache.dir)
+        self.cache = cache
+        self.retry = retry or RetryPolicy()
+        self._endpoints: dict[str, _Endpoint] = {}
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for ep in self._endpoints.values():
+            await ep.http.aclose()
+        self._endpoints.clear()
+
+    def _endpoints_for(self, role: Role, rc: RoleConfig) -> list[_Endpoint]:
+        if not rc.base_urls:
+            raise LLMError(
+                f"role '{role.value}' has no base URL: pass --base-url, set llm.base_urls in synth.toml, "
+                "or let synth start the embedded backend"
+            )
+        eps = []
+        for url in rc.base_urls:
+            ep = self._endpoints.get(url)
+            if ep is None:
+                limit = max(r.max_concurrency for r in self.roles.values() if url in r.base_urls)
+                ep = self._endpoints[url] = _Endpoint(url, limit, rc.timeout_s)
+            eps.append(ep)
+        return eps
+
+    def _headers(self, rc: RoleConfig) -> dict[str, str]:
+        if rc.api_key_env:
+            key = os.environ.get(rc.api_key_env)
+            if key:
+                return {"authorization": f"Bearer {key}"}
+        return {}
+
+    def payload(
+        self,
+        role: Role | str,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        **sampling: Any,
+    ) -> dict[str, Any]:
+        """The request body exactly as sent (and hashed for the cache)."""
+        rc = self.roles[Role(role)]
+        body: dict[str, Any] = {
+            "model": rc.model,
+            "messages": messages,
+            "temperature": sampling.pop("temperature", rc.temperature),
+            "top_p": sampling.pop("top_p", rc.top_p),
+            "max_tokens": sampling.pop("max_tokens", rc.max_tokens),
+        }
+        if seed is not None:
+            body["seed"] = seed
+        if tools:
+            body["tools"] = tools
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+        if response_format is not None:
+            body["response_format"] = response_format
+        body.update(sampling)
+        return body
+
+    async def chat(
+        self,
+        role: Role | str,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        use_cache: bool = True,
+        **sampling: Any,
+    ) -> ChatResult:
+        role = Role(role)
+        body = self.payload(
+            role, messages, tools=tools, tool_choice=tool_choice,
+            response_format=response_format, seed=seed, **sampling,
+        )
+        return await self._send(role, body, use_cache=use_cache, structured_attempts=0)
+
+    async def _send(
+        self, role: Role, body: dict[str, Any], *, use_cache: bool, structured_attempts: int
+    ) -> ChatResult:
+        rc = self.roles[role]
+        key = request_key(body) if (self.cache is not None and use_cache) else None
+        started = time.perf_counter()
+        if key is not None and self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                result = self._result(hit, 0.0, 0, True)
+                self._record(role, rc, "cache", result, structured_attempts, True, None)
+                return result
+        endpoints = self._endpoints_for(role, rc)
+        headers = self._headers(rc)
+        attempt = 0
+        last_error = ""
+        while True:
+            ep = min(endpoints, key=lambda e: e.in_flight) if len(endpoints) > 1 else endpoints[0]
+            retry_after: float | None = None
+            ep.in_flight += 1
+            try:
+                async with ep.sem:
+                    response = await ep.http.post(ep.url, json=body, headers=headers)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                last_error = f"{type(exc).__name__}: {exc}" or type(exc).__name__
+            else:
+                status = response.status_code
+                if status == 200:
+                    try:
+                        data = response.json()
+                        data["choices"][0]["message"]
+                    except (ValueError, KeyError, IndexError, TypeError):
+                        last_error = f"malformed 200 response: {response.text[:200]!r}"
+                    else:
+                        result = self._result(data, time.perf_counter() - started, attempt, False)
+                        if key is not None and self.cache is not None:
+                            self.cache.put(key, data)
+                        self._record(role, rc, ep.base_url, result, structured_attempts, True, None)
+                        return result
+                elif status in RETRYABLE_STATUS:
+                    last_error = f"HTTP {status}: {response.text[:200]}"
+                    retry_after = _retry_after(response)
+                else:
+                    text = response.text
+                    err_cls = (
+                        ContextLengthError
+                        if status == 400 and any(m in text.lower() for m in _CONTEXT_MARKERS)
+                        else BadRequestError
+                    )
+                    error = err_cls(status, text, ep.url)
+                    self._record_failure(role, rc, ep.base_url, started, attempt, structured_attempts, error)
+                    raise error
+            finally:
+                ep.in_flight -= 1
+            if attempt >= rc.max_retries:
+                error2 = RetriesExhaustedError(f"{role.value} call to {ep.url} failed: {last_error}", attempt + 1)
+                self._record_failure(role, rc, ep.base_url, started, attempt, structured_attempts, error2)
+                raise error2
+            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+            attempt += 1
+
+    @staticmethod
+    def _result(data: dict[str, Any], latency: float, retries: int, cache_hit: bool) -> ChatResult:
+        choice = data["choices"][0]
+        message = choice["message"]
+        usage = data.get("usage") or {}
+        return ChatResult(
+            content=message.get("content"),
+            tool_calls=message.get("tool_calls") or [],
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency_s=latency,
+            retries=retries,
+            cache_hit=cache_hit,
+            raw=data,
+        )
+
+    def _record(
+        self, role: Role, rc: RoleConfig, endpoint: str, result: ChatResult,
+        structured_attempts: int, ok: bool, error: str | None,
+    ) -> None:
+        self.usage.add(CallRecord(
+            call_id=uuid.uuid4().hex, role=role.value, model=rc.model, endpoint=endpoint,
+            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            latency_s=result.latency_s, retries=result.retries, structured_attempts=structured_attempts,
+            cache_hit=result.cache_hit, ok=ok, error=error,
+        ))
+
+    def _record_failure(
+        self, role: Role, rc: RoleConfig, endpoint: str, started: float, retries: int,
+        structured_attempts: int, error: LLMError,
+    ) -> None:
+        self.usage.add(CallRecord(
+            call_id=uuid.uuid4().hex, role=role.value, model=rc.model, endpoint=endpoint,
+            prompt_tokens=0, completion_tokens=0, latency_s=time.perf_counter() - started,
+            retries=retries, structured_attempts=structured_attempts, cache_hit=False, ok=False,
+            error=str(error)[:500],
+        ))
+
+    @overload
+    async def structured(
+        self, role: Role | str, messages: list[dict[str, Any]], schema: type[M], *,
+        seed: int | None = ..., name: str | None = ..., **sampling: Any,
+    ) -> M: ...
+
+    @overload
+    async def structured(
+        self, role: Role | str, messages: list[dict[str, Any]], schema: dict[str, Any], *,
+        seed: int | None = ..., name: str | None = ..., **sampling: Any,
+    ) -> Any: ...
+
+    async def structured(
+        self,
+        role: Role | str,
+        messages: list[dict[str, Any]],
+        schema: type[BaseModel] | dict[str, Any],
+        *,
+        seed: int | None = None,
+        name: str | None = None,
+        **sampling: Any,
+    ) -> Any:
+        """Generate JSON under `schema` and return it validated (a model instance for a pydantic
+        schema, plain data for a dict schema)."""
+        role = Role(role)
+        rc = self.roles[role]
+        json_schema = schema_for(schema)
+        schema_name = name or (schema.__name__ if isinstance(schema, type) else "output")
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": schema_name[:64], "schema": json_schema, "strict": True},
+        }
+        validator = None if isinstance(schema, type) else jsonschema.Draft202012Validator(json_schema)
+        attempts = rc.structured_retries + 1
+        raw = ""
+        reason = ""
+        for attempt in range(attempts):
+            # A retry must differ from the failed request, or the cache (and a seeded server)
+            # would hand back the same invalid reply.
+            attempt_seed = (seed or 0) + attempt * 7919 if (seed is not None or attempt) else None
+            body = self.payload(
+                role, messages, response_format=response_format, seed=attempt_seed, **dict(sampling)
+            )
+            result = await self._send(role, body, use_cache=True, structured_attempts=attempt + 1)
+            raw = result.content or ""
+            if result.finish_reason == "length":
+                reason = f"reply cut off at max_tokens={body['max_tokens']}"
+                continue
+            try:
+                data = _extract_json(raw)
+            except ValueError:
+                reason = "reply is not JSON"
+                continue
+            try:
+                if isinstance(schema, type):
+                    return schema.model_validate(data)
+                assert validator is not None
+                error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+                if error is None:
+                    return data
+                path = "/".join(str(p) for p in error.absolute_path) or "(root)"
+                reason = f"schema violation at {path}: {error.message[:200]}"
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                path = "/".join(str(p) for p in first["loc"]) or "(root)"
+                reason = f"schema violation at {path}: {first['msg']}"
+        raise StructuredOutputError(f"{role.value}: no valid {schema_name}: {reason}", raw, attempts)

@@ -1,0 +1,220 @@
+"""The DuckDB dataset: table definitions, the single writer, and a lock-tolerant reader.
+
+DuckDB lets one process hold a file for writing and then refuses every other process, even
+read-only ones. So the writer (`Dataset`) buffers rows in memory and holds the file only while it
+flushes a batch (`flush()` opens, inserts with `ON CONFLICT DO NOTHING`, closes). Between flushes
+a notebook can open the file; `connect_readonly` retries while a flush holds the lock.
+
+Every table has an `id` primary key (a content hash, see `synth.ids`), a `run_id`, and nested
+data as JSON. Inserting a row whose id exists is a no-op: re-running work never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+# Column name -> DuckDB type, per table. JSON columns take any JSON-serialisable Python value.
+TABLES: dict[str, dict[str, str]] = {
+    "runs": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "started_at": "TIMESTAMP",
+        "finished_at": "TIMESTAMP", "status": "VARCHAR", "domains": "JSON", "target_trajectories": "INTEGER",
+        "config": "JSON", "usage": "JSON",
+    },
+    "tools": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "domain": "VARCHAR", "application": "VARCHAR",
+        "name": "VARCHAR", "description": "VARCHAR", "input_schema": "JSON", "output_schema": "JSON",
+        "side_effect": "VARCHAR", "error_modes": "JSON", "source": "VARCHAR", "provenance": "JSON",
+        "status": "VARCHAR", "reason": "VARCHAR", "created_at": "TIMESTAMP",
+    },
+    "agents": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "domain": "VARCHAR", "name": "VARCHAR",
+        "system_prompt": "VARCHAR", "tool_ids": "JSON", "traits": "JSON", "status": "VARCHAR",
+        "reason": "VARCHAR", "created_at": "TIMESTAMP",
+    },
+    "tasks": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "agent_id": "VARCHAR", "domain": "VARCHAR",
+        "kind": "VARCHAR", "difficulty": "VARCHAR", "goal": "VARCHAR", "persona": "JSON",
+        "withheld": "JSON", "initial_state": "JSON", "rubric": "JSON", "status": "VARCHAR",
+        "reason": "VARCHAR", "created_at": "TIMESTAMP",
+    },
+    "trajectories": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "task_id": "VARCHAR", "agent_id": "VARCHAR",
+        "domain": "VARCHAR", "messages": "JSON", "tools": "JSON", "steps": "JSON", "state_log": "JSON",
+        "final_state": "JSON", "termination": "VARCHAR", "n_turns": "INTEGER", "n_tool_calls": "INTEGER",
+        "prompt_tokens": "BIGINT", "completion_tokens": "BIGINT", "created_at": "TIMESTAMP",
+    },
+    "judgments": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "trajectory_id": "VARCHAR", "task_id": "VARCHAR",
+        "accepted": "BOOLEAN", "score": "DOUBLE", "checks": "JSON", "failed_checks": "JSON",
+        "criteria": "JSON", "reasons": "JSON", "judge": "JSON", "created_at": "TIMESTAMP",
+    },
+    "llm_calls": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "role": "VARCHAR", "model": "VARCHAR",
+        "endpoint": "VARCHAR", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
+        "latency_s": "DOUBLE", "retries": "INTEGER", "structured_attempts": "INTEGER",
+        "cache_hit": "BOOLEAN", "ok": "BOOLEAN", "error": "VARCHAR", "created_at": "TIMESTAMP",
+    },
+}
+
+VIEWS = {
+    # One accepted trajectory per row, in the shape SFT exporters need.
+    "accepted_sft": """
+        SELECT t.id AS trajectory_id, t.run_id, t.domain, t.task_id, t.agent_id, t.messages, t.tools,
+               j.score, j.id AS judgment_id
+        FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id
+        WHERE j.accepted
+    """,
+    # Every accepted task with what rubric-reward RL needs to roll it out again.
+    "rl_tasks": """
+        SELECT k.id AS task_id, k.run_id, k.domain, k.agent_id, a.system_prompt, a.tool_ids,
+               k.goal, k.persona, k.initial_state, k.rubric, k.difficulty, k.kind
+        FROM tasks k JOIN agents a ON a.id = k.agent_id
+        WHERE k.status = 'accepted'
+    """,
+}
+
+JSON_COLUMNS = {t: {c for c, ty in cols.items() if ty == "JSON"} for t, cols in TABLES.items()}
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text
+
+
+def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process holds it (a writer mid-flush)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+
+def connect_readonly(path: str | Path, timeout_s: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for notebooks and `synth stats`, retried while a run flushes.
+
+    Close it promptly (or use `with`): while it is open the writer's next flush waits.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no dataset at {path}")
+    return _connect(path, True, timeout_s)
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for table, cols in TABLES.items():
+        body = ", ".join(f"{name} {ty}" for name, ty in cols.items())
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+    for view, sql in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {view} AS {sql}")
+
+
+def _encode(table: str, row: Mapping[str, Any]) -> list[Any]:
+    json_cols = JSON_COLUMNS[table]
+    out = []
+    for col in TABLES[table]:
+        value = row.get(col)
+        if col in json_cols and value is not None:
+            value = json.dumps(value, ensure_ascii=False, default=str)
+        out.append(value)
+    return out
+
+
+class Dataset:
+    """The one writer of a dataset file. Thread-safe; rows wait in memory until `flush()`.
+
+    `flush_every` rows (or an explicit flush) trigger a write. Rows are validated against the
+    table's columns on `add`, so a typo fails at the call site, not at flush time.
+    """
+
+    def __init__(self, path: str | Path, *, flush_every: int = 200, lock_timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.flush_every = flush_every
+        self.lock_timeout_s = lock_timeout_s
+        self._pending: dict[str, list[list[Any]]] = {t: [] for t in TABLES}
+        self._count = 0
+        self._lock = threading.Lock()
+        with self.connect() as con:
+            create_schema(con)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A short-lived read-write connection; close it soon (others are locked out meanwhile)."""
+        return _connect(self.path, False, self.lock_timeout_s)
+
+    def add(self, table: str, row: Mapping[str, Any]) -> None:
+        unknown = set(row) - set(TABLES[table])
+        if unknown:
+            raise KeyError(f"table {table} has no column(s) {sorted(unknown)}")
+        if "id" not in row or not row["id"]:
+            raise KeyError(f"a {table} row needs an id")
+        encoded = _encode(table, {"created_at": now(), **row} if "created_at" in TABLES[table] else row)
+        with self._lock:
+            self._pending[table].append(encoded)
+            self._count += 1
+            due = self._count >= self.flush_every
+        if due:
+            self.flush()
+
+    def add_many(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.add(table, row)
+
+    def flush(self) -> dict[str, int]:
+        """Write every pending row; returns rows actually inserted per table (new ids only)."""
+        with self._lock:
+            pending = {t: rows for t, rows in self._pending.items() if rows}
+            self._pending = {t: [] for t in TABLES}
+            self._count = 0
+        if not pending:
+            return {}
+        inserted: dict[str, int] = {}
+        with self.connect() as con:
+            con.execute("BEGIN")
+            for table, rows in pending.items():
+                cols = list(TABLES[table])
+                marks = ", ".join("?" for _ in cols)
+                before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+                con.executemany(
+                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
+                )
+                inserted[table] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+            con.execute("COMMIT")
+        return inserted
+
+    def upsert(self, table: str, row: Mapping[str, Any]) -> None:
+        """Replace a row by id (for rows that change: a run's status and finish time)."""
+        self.flush()
+        cols = list(TABLES[table])
+        values = _encode(table, row)
+        marks = ", ".join("?" for _ in cols)
+        with self.connect() as con:
+            con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({marks})", values)
+
+    def existing_ids(self, table: str, where: str = "", params: list[Any] | None = None) -> set[str]:
+        self.flush()
+        sql = f"SELECT id FROM {table}" + (f" WHERE {where}" if where else "")
+        with self.connect() as con:
+            return {r[0] for r in con.execute(sql, params or []).fetchall()}
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        self.flush()
+        with self.connect() as con:
+            return con.execute(sql, params or []).fetchall()
