@@ -284,7 +284,7 @@ class LLMClient:
                 async with ep.sem:
                     response = await ep.http.post(ep.url, json=body, headers=headers)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last_error = f"{type(exc).__name__}: {exc}" or type(exc).__name__
+                last_error = f"{type(exc).__name__}: {exc}"
             else:
                 status = response.status_code
                 if status == 200:

@@ -1,81 +1,32 @@
-"""The `synth` command line: a thin layer that parses flags, builds the config, and calls stages.
-
-Errors a user can fix (bad config, unknown domain, missing backend, unreadable input) print one
-clear message and exit with code 2, never a traceback.
-"""
+"""`synth config show`, `synth backend serve`, `synth llm smoke`: the foundation's commands."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 
-from synth.config import ConfigError, SynthConfig, load_config
-from synth.llm import LLMClient, LLMError
+from synth.cli.app import (
+    BaseUrlOpt,
+    ConfigOpt,
+    ModelOpt,
+    UserError,
+    app,
+    build_config,
+    console,
+    friendly_errors,
+)
+from synth.llm import LLMClient
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Synthesise agentic tool-use training data.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
 backend_app = typer.Typer(no_args_is_help=True, help="The embedded llama.cpp backend.")
 llm_app = typer.Typer(no_args_is_help=True, help="Talk to the configured model endpoints.")
 app.add_typer(config_app, name="config")
 app.add_typer(backend_app, name="backend")
 app.add_typer(llm_app, name="llm")
-
-console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback, exit code 2."""
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn the errors a user can fix into one line on stderr and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, UserError, LLMError, FileNotFoundError, ValueError) as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def build_config(
-    config: Path | None,
-    *,
-    base_url: str | None = None,
-    model: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> SynthConfig:
-    overrides: dict[str, Any] = {}
-    llm: dict[str, Any] = {}
-    if base_url:
-        llm["base_urls"] = [base_url]
-    if model:
-        llm["model"] = model
-    if llm:
-        overrides["llm"] = llm
-    for section, values in (extra or {}).items():
-        clean = {k: v for k, v in values.items() if v is not None}
-        if clean:
-            overrides.setdefault(section, {}).update(clean)
-    return load_config(config, overrides)
-
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: ./synth.toml if present).")
-BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for every role, e.g. http://127.0.0.1:8000/v1.")
-ModelOpt = typer.Option(None, "--model", help="Model name to send with --base-url.")
 
 
 @config_app.command("show")
@@ -157,15 +108,3 @@ def llm_smoke(
 
         result = asyncio.run(go())
     print(result.model_dump_json(indent=2))
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
