@@ -37,6 +37,9 @@ class Provenance(_Model):
     prompt_version: str | None = None
     labels: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    # MCP tool fields ToolSpec has no slot for (title, annotations, execution, _meta, icons, ...),
+    # kept verbatim so converting back to MCP's tools/list shape loses nothing.
+    mcp_fields: dict[str, Any] = Field(default_factory=dict)
 
 
 class ToolSpec(_Model):
@@ -85,13 +88,13 @@ class ToolSpec(_Model):
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ToolSpec:
-        return cls(
-            name=row["name"], description=row["description"], inputSchema=row["input_schema"],
-            outputSchema=row.get("output_schema"), side_effect=row.get("side_effect") or "read",
-            error_modes=row.get("error_modes") or [], domain=row["domain"],
-            application=row.get("application") or "", source=row.get("source") or "synthetic",
-            provenance=Provenance.model_validate(row.get("provenance") or {}),
-        )
+        return cls.model_validate({
+            "name": row["name"], "description": row["description"], "input_schema": row["input_schema"],
+            "output_schema": row.get("output_schema"), "side_effect": row.get("side_effect") or "read",
+            "error_modes": row.get("error_modes") or [], "domain": row["domain"],
+            "application": row.get("application") or "", "source": row.get("source") or "synthetic",
+            "provenance": row.get("provenance") or {},
+        })
 
 
 class RejectedItem(_Model):

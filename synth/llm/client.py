@@ -73,12 +73,16 @@ class ChatResult:
 
 @dataclass(slots=True)
 class RetryPolicy:
+    """Exponential backoff with full jitter; a server's `Retry-After` wins (capped, so a bogus
+    header cannot park a run for hours)."""
+
     base_delay_s: float = 0.25
     max_delay_s: float = 20.0
+    max_retry_after_s: float = 120.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay_s * 3)
+            return min(max(retry_after, 0.0), self.max_retry_after_s)
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
 
 

