@@ -100,6 +100,13 @@ class RunConfig(_Strict):
     db: str = "data/synth.duckdb"
     trajectories: int = Field(10, ge=1)
     seed: int = 0
+    tools_per_domain: int = Field(8, ge=1)
+    tasks_per_agent: int = Field(2, ge=1)
+    max_agents: int = Field(10_000, ge=1)
+    workers: int = Field(2, ge=1, description="Ray actors hosting the stages")
+    worker_concurrency: int = Field(64, ge=1, description="items one actor runs at once")
+    in_flight: int = Field(8, ge=1, description="episodes in flight (the backpressure bound)")
+    agent_concurrency: int = Field(2, ge=1, description="agents being synthesised at once")
 
     @field_validator("domains", mode="before")
     @classmethod

@@ -1,5 +1,42 @@
-"""CLI commands: run (see the module's command docstrings)."""
+"""`synth run`: the main job, from domains to judged trajectories in a DuckDB dataset."""
 
 from __future__ import annotations
 
-from synth.cli.app import app  # noqa: F401
+import json
+from pathlib import Path
+
+import typer
+
+from synth.cli.app import BaseUrlOpt, ConfigOpt, ModelOpt, app, build_config, console, friendly_errors
+
+
+@app.command("run")
+@friendly_errors
+def run(
+    domains: str | None = typer.Option(None, "--domains", help="Comma-separated domains (see `synth domains list`)."),
+    db: Path | None = typer.Option(None, "--db", help="DuckDB dataset file (default: data/synth.duckdb)."),
+    trajectories: int | None = typer.Option(None, "--trajectories", "-n", help="Judged trajectories to end with."),
+    config: Path | None = ConfigOpt,
+    base_url: str | None = BaseUrlOpt,
+    model: str | None = ModelOpt,
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Join an existing Ray cluster."),
+    no_ray: bool = typer.Option(False, "--no-ray", help="Run the stages in this process, without Ray."),
+    seed: int | None = typer.Option(None, "--seed", help="Run seed (part of the run's identity)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display."),
+) -> None:
+    """Synthesise and judge trajectories; re-running the same command resumes where it stopped.
+
+    Without --base-url the embedded llama.cpp backend is started and stopped around the run.
+    Prints a JSON summary (run id, judged, accepted, status) on stdout.
+    """
+    from synth.pipeline.run import execute_run
+
+    cfg = build_config(config, base_url=base_url, model=model, extra={"run": {
+        "domains": domains, "db": str(db) if db else None, "trajectories": trajectories, "seed": seed}})
+    summary = execute_run(cfg, ray_address=ray_address, use_ray=not no_ray, show_progress=not quiet,
+                          console=console)
+    print(json.dumps(summary.as_dict()))
+    if summary.status not in ("finished",):
+        console.print(f"[yellow]run {summary.run_id} ended {summary.status}[/]: "
+                      f"{summary.judged}/{summary.target} judged; run the same command again to resume")
+        raise typer.Exit(1)

@@ -225,6 +225,11 @@ class LocalBackend:
             proc.kill()
             proc.wait(timeout_s)
 
+    def restart(self) -> None:
+        """Start again on the same port (after a crash); in-flight requests retry meanwhile."""
+        self.stop()
+        self.start()
+
     def __enter__(self) -> LocalBackend:
         return self.start()
 

@@ -53,11 +53,19 @@ def tool_from_mcp(
     prov.mcp_fields = {k: v for k, v in raw.items() if k not in MCP_CORE_FIELDS}
     annotations = raw.get("annotations")
     side_effect = guess_side_effect(name, annotations if isinstance(annotations, Mapping) else {})
-    return ToolSpec.model_validate({
-        "name": name, "description": description, "input_schema": schema, "output_schema": output,
-        "side_effect": side_effect, "domain": domain, "application": application, "source": source,
-        "provenance": prov,
-    })
+    return ToolSpec.model_validate(
+        {
+            "name": name,
+            "description": description,
+            "input_schema": schema,
+            "output_schema": output,
+            "side_effect": side_effect,
+            "domain": domain,
+            "application": application,
+            "source": source,
+            "provenance": prov,
+        }
+    )
 
 
 _WRITE_VERBS = re.compile(
@@ -111,11 +119,17 @@ def tool_from_openai(
     parameters = fn.get("parameters", {"type": "object", "properties": {}})
     if not isinstance(parameters, dict):
         raise ValueError(f"tool {fn['name']!r}: 'parameters' is not a JSON object")
-    return ToolSpec.model_validate({
-        "name": fn["name"], "description": fn.get("description") or "", "input_schema": parameters,
-        "domain": domain, "application": application, "source": source,
-        "provenance": provenance or Provenance(),
-    })
+    return ToolSpec.model_validate(
+        {
+            "name": fn["name"],
+            "description": fn.get("description") or "",
+            "input_schema": parameters,
+            "domain": domain,
+            "application": application,
+            "source": source,
+            "provenance": provenance or Provenance(),
+        }
+    )
 
 
 def tools_list_entries(data: Any, where: str = "input") -> list[Any]:

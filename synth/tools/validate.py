@@ -168,6 +168,12 @@ def _normalize_node(node: Any, path: str, notes: list[str], depth: int) -> Any:
         return node
     out = dict(node)
     props = out.get("properties")
+    if isinstance(props, dict) and props.get("type") == "object" and isinstance(props.get("properties"), dict):
+        # A whole schema wrapped once more as `properties` (seen in real servers): unwrap it.
+        inner = {k: v for k, v in props.items()}
+        out = {**{k: v for k, v in out.items() if k != "properties"}, **inner}
+        notes.append(f"{path or 'root'}: unwrapped a schema nested inside 'properties'")
+        props = out.get("properties")
     if isinstance(props, dict):
         out["properties"] = {
             k: _normalize_node(v, f"{path}/properties/{k}", notes, depth + 1) for k, v in props.items()
@@ -175,6 +181,16 @@ def _normalize_node(node: Any, path: str, notes: list[str], depth: int) -> Any:
         if "type" not in out and not any(k in out for k in ("anyOf", "oneOf", "allOf", "$ref")):
             out["type"] = "object"
             notes.append(f"{path or 'root'}: added missing type 'object'")
+    if out.get("type") == "any":
+        del out["type"]
+        notes.append(f"{path or 'root'}: dropped non-standard type 'any' (any value is allowed)")
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), bool):  # draft-04 boolean form
+            if out[bound] and isinstance(out.get(limit), int | float):
+                out[bound] = out.pop(limit)
+            else:
+                del out[bound]
+            notes.append(f"{path or 'root'}: converted draft-04 boolean {bound}")
     required = out.get("required")
     if "required" in out and not isinstance(required, list):
         del out["required"]
@@ -184,8 +200,10 @@ def _normalize_node(node: Any, path: str, notes: list[str], depth: int) -> Any:
         kept = [r for r in required if isinstance(r, str) and r in declared]
         kept = list(dict.fromkeys(kept))
         if kept != required:
-            notes.append(f"{path or 'root'}: dropped required names that are not properties "
-                         f"{[r for r in required if r not in kept][:5]}")
+            notes.append(
+                f"{path or 'root'}: dropped required names that are not properties "
+                f"{[r for r in required if r not in kept][:5]}"
+            )
             out["required"] = kept
     for key in ("items", "additionalProperties"):
         if isinstance(out.get(key), dict | str):
@@ -212,8 +230,10 @@ def normalize_schema(raw: Any) -> tuple[Any, list[str]]:
         out = _normalize_node(raw, "", notes, 0)
     except RecursionError:
         return raw, ["schema too deep to normalise"]
-    if out.get("type") == "object" and "properties" not in out and not any(
-        k in out for k in ("anyOf", "oneOf", "allOf", "$ref", "additionalProperties", "patternProperties")
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and not any(k in out for k in ("anyOf", "oneOf", "allOf", "$ref", "additionalProperties", "patternProperties"))
     ):
         out["properties"] = {}
         notes.append("added empty 'properties' to an object schema")
@@ -227,9 +247,22 @@ def normalize_schema(raw: Any) -> tuple[Any, list[str]]:
 # ---------------------------------------------------------------- near-duplicates
 
 _VERB_SYNONYMS = {
-    "fetch": "get", "retrieve": "get", "read": "get", "lookup": "get", "find": "search", "query": "search",
-    "add": "create", "new": "create", "make": "create", "remove": "delete", "del": "delete",
-    "modify": "update", "edit": "update", "change": "update", "show": "get", "view": "get",
+    "fetch": "get",
+    "retrieve": "get",
+    "read": "get",
+    "lookup": "get",
+    "find": "search",
+    "query": "search",
+    "add": "create",
+    "new": "create",
+    "make": "create",
+    "remove": "delete",
+    "del": "delete",
+    "modify": "update",
+    "edit": "update",
+    "change": "update",
+    "show": "get",
+    "view": "get",
 }
 
 
@@ -247,15 +280,19 @@ def _similar(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a.lower(), b.lower(), autojunk=False).ratio()
 
 
-def near_duplicate_of(spec: ToolSpec, kept: Iterable[ToolSpec], *, name_ratio: float = 0.8,
-                      description_ratio: float = 0.85) -> ToolSpec | None:
+def near_duplicate_of(
+    spec: ToolSpec, kept: Iterable[ToolSpec], *, name_ratio: float = 0.7, description_ratio: float = 0.85
+) -> ToolSpec | None:
     """The first tool in `kept` (same domain assumed) that `spec` nearly duplicates, else None."""
     key = name_key(spec.name)
     for other in kept:
         other_key = name_key(other.name)
         if key == other_key:
             return other
-        if _similar(key, other_key) >= name_ratio and _similar(spec.description, other.description) >= description_ratio:
+        if (
+            _similar(key, other_key) >= name_ratio
+            and _similar(spec.description, other.description) >= description_ratio
+        ):
             return other
     return None
 

@@ -1,0 +1,288 @@
+"""The streaming driver of `synth run`: domains -> tools -> agents + tasks -> rollouts -> judgments.
+
+Contract:
+- Stages are pipelined: an episode starts as soon as its task exists; agent synthesis runs ahead
+  of rollouts only as far as the bounded episode queue allows (backpressure), so memory stays
+  flat however many trajectories are asked for.
+- The driver is the one writer of the DuckDB file; workers return models and their model-call
+  records, the driver stores them (flushed in batches, so readers can open the file between).
+- Resume: the run id is a hash of what shapes the work (domains, seed, models, stage settings,
+  not the target count), every row id is a content hash, and every seed is derived from content.
+  Running the same command again counts the judged trajectories the run already has, skips the
+  tasks that already have one, and replays earlier agent/task synthesis from the response cache
+  at no model cost. It stops at exactly `target` judged trajectories.
+- Ctrl-C (or a cancelled run) stops scheduling, lets nothing half-written reach the file, flushes
+  what finished and marks the run `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from synth.config import SynthConfig
+from synth.ids import content_id, derive_seed
+from synth.llm.usage import CallRecord
+from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
+from synth.pipeline.progress import Progress
+from synth.store import Dataset, now
+
+
+class Workers(Protocol):
+    async def call(self, method: str, *args: Any) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    target: int
+    judged: int
+    accepted: int
+    new_trajectories: int
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
+    """What makes two invocations the same run (the target count deliberately excluded)."""
+    shaping = cfg.model_dump(mode="json", exclude={"run": {"db", "trajectories"}, "backend": True, "cache": True})
+    for role in shaping["llm"].get("roles", {}).values():
+        role.pop("base_urls", None)
+    shaping["llm"].pop("base_urls", None)
+    return content_id("run", sorted(domains), shaping)
+
+
+def _call_rows(run_id: str, records: list[CallRecord]) -> list[dict[str, Any]]:
+    return [{"id": r.call_id, "run_id": run_id, **{k: v for k, v in r.as_dict().items() if k != "call_id"}}
+            for r in records]
+
+
+class PipelineDriver:
+    def __init__(self, cfg: SynthConfig, domains: list[Any], target: int, dataset: Dataset, workers: Workers,
+                 progress: Progress | None = None) -> None:
+        self.cfg = cfg
+        self.domains = domains
+        self.target = target
+        self.dataset = dataset
+        self.workers = workers
+        self.run_id = run_identity(cfg, [d.name for d in domains])
+        self.progress = progress or Progress(target=target)
+        self.settings = cfg.run
+        self._new_trajectories = 0
+        self.failures: list[str] = []
+        self.on_failure: Callable[[str], None] | None = None
+
+    # ---------------------------------------------------------------- storage helpers
+
+    def _store_calls(self, records: list[CallRecord]) -> None:
+        self.dataset.add_many("llm_calls", _call_rows(self.run_id, records))
+        self.progress.completion_tokens += sum(r.completion_tokens for r in records)
+
+    def _record_run(self, status: str, started_at: Any) -> None:
+        self.dataset.upsert("runs", {
+            "id": self.run_id, "run_id": self.run_id, "started_at": started_at,
+            "finished_at": None if status == "running" else now(), "status": status,
+            "domains": [d.name for d in self.domains], "target_trajectories": self.target,
+            "config": json.loads(self.cfg.model_dump_json()),
+        })
+
+    # ---------------------------------------------------------------- stage 1: tools
+
+    def _stored_tools(self) -> dict[str, list[ToolSpec]]:
+        names = [d.name for d in self.domains]
+        marks = ", ".join("?" for _ in names)
+        rows = self.dataset.query(
+            f"SELECT name, description, input_schema, output_schema, side_effect, error_modes, domain, "
+            f"application, source, provenance FROM tools WHERE status = 'accepted' AND domain IN ({marks}) "
+            f"ORDER BY id", names,
+        )
+        keys = ("name", "description", "input_schema", "output_schema", "side_effect", "error_modes", "domain",
+                "application", "source", "provenance")
+        by_domain: dict[str, list[ToolSpec]] = {n: [] for n in names}
+        for row in rows:
+            data = dict(zip(keys, row, strict=True))
+            for key in ("input_schema", "output_schema", "error_modes", "provenance"):
+                if isinstance(data[key], str):
+                    data[key] = json.loads(data[key])
+            by_domain[data["domain"]].append(ToolSpec.from_row(data))
+        return by_domain
+
+    async def _tools(self) -> list[ToolSpec]:
+        from synth.pipeline import stages
+
+        by_domain = self._stored_tools()
+        wanted = self.settings.tools_per_domain
+        missing = [d for d in self.domains if len(by_domain[d.name]) < max(2, wanted // 2)]
+
+        async def one(domain: Any) -> None:
+            self.progress.begin("tools")
+            try:
+                result, calls = await self.workers.call(
+                    "synthesize_tools", domain, derive_seed(self.settings.seed, "tools", domain.name))
+            except Exception:
+                self.progress.end("tools", ok=False)
+                raise
+            self._store_calls(calls)
+            stored = stages.store_tool_result(self.dataset, self.run_id, result)
+            by_domain[domain.name] = [t for t in result.tools if t.domain == domain.name] or by_domain[domain.name]
+            self.progress.end("tools", count=stored)
+
+        await asyncio.gather(*(one(d) for d in missing))
+        self.dataset.flush()
+        if missing:
+            by_domain = self._stored_tools()
+        pool = [t for d in self.domains for t in by_domain[d.name]]
+        if len(pool) < 2:
+            raise RuntimeError(
+                f"only {len(pool)} usable tool(s) for domains {[d.name for d in self.domains]}; "
+                "see `synth stats` for the rejection reasons"
+            )
+        return pool
+
+    # ---------------------------------------------------------------- resume state
+
+    def _finished(self) -> tuple[int, int, set[str]]:
+        rows = self.dataset.query(
+            "SELECT t.task_id, j.accepted FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id "
+            "WHERE t.run_id = ?", [self.run_id],
+        )
+        return len(rows), sum(1 for _, a in rows if a), {task_id for task_id, _ in rows}
+
+    # ---------------------------------------------------------------- stages 2-4, streamed
+
+    async def run(self) -> RunSummary:
+        started_at = now()
+        self._record_run("running", started_at)
+        status = "failed"
+        try:
+            done, _accepted, finished_tasks = self._finished()
+            self.progress.already_done = done
+            remaining = self.target - done
+            if remaining > 0:
+                pool = await self._tools()
+                await self._stream(pool, remaining, finished_tasks)
+            status = "finished"
+        except asyncio.CancelledError:
+            status = "interrupted"
+            raise
+        finally:
+            self.dataset.flush()
+            judged, accepted, _ = self._finished()
+            if status == "finished" and judged < self.target:
+                status = "incomplete"
+            self._record_run(status, started_at)
+            self.summary = RunSummary(self.run_id, self.target, judged, accepted, self._new_trajectories, status)
+        return self.summary
+
+    async def _stream(self, pool: list[ToolSpec], remaining: int, finished_tasks: set[str]) -> None:
+        from synth.pipeline import stages
+
+        settings = self.settings
+        queue: asyncio.Queue[tuple[Agent, list[ToolSpec], Task] | None] = asyncio.Queue(maxsize=settings.in_flight)
+        rng = random.Random(derive_seed(settings.seed, "toolsets", self.run_id))
+        toolsets = stages.toolsets(pool, settings, rng)
+        slot_iter = iter(enumerate(toolsets))
+        slot_lock = asyncio.Lock()
+        judged = 0
+        in_progress = 0
+        done_event = asyncio.Event()
+
+        def need_more() -> bool:
+            return judged + in_progress + queue.qsize() < remaining and not done_event.is_set()
+
+        async def produce() -> None:
+            while need_more():
+                async with slot_lock:
+                    slot = next(slot_iter, None)
+                if slot is None:
+                    return
+                index, toolset = slot
+                self.progress.begin("agents")
+                try:
+                    result, calls = await self.workers.call(
+                        "synthesize_agent_and_tasks", toolset, derive_seed(settings.seed, "agent", index))
+                except Exception as exc:  # a failed agent is logged and skipped, never fatal
+                    self.progress.end("agents", ok=False)
+                    self._note_failure("agent", exc)
+                    continue
+                self._store_calls(calls)
+                stages.store_agent_result(self.dataset, self.run_id, result)
+                agent = result.agent
+                self.progress.end("agents", ok=agent is not None)
+                self.progress.stages["tasks"].done += len(result.tasks)
+                self.progress.stages["tasks"].failed += len(result.rejected)
+                if agent is None:
+                    continue
+                for task in result.tasks:
+                    if task.id in finished_tasks:
+                        continue
+                    if not need_more():
+                        return
+                    await queue.put((agent, toolset, task))
+
+        async def consume() -> None:
+            nonlocal judged, in_progress
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if judged + in_progress >= remaining:
+                    continue
+                agent, toolset, task = item
+                in_progress += 1
+                self.progress.begin("rollouts")
+                try:
+                    (trajectory, judgment), calls = await self.workers.call(
+                        "rollout_and_judge", agent, toolset, task, derive_seed(settings.seed, "episode", task.id))
+                except Exception as exc:
+                    in_progress -= 1
+                    self.progress.end("rollouts", ok=False)
+                    self._note_failure("episode", exc)
+                    continue
+                in_progress -= 1
+                self._store_calls(calls)
+                self._store_episode(trajectory, judgment)
+                judged += 1
+                self.progress.end("rollouts")
+                self.progress.stages["judgments"].done += 1
+                self.progress.judged += 1
+                self.progress.accepted += int(judgment.accepted)
+                if judged >= remaining:
+                    done_event.set()
+
+        producers = [asyncio.create_task(produce()) for _ in range(settings.agent_concurrency)]
+        consumers = [asyncio.create_task(consume()) for _ in range(settings.in_flight)]
+        try:
+            await asyncio.gather(*producers)
+            for _ in consumers:
+                await queue.put(None)
+            await asyncio.gather(*consumers)
+        finally:
+            for task in (*producers, *consumers):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*producers, *consumers, return_exceptions=True)
+        if judged < remaining:
+            self._note_failure("run", RuntimeError(
+                f"ran out of toolsets/tasks after {judged} of {remaining} trajectories; "
+                "add domains or raise run.max_agents"))
+
+    def _store_episode(self, trajectory: Trajectory, judgment: Judgment) -> None:
+        self.dataset.add("trajectories", trajectory.to_row(self.run_id))
+        self.dataset.add("judgments", judgment.to_row(self.run_id))
+        self.dataset.flush()
+        self._new_trajectories += 1
+
+    def _note_failure(self, what: str, exc: BaseException) -> None:
+        self.failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")
+        if self.on_failure is not None:
+            self.on_failure(self.failures[-1])

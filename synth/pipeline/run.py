@@ -1,0 +1,91 @@
+"""`execute_run`: what `synth run` and `pipelines/synthesize.py` both call.
+
+It resolves the domains, gets model endpoints (starting the embedded backend only when a role
+has none, and restarting it on the same port if it dies mid-run), starts or joins Ray (a local
+one by default, no dashboard; an existing cluster with `ray_address`; none with `use_ray=False`),
+and drives the pipeline with a live progress display.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+from rich.console import Console
+
+from synth.config import SynthConfig
+from synth.llm.local import LocalBackend
+from synth.llm.session import model_endpoints
+from synth.pipeline.driver import PipelineDriver, RunSummary
+from synth.pipeline.progress import Progress, ProgressDisplay
+from synth.pipeline.worker import LocalWorkers, RayWorkers
+from synth.store import Dataset
+
+
+def resolve_domains(names: list[str]) -> list[Any]:
+    from synth.domains import load_taxonomy
+
+    if not names:
+        raise ValueError("no domains given: pass --domains a,b (see `synth domains list`)")
+    return list(load_taxonomy().resolve(names))
+
+
+async def _supervise(backend: LocalBackend, console: Console, every_s: float = 2.0) -> None:
+    """Restart the embedded backend on its port if it exits; in-flight calls retry meanwhile."""
+    while True:
+        await asyncio.sleep(every_s)
+        if not backend.is_running():
+            console.print("[yellow]embedded backend exited; restarting it[/]")
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(backend.restart)
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+                 configure_logging=False)
+
+
+async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend: LocalBackend | None,
+                 use_ray: bool, show_progress: bool, console: Console) -> RunSummary:
+    settings = cfg.run
+    workers: RayWorkers | LocalWorkers
+    if use_ray:
+        workers = RayWorkers(cfg, settings.workers, settings.worker_concurrency)
+        await workers.start()
+    else:
+        workers = LocalWorkers(cfg)
+    progress = Progress(target=settings.trajectories)
+    driver = PipelineDriver(cfg, domains, settings.trajectories, dataset, workers, progress)
+    driver.on_failure = lambda line: console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    supervisor = asyncio.create_task(_supervise(backend, console)) if backend is not None else None
+    try:
+        async with ProgressDisplay(progress, console, enabled=show_progress):
+            return await driver.run()
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()
+        await workers.close()
+
+
+def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bool = True,
+                show_progress: bool = True, console: Console | None = None) -> RunSummary:
+    console = console or Console(stderr=True)
+    domains = resolve_domains(cfg.run.domains)
+    dataset = Dataset(cfg.run.db)
+    try:
+        with model_endpoints(cfg) as (live, backend):
+            if use_ray:
+                _init_ray(ray_address)
+            return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
+    finally:
+        dataset.flush()

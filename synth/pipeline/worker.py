@@ -1,0 +1,131 @@
+"""`StageWorker`: hosts the stage functions and one model client, in-process or as a Ray actor.
+
+The same class serves both: `LocalWorkers` calls it directly on the driver's event loop (tests,
+benchmarks, `--no-ray`), `RayWorkers` wraps it in `ray.remote` as an async actor, so each actor
+runs many items concurrently on its own event loop and a few actors keep a backend's parallel
+slots full. Every method takes and returns pydantic models (Ray pickles them) plus the model
+calls it made (`CallRecord`s), which the driver writes to `llm_calls`: workers never touch DuckDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from synth.config import SynthConfig
+from synth.ids import derive_seed
+from synth.llm import LLMClient, UsageLog
+from synth.llm.usage import CallRecord
+from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
+
+T = TypeVar("T")
+
+
+class StageWorker:
+    def __init__(self, config: SynthConfig) -> None:
+        self.config = config
+        self._llm: LLMClient | None = None
+
+    @property
+    def llm(self) -> LLMClient:
+        # Created on first use, inside the event loop that will run the calls (a Ray actor's).
+        if self._llm is None:
+            self._llm = LLMClient(self.config, usage=UsageLog())
+        return self._llm
+
+    def _calls(self) -> list[CallRecord]:
+        records, self.llm.usage.records = self.llm.usage.records, []
+        return records
+
+    async def ping(self) -> bool:
+        return True
+
+    async def synthesize_tools(self, domain: Any, seed: int) -> tuple[Any, list[CallRecord]]:
+        from synth.pipeline import stages
+
+        result = await stages.tools_for_domain(domain, self.llm, self.config, seed)
+        return result, self._calls()
+
+    async def synthesize_agent_and_tasks(
+        self, toolset: list[ToolSpec], seed: int
+    ) -> tuple[Any, list[CallRecord]]:
+        from synth.pipeline import stages
+
+        result = await stages.agent_and_tasks(toolset, self.llm, self.config, seed)
+        return result, self._calls()
+
+    async def rollout_and_judge(
+        self, agent: Agent, tools: list[ToolSpec], task: Task, seed: int
+    ) -> tuple[tuple[Trajectory, Judgment], list[CallRecord]]:
+        from synth.pipeline import stages
+
+        trajectory = await stages.rollout(agent, tools, task, self.llm, self.config, seed)
+        judgment = await stages.judge(trajectory, task, tools, self.llm, self.config, seed)
+        return (trajectory, judgment), self._calls()
+
+    async def close(self) -> None:
+        if self._llm is not None:
+            await self._llm.aclose()
+
+
+class LocalWorkers:
+    """One in-process worker; calls are plain awaits on the driver's loop."""
+
+    def __init__(self, config: SynthConfig) -> None:
+        self.worker = StageWorker(config)
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return await getattr(self.worker, method)(*args)
+
+    async def close(self) -> None:
+        await self.worker.close()
+
+
+class RayWorkers:
+    """A pool of `StageWorker` async actors; calls go to the actor with the fewest in flight.
+
+    Actors restart after a crash (`max_restarts`) and calls are retried on a restarted actor
+    (`max_task_retries`): stage calls are idempotent (content ids, response cache), so a retry
+    never duplicates a row.
+    """
+
+    def __init__(self, config: SynthConfig, count: int, max_concurrency: int) -> None:
+        import ray
+
+        actor_cls = ray.remote(StageWorker).options(  # type: ignore[attr-defined]
+            max_concurrency=max_concurrency, max_restarts=3, max_task_retries=3, num_cpus=0
+        )
+        self.actors = [actor_cls.remote(config) for _ in range(count)]
+        self.in_flight = [0] * count
+
+    async def start(self) -> None:
+        await asyncio.gather(*(a.ping.remote() for a in self.actors))
+
+    async def call(self, method: str, *args: Any) -> Any:
+        index = min(range(len(self.actors)), key=self.in_flight.__getitem__)
+        self.in_flight[index] += 1
+        try:
+            return await getattr(self.actors[index], method).remote(*args)
+        finally:
+            self.in_flight[index] -= 1
+
+    async def close(self) -> None:
+        import ray
+
+        await asyncio.gather(*(a.close.remote() for a in self.actors), return_exceptions=True)
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def episode_seed(run_seed: int, task_id: str) -> int:
+    return derive_seed(run_seed, "episode", task_id)
+
+
+def seeded_rng(*parts: Any) -> random.Random:
+    return random.Random(derive_seed(*parts))
+
+
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

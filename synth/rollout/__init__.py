@@ -1,0 +1,39 @@
+"""Multi-agent rollouts: a simulated user, the agent under synthesis, and a stateful tool
+simulator (with real MCP / Python tools in the loop where bound), recorded as `Trajectory`s."""
+
+from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, action_schema, agent_step
+from synth.rollout.episode import RolloutSettings, execute_call, run_episode
+from synth.rollout.executors import McpExecutor, McpServerBinding, PythonExecutor, ToolExecutor, bind_executors
+from synth.rollout.user import UserTurn, simulate_user_turn
+from synth.rollout.world import (
+    FAULT_KINDS,
+    ToolObservation,
+    ToolSimulator,
+    merge_patch,
+    simulate_tool_call,
+    validate_arguments,
+)
+
+__all__ = [
+    "FAULT_KINDS",
+    "AgentStep",
+    "McpExecutor",
+    "McpServerBinding",
+    "ParsedCall",
+    "PythonExecutor",
+    "RolloutSettings",
+    "ToolExecutor",
+    "ToolMode",
+    "ToolObservation",
+    "ToolSimulator",
+    "UserTurn",
+    "action_schema",
+    "agent_step",
+    "bind_executors",
+    "execute_call",
+    "merge_patch",
+    "run_episode",
+    "simulate_tool_call",
+    "simulate_user_turn",
+    "validate_arguments",
+]

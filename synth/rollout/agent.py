@@ -1,0 +1,239 @@
+"""The agent under synthesis: one step = one model reply, either tool calls or a reply to the user.
+
+Two modes (`RoleConfig.tool_mode` of role "agent"):
+- `native`: the toolset goes in `tools=[...]` (OpenAI function tools) and calls come back in
+  `tool_calls`; what the model emits passes through unrepaired, so the validator can answer bad
+  calls with error observations.
+- `constrained`: the next action is generated under a JSON schema built from the toolset,
+  `anyOf` of `{"action": "call", "calls": [{"tool": <const name>, "arguments": <that tool's
+  inputSchema>}, ...]}` and `{"action": "reply", "message": str}`, so even a 135M model emits
+  well-formed calls of real tools. History is shown to the model in that same JSON action format
+  (tool results as user messages), which is what it is asked to continue. If no attempt validates,
+  a reply that still has the action's shape is kept (its bad arguments then meet the validator,
+  like a native call would); anything else raises `StructuredOutputError`.
+
+Both modes return the step as a canonical OpenAI assistant message: `tool_calls=[{"id", "type":
+"function", "function": {"name", "arguments": <JSON string>}}]` with ids assigned by the caller
+(`call_id_prefix`), so ids are unique in the episode and identical when an episode is replayed.
+Several calls in one step are allowed (at most `max_calls`; extra native calls are dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from synth.llm import LLMClient, StructuredOutputError
+from synth.llm.client import inline_refs
+from synth.models import Agent, ToolSpec
+from synth.prompts import render
+from synth.rollout.metered import Usage, parse_json_reply, structured_with_usage
+
+ToolMode = Literal["constrained", "native"]
+
+
+@dataclass(slots=True)
+class ParsedCall:
+    """One tool call of an agent step. `arguments` is None when the model's JSON did not parse."""
+
+    id: str
+    name: str
+    arguments: Any
+    arguments_json: str
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments_json}}
+
+
+@dataclass(slots=True)
+class AgentStep:
+    """What one agent step produced: the canonical assistant message and its parts."""
+
+    message: dict[str, Any]
+    calls: list[ParsedCall]
+    reply: str | None
+    usage: Usage = field(default_factory=Usage)
+    salvaged: str | None = None
+
+
+def _params(spec: ToolSpec) -> str:
+    props = spec.input_schema.get("properties") or {}
+    required = set(spec.input_schema.get("required") or [])
+    parts = []
+    for name, sub in props.items():
+        kind = sub.get("type", "any") if isinstance(sub, dict) else "any"
+        parts.append(f"{name}{'' if name in required else '?'}: {kind}")
+    return ", ".join(parts)
+
+
+def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: bool = True) -> dict[str, Any]:
+    """The JSON schema of the agent's next action over `tools` (see module docstring)."""
+    reply = {
+        "type": "object",
+        "properties": {"action": {"const": "reply"}, "message": {"type": "string", "minLength": 1}},
+        "required": ["action", "message"],
+        "additionalProperties": False,
+    }
+    if not (allow_calls and tools):
+        return reply
+    items = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": spec.name}, "arguments": inline_refs(spec.input_schema)},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        }
+        for spec in tools
+    ]
+    call = {
+        "type": "object",
+        "properties": {
+            "action": {"const": "call"},
+            "calls": {"type": "array", "items": {"anyOf": items}, "minItems": 1, "maxItems": max(1, max_calls)},
+        },
+        "required": ["action", "calls"],
+        "additionalProperties": False,
+    }
+    return {"anyOf": [call, reply]}
+
+
+def constrained_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Canonical messages (system excluded) as the constrained agent sees them: its own turns as
+    JSON actions, tool results as user messages (one per batch of calls)."""
+    names: dict[str, str] = {}
+    view: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        if role == "user":
+            view.append({"role": "user", "content": m.get("content") or ""})
+        elif role == "assistant":
+            calls = m.get("tool_calls") or []
+            if calls:
+                shown = []
+                for c in calls:
+                    fn = c.get("function") or {}
+                    names[c.get("id", "")] = fn.get("name", "")
+                    try:
+                        args = json.loads(fn.get("arguments") or "{}")
+                    except ValueError:
+                        args = fn.get("arguments")
+                    shown.append({"tool": fn.get("name"), "arguments": args})
+                view.append({"role": "assistant", "content": json.dumps({"action": "call", "calls": shown})})
+            else:
+                view.append({"role": "assistant",
+                             "content": json.dumps({"action": "reply", "message": m.get("content") or ""})})
+        elif role == "tool":
+            line = f"Result of {names.get(m.get('tool_call_id', ''), 'tool')}: {m.get('content')}"
+            if view and view[-1]["role"] == "user" and view[-1].get("_tool"):
+                view[-1]["content"] += "\n" + line
+            else:
+                view.append({"role": "user", "content": line, "_tool": True})
+    return [{k: v for k, v in m.items() if k != "_tool"} for m in view]
+
+
+def _salvage(raw: str, max_calls: int) -> dict[str, Any] | None:
+    """An action-shaped reply that failed validation (e.g. bad arguments), else None."""
+    try:
+        data = parse_json_reply(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("action") == "reply" and isinstance(data.get("message"), str):
+        return data
+    calls = data.get("calls")
+    well_formed = isinstance(calls, list) and bool(calls) and all(
+        isinstance(c, dict) and isinstance(c.get("tool"), str) and "arguments" in c for c in calls)
+    if data.get("action") == "call" and well_formed and isinstance(calls, list):
+        return {"action": "call", "calls": calls[:max_calls]}
+    return None
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def agent_step(
+    agent: Agent,
+    tools: list[ToolSpec],
+    messages: list[dict[str, Any]],
+    llm: LLMClient,
+    mode: ToolMode,
+    rng: random.Random,
+    *,
+    seed: int | None = None,
+    force_reply: bool = False,
+    max_calls: int = 3,
+    call_id_prefix: str = "call",
+    max_tokens: int | None = None,
+) -> AgentStep:
+    """The agent's next step given the canonical conversation (`messages[0]` is its system
+    message). `force_reply` allows no calls (the step budget of the turn is spent). Raises
+    `StructuredOutputError` (constrained) or another `LLMError` when the model cannot answer."""
+    seed = seed if seed is not None else rng.randrange(2**31)
+    if mode == "native":
+        return await _native_step(tools, messages, llm, seed=seed, force_reply=force_reply, max_calls=max_calls,
+                                  call_id_prefix=call_id_prefix, max_tokens=max_tokens)
+    if mode != "constrained":
+        raise ValueError(f"tool mode must be 'constrained' or 'native', got {mode!r}")
+    system = render(
+        "synth.rollout", "agent_constrained.j2", system_prompt=agent.system_prompt, force_reply=force_reply,
+        tools=[{"name": t.name, "description": t.description, "params": _params(t)} for t in tools],
+    )
+    history = constrained_view([m for m in messages if m.get("role") != "system"])
+    chat = [{"role": "system", "content": system}, *history]
+    schema = action_schema(tools, max_calls, allow_calls=not force_reply)
+    salvaged = None
+    try:
+        action, usage = await structured_with_usage(llm, "agent", chat, schema, seed=seed, name="agent_action",
+                                                    max_tokens=max_tokens)
+    except StructuredOutputError as exc:
+        action = _salvage(exc.raw_text, max_calls)
+        if action is None or (force_reply and action.get("action") != "reply"):
+            raise
+        usage, salvaged = Usage(), exc.reason
+    if action.get("action") == "reply":
+        text = str(action.get("message") or "").strip()
+        return AgentStep({"role": "assistant", "content": text}, [], text, usage, salvaged)
+    calls = []
+    for i, c in enumerate(action["calls"][:max_calls]):
+        args = c.get("arguments")
+        calls.append(ParsedCall(f"{call_id_prefix}_{i}", str(c["tool"]), args, _as_json(args)))
+    message = {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]}
+    return AgentStep(message, calls, None, usage, salvaged)
+
+
+async def _native_step(
+    tools: list[ToolSpec], messages: list[dict[str, Any]], llm: LLMClient, *, seed: int, force_reply: bool,
+    max_calls: int, call_id_prefix: str, max_tokens: int | None,
+) -> AgentStep:
+    sampling: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
+    offered = [t.to_openai() for t in tools] or None
+    started = time.perf_counter()
+    result = await llm.chat("agent", messages, tools=offered, tool_choice="none" if force_reply and offered else None,
+                            seed=seed, **sampling)
+    usage = Usage(result.prompt_tokens, result.completion_tokens, time.perf_counter() - started, 1,
+                  int(result.cache_hit))
+    text = (result.content or "").strip()
+    raw_calls = [] if force_reply else result.tool_calls[:max_calls]
+    calls = []
+    for i, raw in enumerate(raw_calls):
+        fn = raw.get("function") or {}
+        raw_args = fn.get("arguments")
+        if isinstance(raw_args, str):
+            try:
+                args: Any = json.loads(raw_args) if raw_args.strip() else {}
+                args_json = raw_args if raw_args.strip() else "{}"
+            except ValueError:
+                args, args_json = None, raw_args
+        else:
+            args = raw_args if raw_args is not None else {}
+            args_json = _as_json(args)
+        calls.append(ParsedCall(f"{call_id_prefix}_{i}", str(fn.get("name") or ""), args, args_json))
+    if calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": [c.to_openai() for c in calls]}
+        return AgentStep(message, calls, None, usage)
+    return AgentStep({"role": "assistant", "content": text}, [], text, usage)

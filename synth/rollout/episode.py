@@ -1,0 +1,170 @@
+"""One rollout episode: simulated user <-> agent <-> tools, recorded as a `Trajectory`.
+
+Loop: each turn the user simulator speaks (or ends the conversation); then the agent takes up to
+`max_steps_per_turn` steps, each either a batch of tool calls (answered in order, one `tool`
+message per call) or a reply to the user, which ends the turn; the last step of a turn may only
+reply. The episode ends with one of `Termination`:
+- `user_done` / `user_stuck`: the user ended it (satisfied / gave up on the agent); the user's
+  closing words are not appended, so a trajectory ends on the agent;
+- `agent_gave_up`: the agent replied with nothing;
+- `max_turns`: the turn budget ran out;
+- `error`: a model reply could not be used (`StructuredOutputError`) or the backend failed; the
+  reason is the `error` of the last step, and any call left unanswered gets an error `tool`
+  message, so the one-answer-per-call invariant holds even then.
+
+Calls go to the bound real executor (`executors`, by tool name) after the same argument
+validation as simulated calls, else to the `ToolSimulator`; unknown tool names get an error
+observation. Each step is a `StepRecord` (executor, injected fault, latency, tokens).
+
+Resume: every model request is seeded from (task id, seed, turn, step, role) and the world's
+rng from (task id, seed), and call ids from (turn, step, index), so re-running an episode sends
+byte-identical requests; with the response cache on, a killed episode replays its finished turns
+from the cache at no model cost and carries on where it stopped (a real tool whose result
+differs on re-run makes the requests after it differ, and those are sent again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from synth.config import Role
+from synth.ids import derive_seed
+from synth.llm import LLMClient, LLMError
+from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
+from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, agent_step
+from synth.rollout.executors import McpServerBinding, ToolExecutor
+from synth.rollout.metered import Usage
+from synth.rollout.user import simulate_user_turn
+from synth.rollout.world import FAULT_KINDS, ToolObservation, ToolSimulator, error_observation, validate_arguments
+
+
+class RolloutSettings(BaseModel):
+    """The rollout's knobs (a `[rollout]` table of the config, once the config has one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int = Field(4, ge=1, description="user turns per episode")
+    max_steps_per_turn: int = Field(4, ge=1, description="agent steps (model replies) per user turn")
+    max_calls_per_step: int = Field(3, ge=1, description="tool calls in one agent step")
+    fault_rate: float = Field(0.1, ge=0.0, le=1.0, description="share of simulated calls given an injected fault")
+    fault_kinds: list[str] = Field(default_factory=lambda: list(FAULT_KINDS))
+    tool_mode: ToolMode | None = Field(None, description="None: the agent role's tool_mode")
+    user_max_tokens: int = Field(160, ge=16)
+    agent_max_tokens: int = Field(384, ge=16)
+    environment_max_tokens: int = Field(320, ge=16)
+    mcp_servers: list[McpServerBinding] = Field(default_factory=list)
+
+
+def _step(turn: int, actor: Any, usage: Usage, **fields: Any) -> StepRecord:
+    return StepRecord(turn=turn, actor=actor, latency_s=round(usage.latency_s, 4), prompt_tokens=usage.prompt_tokens,
+                      completion_tokens=usage.completion_tokens, **fields)
+
+
+def _answer_pending(messages: list[dict[str, Any]], reason: str) -> None:
+    """Give every unanswered call of the last assistant message an error `tool` message."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "assistant":
+            answered = {m.get("tool_call_id") for m in messages[index + 1 :] if m.get("role") == "tool"}
+            for call in messages[index].get("tool_calls") or []:
+                if call["id"] not in answered:
+                    obs = error_observation("internal_error", f"the call was not completed: {reason}", "simulated")
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
+                                     "content": obs.message_content()})
+            return
+
+
+async def execute_call(
+    call: ParsedCall, specs: dict[str, ToolSpec], simulator: ToolSimulator,
+    executors: dict[str, ToolExecutor], *, turn: int, seed: int,
+) -> ToolObservation:
+    """Answer one call: unknown tool -> error; bound real executor -> validated then run for real
+    (a write's effect is the real system's, not the simulated state's); else simulated."""
+    spec = specs.get(call.name)
+    if spec is None:
+        return error_observation(
+            "unknown_tool", f"no tool named {call.name!r}; available: {', '.join(sorted(specs)) or 'none'}",
+            "validator")
+    executor = executors.get(call.name)
+    if executor is None:
+        return await simulator.call(spec, call.arguments, call_id=call.id, turn=turn, seed=seed)
+    invalid = validate_arguments(spec, call.arguments)
+    if invalid is not None:
+        return invalid
+    return await executor.call(call.name, call.arguments)
+
+
+async def run_episode(
+    agent: Agent,
+    tools: list[ToolSpec],
+    task: Task,
+    llm: LLMClient,
+    seed: int = 0,
+    settings: RolloutSettings | None = None,
+    executors: dict[str, ToolExecutor] | None = None,
+) -> Trajectory:
+    """Roll out `task` with `agent` over `tools`; never raises for a bad model reply (see module
+    docstring). `executors` binds tool names to real executors; other tools are simulated."""
+    import random
+
+    settings = settings or RolloutSettings()
+    executors = executors or {}
+    mode: ToolMode = settings.tool_mode or llm.roles[Role.AGENT].tool_mode
+    specs = {t.name: t for t in tools}
+    simulator = ToolSimulator(
+        task.initial_state, llm, seed=derive_seed(task.id, seed, "world"), fault_rate=settings.fault_rate,
+        fault_kinds=settings.fault_kinds, max_tokens=settings.environment_max_tokens,
+    )
+    rng = random.Random(derive_seed(task.id, seed, "episode"))
+    messages: list[dict[str, Any]] = [{"role": "system", "content": agent.system_prompt}]
+    steps: list[StepRecord] = []
+    termination: Termination = "max_turns"
+    turn = 0
+    actor = "user"
+    try:
+        for turn in range(settings.max_turns):
+            actor = "user"
+            user, usage = await simulate_user_turn(
+                task, messages, llm, rng, seed=derive_seed(task.id, seed, turn, "user"),
+                max_tokens=settings.user_max_tokens)
+            steps.append(_step(turn, "user", usage))
+            if user.done:
+                termination = "user_stuck" if user.reason == "stuck" else "user_done"
+                break
+            messages.append({"role": "user", "content": user.message})
+            reply: AgentStep | None = None
+            for step in range(settings.max_steps_per_turn):
+                actor = "agent"
+                result = await agent_step(
+                    agent, tools, messages, llm, mode, rng, seed=derive_seed(task.id, seed, turn, step, "agent"),
+                    force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
+                    call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
+                )
+                messages.append(result.message)
+                steps.append(_step(turn, "agent", result.usage,
+                                   error=f"salvaged invalid action: {result.salvaged}" if result.salvaged else None))
+                if not result.calls:
+                    reply = result
+                    break
+                actor = "tool"
+                for index, call in enumerate(result.calls):
+                    obs = await execute_call(call, specs, simulator, executors, turn=turn,
+                                             seed=derive_seed(task.id, seed, turn, step, index, "environment"))
+                    messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
+                                     "content": obs.message_content()})
+                    steps.append(_step(turn, "tool", obs.usage, tool=call.name, tool_call_id=call.id,
+                                       executor=obs.executor, fault=obs.fault, error=obs.error))
+            if reply is not None and not reply.reply:
+                termination = "agent_gave_up"
+                break
+    except LLMError as exc:
+        reason = f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
+        _answer_pending(messages, reason)
+        termination = "error"
+        steps.append(StepRecord(turn=turn, actor=actor, error=reason[:1000]))
+    return Trajectory(
+        task_id=task.id, agent_id=agent.id, domain=task.domain, messages=messages,
+        tools=[t.to_openai() for t in tools], steps=steps, state_log=simulator.state_log,
+        final_state=simulator.state, termination=termination, seed=seed,
+    )

@@ -1,0 +1,591 @@
+"""Hierarchical tool synthesis: domain -> applications -> tools per application -> evolution.
+
+Kimi K2 evolved its synthetic tools hierarchically (categories, domains, then tools with clear
+interfaces). Here each level is one small structured call and deterministic code carries
+correctness, so even a 135M model yields usable, coherent APIs:
+
+1. `ApplicationList` per domain: application names, descriptions and the one entity each manages.
+2. One `ToolDraft` per (application, operation). The operations (create, get, list, update,
+   search, delete, action) are chosen by code, so every application is a small CRUD-style API.
+   The model writes the name, the description and a flat list of parameters; code builds the
+   JSON Schemas. Every tool of an application shares the entity's id parameter `<entity>_id`:
+   `create_<entity>` returns it, `get`/`update`/`delete`/actions require it, `list`/`search` return
+   items carrying it. So ids returned by one tool are accepted by the others, by construction.
+3. Evolution (Evol-Instruct style), `rounds` times per tool: an operation chosen by a seeded rng
+   (add an optional parameter, an enum parameter, a nested object, a constraint, or an error mode);
+   the model supplies names and text, code applies it. A failed evolution keeps the tool as it was.
+4. Every tool is checked (`validate.tool_problems`) and near-duplicates within a domain removed;
+   what fails is returned as a `RejectedTool` with its reason, never dropped.
+
+`synthesize_tools(domains, llm, rng, settings)` is the stage: no storage inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from synth.ids import derive_seed
+from synth.llm import LLMClient
+from synth.llm.errors import LLMError
+from synth.models import Provenance, ToolSpec
+from synth.prompts import render
+from synth.tools.repository import RejectedTool
+from synth.tools.validate import remove_near_duplicates, sanitize_name, tool_problems
+
+PROMPT_VERSION = "tools-v1"
+
+Operation = Literal["create", "get", "list", "update", "search", "delete", "action"]
+OPERATIONS: tuple[Operation, ...] = ("create", "get", "list", "update", "search", "delete", "action")
+EVOLUTIONS = ("add_optional_param", "add_enum", "add_nested_object", "add_constraint", "add_error_mode")
+
+_PURPOSE = {
+    "create": "creates a new {entity}",
+    "get": "returns one {entity} by its {entity}_id",
+    "list": "lists {entity} records, with optional filters",
+    "update": "changes fields of an existing {entity}",
+    "search": "searches {entity} records by text",
+    "delete": "deletes a {entity}",
+    "action": "performs one domain-specific action on a {entity} (for example approve, cancel, send)",
+}
+_WRITES = {"create", "update", "delete", "action"}
+
+
+# ---------------------------------------------------------------- generation schemas (kept flat)
+
+
+class ApplicationDraft(BaseModel):
+    name: str = Field(min_length=2, max_length=60)
+    description: str = Field(min_length=5, max_length=200)
+    entity: str = Field(min_length=2, max_length=30)
+
+
+class ApplicationList(BaseModel):
+    applications: list[ApplicationDraft] = Field(min_length=1, max_length=8)
+
+
+class ParameterDraft(BaseModel):
+    name: str = Field(min_length=1, max_length=40)
+    type: Literal["string", "integer", "number", "boolean"]
+    description: str = Field(max_length=120)
+    required: bool
+
+
+class ToolDraft(BaseModel):
+    name: str = Field(min_length=2, max_length=50)
+    description: str = Field(min_length=10, max_length=240)
+    parameters: list[ParameterDraft] = Field(max_length=4)
+
+
+class EvolutionDraft(BaseModel):
+    name: str = Field(min_length=2, max_length=40)
+    description: str = Field(max_length=160)
+    values: list[str] = Field(max_length=5)
+
+
+@dataclass
+class SynthesisSettings:
+    """How much to generate. `per_domain` tools are spread over `applications_per_domain`
+    applications (fewer if the model returns fewer)."""
+
+    per_domain: int = 10
+    applications_per_domain: int = 3
+    evolution_rounds: int = 1
+    max_parameters: int = 4
+    seed: int = 0
+    model: str | None = None
+
+
+@dataclass
+class SynthesisResult:
+    tools: list[ToolSpec] = field(default_factory=list)
+    rejected: list[RejectedTool] = field(default_factory=list)
+    applications: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Application:
+    domain: str
+    name: str
+    description: str
+    entity: str
+
+
+# ---------------------------------------------------------------- deterministic helpers
+
+
+def snake_case(text: str, max_len: int = 40) -> str:
+    """`text` as a snake_case identifier (ascii letters, digits, underscores), possibly empty."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text.strip())
+    slug = re.sub(r"[^a-zA-Z0-9]+", "_", spaced).strip("_").lower()
+    slug = re.sub(r"^[0-9_]+", "", slug)
+    return slug[:max_len].strip("_")
+
+
+_FILLER = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "your",
+        "my",
+        "our",
+        "their",
+        "its",
+        "of",
+        "for",
+        "to",
+        "and",
+        "new",
+        "app",
+        "application",
+        "api",
+        "data",
+        "record",
+        "records",
+        "system",
+    ]
+)
+
+
+def entity_slug(text: str, fallback: str) -> str:
+    """The entity noun as an identifier: first word of snake case, singular-ish."""
+    words = [w for w in snake_case(text, 40).split("_") if w and w not in _FILLER][:2]
+    if not words:
+        words = [w for w in snake_case(fallback, 40).split("_") if w and w not in _FILLER][:2] or ["item"]
+    last = words[-1]
+    if len(last) > 3 and last.endswith("s") and not last.endswith("ss"):
+        words[-1] = last[:-1]
+    return "_".join(words)
+
+
+def _is_id_of(param: str, entity: str) -> bool:
+    key = param.replace("_", "")
+    return key in {"id", f"{entity.replace('_', '')}id", "identifier", "uuid"}
+
+
+def _param_schema(p: ParameterDraft) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": p.type}
+    description = p.description.strip() or p.name.replace("_", " ").capitalize()
+    schema["description"] = description
+    return schema
+
+
+def _id_schema(entity: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "description": f"Id of the {entity.replace('_', ' ')}, as returned by create_{entity} or list_{entity}s.",
+    }
+
+
+def entity_schema(entity: str, fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The record an application's tools return: the shared id plus the fields `create` takes."""
+    props: dict[str, Any] = {f"{entity}_id": _id_schema(entity)}
+    props.update({k: v for k, v in fields.items() if k != f"{entity}_id"})
+    return {"type": "object", "properties": props, "required": [f"{entity}_id"]}
+
+
+def build_tool_schemas(
+    operation: Operation,
+    entity: str,
+    params: list[ParameterDraft],
+    fields: dict[str, dict[str, Any]],
+    max_parameters: int = 4,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(inputSchema, outputSchema) for one operation on `entity`; the id contract lives here."""
+    id_name = f"{entity}_id"
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    if operation in ("get", "update", "delete", "action"):
+        props[id_name] = _id_schema(entity)
+        required.append(id_name)
+    if operation == "search":
+        props["query"] = {"type": "string", "minLength": 1, "description": f"Text to look for in {entity} records."}
+        required.append("query")
+    for p in params[:max_parameters]:
+        name = snake_case(p.name)
+        if not name or len(name) > 32 or name in props or _is_id_of(name, entity):
+            continue
+        props[name] = _param_schema(p)
+        if p.required and operation in ("create", "action"):
+            required.append(name)
+    if operation == "create" and not any(k != id_name for k in props):
+        props["name"] = {"type": "string", "description": f"Name of the new {entity.replace('_', ' ')}."}
+        required.append("name")
+    if operation in ("list", "search"):
+        props.setdefault(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 100, "description": "Maximum number of results to return."},
+        )
+    record = entity_schema(entity, fields)
+    output: dict[str, Any]
+    if operation in ("create", "get", "update"):
+        output = record
+    elif operation in ("list", "search"):
+        output = {
+            "type": "object",
+            "properties": {"items": {"type": "array", "items": record}, "total": {"type": "integer", "minimum": 0}},
+            "required": ["items"],
+        }
+    elif operation == "delete":
+        output = {
+            "type": "object",
+            "properties": {id_name: _id_schema(entity), "deleted": {"type": "boolean"}},
+            "required": [id_name, "deleted"],
+        }
+    else:
+        output = {
+            "type": "object",
+            "properties": {
+                id_name: _id_schema(entity),
+                "status": {"type": "string", "description": "Outcome of the action."},
+            },
+            "required": [id_name, "status"],
+        }
+    return {"type": "object", "properties": props, "required": required}, output
+
+
+def default_error_modes(operation: Operation, entity: str) -> list[str]:
+    noun = entity.replace("_", " ")
+    modes = {
+        "create": [
+            f"invalid_argument: a required field of the {noun} is missing or malformed",
+            f"conflict: an equal {noun} already exists",
+        ],
+        "get": [f"not_found: no {noun} has this {entity}_id"],
+        "list": ["invalid_argument: a filter value or limit is out of range"],
+        "update": [f"not_found: no {noun} has this {entity}_id", "invalid_argument: a new value is malformed"],
+        "search": ["invalid_argument: the query is empty"],
+        "delete": [
+            f"not_found: no {noun} has this {entity}_id",
+            f"permission_denied: the caller may not delete this {noun}",
+        ],
+        "action": [
+            f"not_found: no {noun} has this {entity}_id",
+            f"failed_precondition: the {noun} is not in a state that allows this",
+        ],
+    }
+    return modes[operation]
+
+
+def plan_operations(count: int, applications: int) -> list[list[Operation]]:
+    """Operations per application for `count` tools: spread evenly, each list a prefix of
+    OPERATIONS (so `create` and `get` come first and every id has a producer)."""
+    if applications <= 0 or count <= 0:
+        return []
+    base, extra = divmod(count, applications)
+    plans = []
+    for i in range(applications):
+        n = base + (1 if i < extra else 0)
+        # Past the CRUD set, further tools are more domain actions (each named by the model).
+        ops: list[Operation] = [OPERATIONS[j] if j < len(OPERATIONS) else "action" for j in range(n)]
+        plans.append(ops)
+    return [p for p in plans if p]
+
+
+def apply_evolution(spec: ToolSpec, operation: str, draft: EvolutionDraft | None, rng: random.Random) -> ToolSpec:
+    """`spec` with one evolution applied (see module docstring); unchanged with a note when the
+    draft cannot be used."""
+    schema = {**spec.input_schema, "properties": dict(spec.input_schema.get("properties", {}))}
+    props: dict[str, Any] = schema["properties"]
+    notes = list(spec.provenance.notes)
+    error_modes = list(spec.error_modes)
+    if operation == "add_constraint":
+        changed = False
+        for name, prop in props.items():
+            if not isinstance(prop, dict) or prop.get("minLength") or prop.get("minimum") is not None:
+                continue
+            if prop.get("type") == "string":
+                props[name] = {**prop, "maxLength": rng.choice([64, 120, 256, 1000])}
+            elif prop.get("type") in ("integer", "number"):
+                props[name] = {**prop, "minimum": 0}
+            else:
+                continue
+            changed = True
+            notes.append(f"evolved: add_constraint on {name}")
+            break
+        if not changed:
+            notes.append("evolution add_constraint: nothing to constrain")
+    elif draft is None:
+        notes.append(f"evolution {operation}: no usable draft")
+    elif operation == "add_error_mode":
+        code = snake_case(draft.name, 40)
+        if code and draft.description.strip():
+            error_modes.append(f"{code}: {draft.description.strip()}")
+            notes.append("evolved: add_error_mode")
+        else:
+            notes.append("evolution add_error_mode: empty draft")
+    else:
+        name = snake_case(draft.name, 40)
+        description = draft.description.strip() or name.replace("_", " ").capitalize()
+        if not name or name in props:
+            notes.append(f"evolution {operation}: parameter name {draft.name!r} unusable or taken")
+        elif operation == "add_optional_param":
+            props[name] = {"type": "string", "description": description}
+            notes.append(f"evolved: add_optional_param {name}")
+        elif operation == "add_enum":
+            values = list(dict.fromkeys(v.strip() for v in draft.values if v.strip()))
+            if len(values) >= 2:
+                props[name] = {"type": "string", "enum": values, "description": description}
+                notes.append(f"evolved: add_enum {name}")
+            else:
+                notes.append("evolution add_enum: fewer than 2 distinct values")
+        elif operation == "add_nested_object":
+            fields = [f for f in dict.fromkeys(snake_case(v, 30) for v in draft.values) if f]
+            if fields:
+                props[name] = {
+                    "type": "object",
+                    "description": description,
+                    "properties": {
+                        f: {"type": "string", "description": f.replace("_", " ").capitalize()} for f in fields
+                    },
+                }
+                notes.append(f"evolved: add_nested_object {name}")
+            else:
+                notes.append("evolution add_nested_object: no field names")
+    prov = spec.provenance.model_copy(update={"notes": notes})
+    return spec.model_copy(update={"input_schema": schema, "error_modes": error_modes, "provenance": prov})
+
+
+# ---------------------------------------------------------------- the stage
+
+
+async def _applications(domain: Any, count: int, llm: LLMClient, seed: int) -> list[_Application]:
+    prompt = render("synth.tools", "applications.j2", domain=domain, count=count)
+    # Exactly `count` items: a small model left free stops after one.
+    schema = ApplicationList.model_json_schema()
+    schema["properties"]["applications"].update(minItems=count, maxItems=count)
+    data = await llm.structured(
+        "generator",
+        [{"role": "user", "content": prompt}],
+        schema,
+        name="ApplicationList",
+        seed=derive_seed(seed, domain.name, "applications"),
+        max_tokens=120 * count + 60,
+    )
+    drafts = ApplicationList.model_validate(data)
+    apps: list[_Application] = []
+    used_entities: set[str] = set()
+    used_names: set[str] = set()
+    for draft in drafts.applications[:count]:
+        name = draft.name.strip()
+        if not name or name.lower() in used_names:
+            continue
+        entity = entity_slug(draft.entity, name)
+        if entity in used_entities:  # two apps managing "order" would collide on create_order
+            entity = entity_slug(f"{snake_case(name, 12).split('_')[0]}_{entity}", name)
+        if entity in used_entities:
+            continue
+        used_names.add(name.lower())
+        used_entities.add(entity)
+        apps.append(_Application(domain.name, name, draft.description.strip(), entity))
+    return apps
+
+
+async def _draft_tool(app: _Application, operation: Operation, llm: LLMClient, seed: int, index: int) -> ToolDraft:
+    purpose = _PURPOSE[operation].format(entity=app.entity.replace("_", " "))
+    example = f"{operation}_{app.entity}" if operation != "action" else f"approve_{app.entity}"
+    prompt = render(
+        "synth.tools",
+        "tool.j2",
+        application=app.name,
+        application_description=app.description,
+        domain=app.domain,
+        entity=app.entity.replace("_", " "),
+        purpose=purpose,
+        example_name=example,
+        operation=operation,
+    )
+    return await llm.structured(
+        "generator",
+        [{"role": "user", "content": prompt}],
+        ToolDraft,
+        seed=derive_seed(seed, app.domain, app.name, operation, index),
+        max_tokens=500,
+    )
+
+
+def _tool_name(draft_name: str, operation: Operation, entity: str, taken: set[str]) -> str:
+    name = sanitize_name(snake_case(draft_name, 60)) or ""
+    if operation != "action" or not name:
+        # CRUD names are fixed by the id contract; the model names only the domain action.
+        name = f"{operation}_{entity}s" if operation in ("list", "search") else f"{operation}_{entity}"
+    if operation == "action" and entity not in name:
+        name = f"{name}_{entity}"[:64]
+    while name in taken:
+        name = f"{name}_2"[:64]
+    return name
+
+
+async def _evolve(spec: ToolSpec, llm: LLMClient, rng: random.Random, seed: int, rounds: int) -> ToolSpec:
+    for round_no in range(rounds):
+        operation = rng.choice(EVOLUTIONS)
+        draft: EvolutionDraft | None = None
+        if operation != "add_constraint":
+            params = list(spec.input_schema.get("properties", {})) or ["none"]
+            prompt = render("synth.tools", "evolve.j2", tool=spec, parameters=params, operation=operation)
+            try:
+                draft = await llm.structured(
+                    "generator",
+                    [{"role": "user", "content": prompt}],
+                    EvolutionDraft,
+                    seed=derive_seed(seed, spec.name, operation, round_no),
+                    max_tokens=200,
+                )
+            except LLMError as exc:
+                spec = spec.model_copy(
+                    update={
+                        "provenance": spec.provenance.model_copy(
+                            update={
+                                "notes": [*spec.provenance.notes, f"evolution {operation} failed: {str(exc)[:160]}"]
+                            }
+                        )
+                    }
+                )
+                continue
+        spec = apply_evolution(spec, operation, draft, rng)
+    return spec
+
+
+async def _application_tools(
+    app: _Application, operations: list[Operation], llm: LLMClient, settings: SynthesisSettings, taken: set[str]
+) -> tuple[list[ToolSpec], list[RejectedTool]]:
+    seed = settings.seed
+    results = await asyncio.gather(
+        *(_draft_tool(app, op, llm, seed, i) for i, op in enumerate(operations)), return_exceptions=True
+    )
+    drafts: list[ToolDraft | None] = [None] * len(operations)
+    rejected: list[RejectedTool] = []
+    for i, (op, res) in enumerate(zip(operations, results, strict=True)):
+        if isinstance(res, ToolDraft):
+            drafts[i] = res
+        elif isinstance(res, LLMError):
+            raw_text = getattr(res, "raw_text", "")
+            rejected.append(
+                RejectedTool(
+                    f"generation failed: {str(res)[:300]}",
+                    {"name": f"{op}_{app.entity}", "operation": op, "raw_text": str(raw_text)[:1000], "seed": seed},
+                    app.domain,
+                    app.name,
+                    source="synthetic",
+                )
+            )
+        elif isinstance(res, BaseException):
+            raise res
+    fields: dict[str, dict[str, Any]] = {}
+    create = drafts[operations.index("create")] if "create" in operations else None
+    if create is not None:
+        for p in create.parameters[: settings.max_parameters]:
+            name = snake_case(p.name)
+            if name and not _is_id_of(name, app.entity):
+                fields.setdefault(name, _param_schema(p))
+    specs: list[ToolSpec] = []
+    for op, draft in zip(operations, drafts, strict=True):
+        if draft is None:
+            continue
+        input_schema, output_schema = build_tool_schemas(
+            op, app.entity, draft.parameters, fields, settings.max_parameters
+        )
+        name = _tool_name(draft.name, op, app.entity, taken)
+        taken.add(name)
+        prov = Provenance(
+            model=settings.model, prompt_version=PROMPT_VERSION, notes=[f"operation {op} on entity {app.entity}"]
+        )
+        specs.append(
+            ToolSpec.model_validate(
+                {
+                    "name": name,
+                    "description": draft.description.strip(),
+                    "input_schema": input_schema,
+                    "output_schema": output_schema,
+                    "side_effect": "write" if op in _WRITES else "read",
+                    "error_modes": default_error_modes(op, app.entity),
+                    "domain": app.domain,
+                    "application": app.name,
+                    "source": "synthetic",
+                    "provenance": prov,
+                }
+            )
+        )
+    return specs, rejected
+
+
+async def synthesize_domain(
+    domain: Any, llm: LLMClient, rng: random.Random, settings: SynthesisSettings
+) -> SynthesisResult:
+    """Tools for one taxonomy domain (`domain.name`, `.description`, `.examples`)."""
+    result = SynthesisResult()
+    try:
+        apps = await _applications(domain, settings.applications_per_domain, llm, settings.seed)
+    except LLMError as exc:
+        result.rejected.append(
+            RejectedTool(
+                f"application generation failed: {str(exc)[:300]}",
+                {
+                    "name": f"{domain.name}_applications",
+                    "raw_text": str(getattr(exc, "raw_text", ""))[:1000],
+                    "seed": settings.seed,
+                },
+                domain.name,
+                source="synthetic",
+            )
+        )
+        return result
+    result.applications[domain.name] = [a.name for a in apps]
+    plans = plan_operations(settings.per_domain, len(apps))
+    taken: set[str] = set()
+    per_app = await asyncio.gather(
+        *(_application_tools(app, ops, llm, settings, taken) for app, ops in zip(apps, plans, strict=False))
+    )
+    drafted: list[ToolSpec] = []
+    for specs, rejected in per_app:
+        drafted += specs
+        result.rejected += rejected
+    evolved = await asyncio.gather(
+        *(
+            _evolve(
+                spec,
+                llm,
+                random.Random(derive_seed(settings.seed, spec.name, rng.random())),
+                settings.seed,
+                settings.evolution_rounds,
+            )
+            for spec in drafted
+        )
+    )
+    valid: list[ToolSpec] = []
+    for spec in evolved:
+        problems = tool_problems(spec)
+        if problems:
+            result.rejected.append(
+                RejectedTool("; ".join(problems), None, spec.domain, spec.application, spec, "synthetic")
+            )
+        else:
+            valid.append(spec)
+    kept, dupes = remove_near_duplicates(valid)
+    result.tools += kept
+    result.rejected += [RejectedTool(reason, None, s.domain, s.application, s, "synthetic") for s, reason in dupes]
+    return result
+
+
+async def synthesize_tools(
+    domains: list[Any], llm: LLMClient, rng: random.Random, settings: SynthesisSettings | None = None
+) -> SynthesisResult:
+    """The stage: tools for every domain (taxonomy `Domain` objects), concurrently."""
+    settings = settings or SynthesisSettings()
+    seeds = [rng.random() for _ in domains]
+    parts = await asyncio.gather(
+        *(synthesize_domain(d, llm, random.Random(s), settings) for d, s in zip(domains, seeds, strict=True))
+    )
+    out = SynthesisResult()
+    for part in parts:
+        out.tools += part.tools
+        out.rejected += part.rejected
+        out.applications.update(part.applications)
+    return out

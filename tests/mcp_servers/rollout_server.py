@@ -1,0 +1,41 @@
+"""A small stdio MCP server whose tools compute real results, for rollout tests: an episode that
+binds these tools must show exactly these results in its trajectory.
+
+Run: `python tests/mcp_servers/rollout_server.py`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+server = MCPServer("rollout-units")
+
+
+class Conversion(BaseModel):
+    celsius: float
+    fahrenheit: float
+
+
+@server.tool()
+def convert_temperature(celsius: float) -> Conversion:
+    """Convert a temperature from degrees Celsius to degrees Fahrenheit."""
+    return Conversion(celsius=celsius, fahrenheit=round(celsius * 9 / 5 + 32, 2))
+
+
+@server.tool()
+def count_words(text: str) -> str:
+    """Count the words of a text."""
+    return f"{len(text.split())} words"
+
+
+@server.tool()
+def always_fails(reason: str) -> str:
+    """A tool whose backend is down: it always reports an error."""
+    raise ToolError(f"backend unavailable: {reason}")
+
+
+if __name__ == "__main__":
+    server.run()

@@ -1,0 +1,207 @@
+"""`synth run`: the streaming pipeline end to end, resume, Ctrl-C, Ray job submission.
+
+The fast tier drives the pipeline in-process (`--no-ray`) against the scripted fake server,
+whose default replies satisfy each request's JSON schema. The Ray tier runs real actors and a
+real `ray start --head` + `ray job submit`. The real-model run is in test_pipeline_backend.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from synth.config import load_config
+from synth.llm.local import free_port
+from synth.pipeline.run import execute_run
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAINS = "weather,order_management"
+
+
+def run_config(base_url: str, tmp_path: Path, trajectories: int, **run: object) -> object:
+    return load_config(None, {
+        "llm": {"base_urls": [base_url], "max_retries": 20},
+        "cache": {"enabled": True, "dir": str(tmp_path / "cache")},
+        "run": {"domains": DOMAINS, "db": str(tmp_path / "synth.duckdb"), "trajectories": trajectories,
+                "tools_per_domain": 4, **run},
+    }, environ={})
+
+
+def counts(db: Path) -> dict[str, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        out = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+               for t in ("tools", "agents", "tasks", "trajectories", "judgments", "llm_calls")}
+        for t in ("trajectories", "judgments"):
+            dup = con.execute(f"SELECT count(*) - count(DISTINCT id) FROM {t}").fetchall()[0][0]
+            assert dup == 0, f"duplicate ids in {t}"
+        return out
+    finally:
+        con.close()
+
+
+def test_in_process_run_reaches_target_and_is_idempotent(fake_server, tmp_path: Path):
+    server = fake_server(rate_429=0.05, seed=3)
+    cfg = run_config(server.base_url, tmp_path, 6)
+    summary = execute_run(cfg, use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    assert summary.status == "finished"
+    assert summary.judged == 6
+    first = counts(tmp_path / "synth.duckdb")
+    assert first["trajectories"] == 6 and first["judgments"] == 6
+    assert first["tools"] >= 4 and first["agents"] >= 1 and first["llm_calls"] > 0
+
+    requests_before = server.requests
+    again = execute_run(cfg, use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    assert again.judged == 6 and again.new_trajectories == 0
+    assert counts(tmp_path / "synth.duckdb")["trajectories"] == 6
+    assert server.requests == requests_before  # nothing redone, not even a cached replay
+
+
+def test_raising_the_target_continues_the_same_run(fake_server, tmp_path: Path):
+    server = fake_server()
+    execute_run(run_config(server.base_url, tmp_path, 3), use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    more = execute_run(run_config(server.base_url, tmp_path, 5), use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    assert more.judged == 5 and more.new_trajectories == 2
+    con = duckdb.connect(str(tmp_path / "synth.duckdb"), read_only=True)
+    assert con.execute("SELECT count(DISTINCT run_id) FROM trajectories").fetchall()[0][0] == 1
+    con.close()
+
+
+def test_unknown_domain_is_a_clear_error(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth", "run", "--domains", "wether", "--db", str(tmp_path / "x.duckdb"),
+         "--base-url", "http://127.0.0.1:9/v1", "--no-ray", "-q"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "wether" in proc.stderr and "weather" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _synth_run(base_url: str, tmp_path: Path, n: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "synth", "run", "--domains", DOMAINS, "--trajectories", str(n),
+         "--db", str(tmp_path / "synth.duckdb"), "--base-url", base_url, "-q", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "SYNTH_CACHE__DIR": str(tmp_path / "cache"), "SYNTH_RUN__TOOLS_PER_DOMAIN": "4"},
+    )
+
+
+def _accepted_so_far(db: Path) -> int:
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return 0
+    try:
+        return con.execute("SELECT count(*) FROM judgments").fetchall()[0][0]
+    except duckdb.Error:
+        return 0
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_sigkill_driver_then_rerun_resumes_without_duplicates(fake_server, tmp_path: Path):
+    """Kill -9 the driver after the first judged trajectory; the same command finishes the run."""
+    from synth.llm.fake_server import stall
+
+    # Slow replies so the run is still going when we kill it.
+    server = fake_server(script=[stall(0.05)] * 400)
+    proc = _synth_run(server.base_url, tmp_path, 12, "--no-ray")
+    db = tmp_path / "synth.duckdb"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _accepted_so_far(db) < 1 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    partial = counts(db)
+    assert 1 <= partial["judgments"] < 12
+
+    again = _synth_run(server.base_url, tmp_path, 12, "--no-ray")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["judged"] == 12
+    final = counts(db)
+    assert final["trajectories"] == 12 and final["judgments"] == 12
+
+
+@pytest.mark.slow
+def test_sigint_stops_cleanly_with_work_stored(fake_server, tmp_path: Path):
+    from synth.llm.fake_server import stall
+
+    server = fake_server(script=[stall(0.05)] * 400)
+    proc = _synth_run(server.base_url, tmp_path, 50, "--no-ray")
+    db = tmp_path / "synth.duckdb"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _accepted_so_far(db) < 1 and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (1, 130), err[-2000:]
+    assert "Traceback" not in err
+    con = duckdb.connect(str(db), read_only=True)
+    status = con.execute("SELECT status FROM runs").fetchall()[0][0]
+    judged = con.execute("SELECT count(*) FROM judgments").fetchall()[0][0]
+    con.close()
+    assert status == "interrupted"
+    assert judged >= 1
+
+
+@pytest.mark.slow
+def test_ray_actors_run_the_pipeline(fake_server, tmp_path: Path):
+    server = fake_server()
+    proc = _synth_run(server.base_url, tmp_path, 4)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["judged"] == 4
+    assert counts(tmp_path / "synth.duckdb")["judgments"] == 4
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path):
+    """A real local Ray head with token authentication (the token in a private file)."""
+    if shutil.which("ray") is None:
+        pytest.skip("ray CLI not installed")
+    token = tmp_path / "ray_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    port, dash = free_port(), free_port()
+    subprocess.run(
+        ["ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
+         "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+        check=True, env=env, capture_output=True, text=True, timeout=120,
+    )
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_pipeline(ray_head, fake_server, tmp_path: Path):
+    address, env = ray_head
+    server = fake_server()
+    db = tmp_path / "job.duckdb"
+    proc = subprocess.run(
+        ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps({"env_vars": {
+             "SYNTH_CACHE__DIR": str(tmp_path / "cache"), "SYNTH_RUN__TOOLS_PER_DOMAIN": "4"}}), "--",
+         "python", "pipelines/synthesize.py", "--config", "synth.toml", "--domains", DOMAINS,
+         "--trajectories", "3", "--db", str(db), "--base-url", server.base_url, "-q"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    assert counts(db)["judgments"] == 3

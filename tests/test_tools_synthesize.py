@@ -1,0 +1,189 @@
+"""Hierarchical tool synthesis against a scripted HTTP backend, and against the real model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from synth.cli import app
+from synth.llm import LLMClient
+from synth.store import connect_readonly
+from synth.tools.synthesize import (
+    EvolutionDraft,
+    ParameterDraft,
+    SynthesisSettings,
+    apply_evolution,
+    build_tool_schemas,
+    plan_operations,
+    synthesize_tools,
+)
+from synth.tools.validate import schema_problems, tool_problems
+from tests.conftest import make_config
+
+runner = CliRunner()
+DOMAIN = SimpleNamespace(name="logistics", description="Shipping and parcel tracking.", examples=["parcel tracker"])
+
+
+def _prompt(body: dict[str, Any]) -> str:
+    return " ".join(str(m.get("content")) for m in body["messages"])
+
+
+def test_id_contract_is_built_by_code() -> None:
+    params = [ParameterDraft(name="Weight KG", type="number", description="", required=True),
+              ParameterDraft(name="id", type="string", description="dup id", required=True)]
+    fields = {"weight_kg": {"type": "number", "description": "Weight"}}
+    create_in, create_out = build_tool_schemas("create", "parcel", params, fields)
+    assert "id" not in create_in["properties"] and create_in["required"] == ["weight_kg"]
+    assert create_out["required"] == ["parcel_id"] and "weight_kg" in create_out["properties"]
+    for op in ("get", "update", "delete", "action"):
+        schema_in, _ = build_tool_schemas(op, "parcel", params, fields)
+        assert "parcel_id" in schema_in["required"]
+        assert schema_in["properties"]["parcel_id"] == create_out["properties"]["parcel_id"]
+    list_in, list_out = build_tool_schemas("list", "parcel", [], fields)
+    assert list_out["properties"]["items"]["items"] == create_out
+    # What create returns is accepted by get, by construction.
+    created = {"parcel_id": "p-1", "weight_kg": 2.5}
+    jsonschema.validate(created, create_out)
+    get_in, _ = build_tool_schemas("get", "parcel", [], fields)
+    jsonschema.validate({"parcel_id": created["parcel_id"]}, get_in)
+    for schema in (create_in, create_out, list_in, list_out, get_in):
+        assert schema_problems(schema) == []
+
+
+def test_plan_spreads_operations_with_producers_first() -> None:
+    assert plan_operations(10, 3) == [["create", "get", "list", "update"], ["create", "get", "list"],
+                                      ["create", "get", "list"]]
+    assert plan_operations(9, 1)[0][-2:] == ["action", "action"]
+    assert plan_operations(0, 3) == []
+
+
+@pytest.mark.parametrize("operation,values", [
+    ("add_optional_param", []), ("add_enum", ["fast", "slow", "fast"]), ("add_nested_object", ["City", "Zip"]),
+    ("add_error_mode", []), ("add_constraint", []),
+])
+def test_evolutions_keep_tools_valid(operation: str, values: list[str]) -> None:
+    from synth.models import ToolSpec
+
+    schema, _ = build_tool_schemas("create", "parcel", [ParameterDraft(name="note", type="string", description="N",
+                                                                       required=False)], {})
+    spec = ToolSpec.model_validate({"name": "create_parcel", "description": "Create a parcel.",
+                                    "input_schema": schema, "domain": "d"})
+    draft = EvolutionDraft(name="Delivery Speed", description="How fast.", values=values)
+    evolved = apply_evolution(spec, operation, draft, random.Random(0))
+    assert evolved.provenance.notes[-1].startswith("evolved"), evolved.provenance.notes
+    assert evolved != spec
+    assert tool_problems(evolved) == []
+    if operation == "add_enum":
+        assert evolved.input_schema["properties"]["delivery_speed"]["enum"] == ["fast", "slow"]
+
+
+async def test_stage_against_fake_backend_accepts_valid_and_rejects_with_reasons(fake_server: Any,
+                                                                                 tmp_path: Path) -> None:
+    server = fake_server()
+
+    def responder(body: dict[str, Any]) -> dict[str, Any]:
+        if "deletes a" in _prompt(body):  # tool drafts for delete: never valid JSON
+            return {"role": "assistant", "content": "I cannot do that"}
+        return server.default_message(body)
+
+    server.responder = responder
+    cfg = make_config(server.base_url, None, structured_retries=1)
+    async with LLMClient(cfg) as llm:
+        result = await synthesize_tools([DOMAIN], llm, random.Random(0), SynthesisSettings(per_domain=14,
+                                                                                           applications_per_domain=2))
+    assert len(result.tools) == 12
+    failed = [r for r in result.rejected if r.reason.startswith("generation failed")]
+    assert len(failed) == 2 and all("not JSON" in r.reason for r in failed)
+    for tool in result.tools:
+        assert tool_problems(tool) == []
+        assert tool.provenance.prompt_version == "tools-v1"
+    by_app: dict[str, list[Any]] = {}
+    for tool in result.tools:
+        by_app.setdefault(tool.application, []).append(tool)
+    for tools in by_app.values():
+        create = next(t for t in tools if t.name.startswith("create_"))
+        id_name = create.output_schema["required"][0]
+        readers = [t for t in tools if id_name in t.input_schema.get("required", [])]
+        assert len(readers) >= 3  # get, update, action (delete failed)
+
+
+def _domains(n: int) -> list[str]:
+    from synth.domains import load_taxonomy
+    from synth.tools.mcp_import import _domains_of
+
+    seen: dict[str, str] = {}
+    for d in _domains_of(load_taxonomy()):
+        seen.setdefault(d.category, d.name)
+    return list(seen.values())[:n]
+
+
+def test_cli_generate_stores_valid_and_rejected_tools(fake_server: Any, tmp_path: Path) -> None:
+    server = fake_server()
+    server.responder = lambda body: ({"role": "assistant", "content": "{"} if "searches" in _prompt(body)
+                                     else server.default_message(body))
+    names = _domains(2)
+    db = tmp_path / "g.duckdb"
+    config = tmp_path / "synth.toml"
+    config.write_text(f'[llm]\nbase_urls = ["{server.base_url}"]\nstructured_retries = 0\n'
+                      f'[cache]\ndir = "{tmp_path / "cache"}"\n')
+    args = ["tools", "generate", "--domains", ",".join(names), "--per-domain", "5", "--applications", "1",
+            "--db", str(db), "--config", str(config), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["accepted"] == 8 and summary["rejected"] == 2
+    with connect_readonly(db) as con:
+        rows = con.execute("SELECT domain, status, reason, input_schema, output_schema FROM tools").fetchall()
+    assert {r[0] for r in rows} == set(names)
+    for _domain, status, reason, input_schema, output_schema in rows:
+        if status == "accepted":
+            assert schema_problems(json.loads(input_schema)) == []
+            assert schema_problems(json.loads(output_schema), "outputSchema") == []
+        else:
+            assert reason and "generation failed" in reason
+    again = runner.invoke(app, args)
+    assert json.loads(again.stdout)["rows_added"] == 0
+
+
+def test_cli_unknown_domain_lists_close_names(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tools", "generate", "--domains", "wether", "--db", str(tmp_path / "x.duckdb"),
+                                 "--base-url", "http://127.0.0.1:9/v1"])
+    assert result.exit_code == 2
+    assert "weather" in result.output
+
+
+@pytest.mark.integration
+def test_real_model_generates_25_valid_tools_for_3_domains(backend_url: str, tmp_path: Path) -> None:
+    names = ["weather", "smart_home", "logistics"] if _has(["weather", "smart_home", "logistics"]) else _domains(3)
+    db = tmp_path / "real.duckdb"
+    config = tmp_path / "synth.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n')
+    result = runner.invoke(app, ["tools", "generate", "--domains", ",".join(names), "--per-domain", "10",
+                                 "--db", str(db), "--config", str(config), "--base-url", backend_url, "--json"])
+    assert result.exit_code == 0, result.output
+    with connect_readonly(db) as con:
+        rows = con.execute("SELECT domain, name, status, reason, input_schema, output_schema FROM tools").fetchall()
+    accepted = [r for r in rows if r[2] == "accepted"]
+    assert len(accepted) >= 25, [r[:4] for r in rows]
+    for _domain, _name, _status, _reason, input_schema, output_schema in accepted:
+        assert schema_problems(json.loads(input_schema)) == []
+        assert schema_problems(json.loads(output_schema), "outputSchema") == []
+    assert all(r[3] for r in rows if r[2] == "rejected")
+    assert {r[0] for r in accepted} == set(names)
+
+
+def _has(names: list[str]) -> bool:
+    from synth.domains import UnknownDomainError, load_taxonomy
+
+    try:
+        load_taxonomy().resolve(names)
+    except UnknownDomainError:
+        return False
+    return True
