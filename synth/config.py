@@ -145,6 +145,29 @@ class SynthConfig(_Strict):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    # The stage tables are validated against the stages' own models (`RolloutSettings`,
+    # `JudgePolicy`), which live beside the code they configure; they are imported lazily here
+    # because those modules import this one.
+    rollout: dict[str, Any] = Field(default_factory=dict, description="synth.rollout.RolloutSettings keys")
+    judge: dict[str, Any] = Field(default_factory=dict, description="synth.judges.JudgePolicy keys")
+
+    @model_validator(mode="after")
+    def _check_stage_tables(self) -> SynthConfig:
+        self.rollout_settings()
+        self.judge_policy()
+        return self
+
+    def rollout_settings(self) -> Any:
+        """The `[rollout]` table as a `synth.rollout.RolloutSettings`."""
+        from synth.rollout.episode import RolloutSettings
+
+        return RolloutSettings.model_validate(self.rollout)
+
+    def judge_policy(self) -> Any:
+        """The `[judge]` table as a `synth.judges.JudgePolicy`."""
+        from synth.judges.policy import JudgePolicy
+
+        return JudgePolicy.model_validate(self.judge)
 
     def roles(self) -> dict[Role, RoleConfig]:
         return {r: self.llm.role(r) for r in Role}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 
 @dataclass(slots=True)
@@ -25,6 +26,9 @@ class CallRecord:
     cache_hit: bool
     ok: bool
     error: str | None = None
+    # When the call finished (UTC, naive): stored as llm_calls.created_at, so rates over time are
+    # measurable even though the driver stores records in batches.
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -10,17 +10,12 @@ calls it made (`CallRecord`s), which the driver writes to `llm_calls`: workers n
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from synth.config import SynthConfig
-from synth.ids import derive_seed
 from synth.llm import LLMClient, UsageLog
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
-
-T = TypeVar("T")
 
 
 class StageWorker:
@@ -117,15 +112,3 @@ class RayWorkers:
         await asyncio.gather(*(a.close.remote() for a in self.actors), return_exceptions=True)
         for actor in self.actors:
             ray.kill(actor)
-
-
-def episode_seed(run_seed: int, task_id: str) -> int:
-    return derive_seed(run_seed, "episode", task_id)
-
-
-def seeded_rng(*parts: Any) -> random.Random:
-    return random.Random(derive_seed(*parts))
-
-
-def chunked(items: Sequence[T], size: int) -> list[list[T]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -1,0 +1,67 @@
+"""The pipeline's view of the stages: each function adapts one stage module to the run's config.
+
+The stage modules (`synth.tools`, `synth.agents`, `synth.rollout`, `synth.judges`) know nothing of
+runs, Ray or DuckDB; the worker calls these adapters, and the driver calls the `store_*` ones.
+Every seed comes from the caller (derived from content), so a re-run sends identical requests
+and, with the response cache on, replays finished work at no model cost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from synth.agents import AgentResult, AgentSettings, ToolsetSampler, store_agent_result, synthesize_agent_and_tasks
+from synth.config import Role, RunConfig, SynthConfig
+from synth.judges import judge as judge_with_policy
+from synth.llm import LLMClient
+from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
+from synth.rollout import run_episode
+from synth.store import Dataset
+from synth.tools.repository import store_tools
+from synth.tools.synthesize import SynthesisResult, SynthesisSettings, synthesize_domain
+
+__all__ = [
+    "agent_and_tasks",
+    "judge",
+    "rollout",
+    "store_agent_result",
+    "store_tool_result",
+    "tools_for_domain",
+    "toolsets",
+]
+
+
+async def tools_for_domain(domain: Any, llm: LLMClient, cfg: SynthConfig, seed: int) -> SynthesisResult:
+    """Synthesise `cfg.run.tools_per_domain` tools for one taxonomy domain."""
+    settings = SynthesisSettings(per_domain=cfg.run.tools_per_domain, seed=seed, model=llm.roles[Role.GENERATOR].model)
+    return await synthesize_domain(domain, llm, random.Random(seed), settings)
+
+
+def store_tool_result(dataset: Dataset, run_id: str, result: SynthesisResult) -> int:
+    """Store accepted and rejected tools; returns how many were accepted."""
+    return store_tools(dataset, run_id, result.tools, result.rejected)["accepted"]
+
+
+def toolsets(pool: list[ToolSpec], settings: RunConfig, rng: random.Random) -> Iterator[list[ToolSpec]]:
+    """At most `settings.max_agents` toolsets, in a deterministic order for a given pool and rng
+    (resume relies on it: the i-th toolset of a re-run is the i-th of the first run)."""
+    sampler = ToolsetSampler(pool, rng)
+    for _ in range(settings.max_agents):
+        yield sampler.sample()
+
+
+async def agent_and_tasks(toolset: list[ToolSpec], llm: LLMClient, cfg: SynthConfig, seed: int) -> AgentResult:
+    settings = AgentSettings(tasks_per_agent=cfg.run.tasks_per_agent)
+    return await synthesize_agent_and_tasks(toolset, llm, settings, seed)
+
+
+async def rollout(agent: Agent, tools: list[ToolSpec], task: Task, llm: LLMClient, cfg: SynthConfig,
+                  seed: int) -> Trajectory:
+    return await run_episode(agent, tools, task, llm, seed=seed, settings=cfg.rollout_settings())
+
+
+async def judge(trajectory: Trajectory, task: Task, tools: list[ToolSpec], llm: LLMClient, cfg: SynthConfig,
+                seed: int) -> Judgment:
+    return await judge_with_policy(trajectory, task, tools, llm, random.Random(seed), cfg.judge_policy())
