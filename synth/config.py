@@ -151,11 +151,23 @@ class SynthConfig(_Strict):
     rollout: dict[str, Any] = Field(default_factory=dict, description="synth.rollout.RolloutSettings keys")
     judge: dict[str, Any] = Field(default_factory=dict, description="synth.judges.JudgePolicy keys")
 
-    @model_validator(mode="after")
-    def _check_stage_tables(self) -> SynthConfig:
-        self.rollout_settings()
-        self.judge_policy()
-        return self
+    @field_validator("rollout", "judge")
+    @classmethod
+    def _check_stage_table(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        from synth.judges.policy import JudgePolicy
+        from synth.rollout.episode import RolloutSettings
+
+        model = RolloutSettings if info.field_name == "rollout" else JudgePolicy
+        try:
+            model.model_validate(value)
+        except ValidationError as exc:
+            problems = []
+            for item in exc.errors():
+                key = ".".join(str(p) for p in item["loc"])
+                unknown = item["type"] == "extra_forbidden"
+                problems.append(f"unknown key '{key}'" if unknown else f"'{key}': {item['msg']}")
+            raise ValueError("; ".join(problems)) from None
+        return value
 
     def rollout_settings(self) -> Any:
         """The `[rollout]` table as a `synth.rollout.RolloutSettings`."""
