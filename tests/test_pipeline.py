@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,17 +177,23 @@ def ray_head(tmp_path: Path):
         pytest.skip("ray CLI not installed")
     token = tmp_path / "ray_token"
     token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    # Ray's socket paths live under --temp-dir and must stay under the 107-byte Unix limit.
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    # The job's `python` is the first on the head's PATH: make it this interpreter's.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     port, dash = free_port(), free_port()
-    subprocess.run(
+    started = subprocess.run(
         ["ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
-         "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
-        check=True, env=env, capture_output=True, text=True, timeout=120,
+         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        env=env, capture_output=True, text=True, timeout=120,
     )
+    assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
     try:
         yield f"http://127.0.0.1:{dash}", env
     finally:
         subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from synth.config import Role, RunConfig, SynthConfig
 from synth.judges import judge as judge_with_policy
 from synth.llm import LLMClient
 from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
-from synth.rollout import run_episode
+from synth.rollout import ToolExecutor, run_episode
 from synth.store import Dataset
 from synth.tools.repository import store_tools
 from synth.tools.synthesize import SynthesisResult, SynthesisSettings, synthesize_domain
@@ -58,8 +58,10 @@ async def agent_and_tasks(toolset: list[ToolSpec], llm: LLMClient, cfg: SynthCon
 
 
 async def rollout(agent: Agent, tools: list[ToolSpec], task: Task, llm: LLMClient, cfg: SynthConfig,
-                  seed: int) -> Trajectory:
-    return await run_episode(agent, tools, task, llm, seed=seed, settings=cfg.rollout_settings())
+                  seed: int, executors: dict[str, ToolExecutor] | None = None) -> Trajectory:
+    """One episode; tools named in `executors` run for real (MCP / Python), the rest simulated."""
+    return await run_episode(agent, tools, task, llm, seed=seed, settings=cfg.rollout_settings(),
+                             executors=executors)
 
 
 async def judge(trajectory: Trajectory, task: Task, tools: list[ToolSpec], llm: LLMClient, cfg: SynthConfig,

@@ -10,18 +10,21 @@ calls it made (`CallRecord`s), which the driver writes to `llm_calls`: workers n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from synth.config import SynthConfig
 from synth.llm import LLMClient, UsageLog
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
+from synth.rollout.executors import McpExecutor, McpServerBinding, ToolExecutor, bind_executors
 
 
 class StageWorker:
     def __init__(self, config: SynthConfig) -> None:
         self.config = config
         self._llm: LLMClient | None = None
+        self._mcp: _LiveMcpServers | None = None
 
     @property
     def llm(self) -> LLMClient:
@@ -56,13 +59,63 @@ class StageWorker:
     ) -> tuple[tuple[Trajectory, Judgment], list[CallRecord]]:
         from synth.pipeline import stages
 
-        trajectory = await stages.rollout(agent, tools, task, self.llm, self.config, seed)
+        executors = await self._executors()
+        trajectory = await stages.rollout(agent, tools, task, self.llm, self.config, seed, executors)
         judgment = await stages.judge(trajectory, task, tools, self.llm, self.config, seed)
         return (trajectory, judgment), self._calls()
 
+    async def _executors(self) -> dict[str, ToolExecutor]:
+        """Real executors for the `[rollout] mcp_servers` bindings, started on first use and kept
+        for the worker's lifetime; tools of the toolset with those names run for real."""
+        bindings = self.config.rollout_settings().mcp_servers
+        if not bindings:
+            return {}
+        if self._mcp is None:
+            self._mcp = _LiveMcpServers(bindings)
+            await self._mcp.start()
+        return self._mcp.executors
+
     async def close(self) -> None:
+        if self._mcp is not None:
+            await self._mcp.close()
         if self._llm is not None:
             await self._llm.aclose()
+
+
+class _LiveMcpServers:
+    """Stdio MCP servers held open by one task of their own: the MCP SDK's transports are anyio
+    task groups, which must be exited by the task that entered them, while calls come from many."""
+
+    def __init__(self, bindings: list[McpServerBinding]) -> None:
+        self.bindings = bindings
+        self.executors: dict[str, ToolExecutor] = {}
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._hold())
+        await self._ready.wait()
+        if self._error is not None:
+            raise RuntimeError(f"cannot start MCP server(s) for the rollout: {self._error}") from self._error
+
+    async def _hold(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                live = [await stack.enter_async_context(McpExecutor(b)) for b in self.bindings]
+            except Exception as exc:
+                self._error = exc
+                self._ready.set()
+                return
+            self.executors = bind_executors(*live)
+            self._ready.set()
+            await self._stop.wait()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
 
 
 class LocalWorkers:
