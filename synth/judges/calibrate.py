@@ -10,6 +10,7 @@ precision = rejected corruptions / (rejected corruptions + rejected good example
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import random
@@ -21,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from synth.judges.checks import final_reply, iter_tool_calls, run_checks, tools_from_trajectory
-from synth.judges.rubric import judge_trajectory
+from synth.judges.rubric import Aggregation, judge_trajectory
 from synth.llm import LLMClient
 from synth.models import Task, ToolSpec, Trajectory
 
@@ -63,15 +64,16 @@ def examples_from_json(items: list[dict[str, Any]], source: str = "") -> list[Ex
 
 
 def examples_from_db(path: str, limit: int = 50) -> list[Example]:
-    """Accepted trajectories of a dataset with their tasks (tools from the trajectory's toolset)."""
+    """Accepted trajectories of a dataset (each once, however many judges accepted it) with their
+    tasks; tools come from the trajectory's recorded toolset."""
     from synth.store import connect_readonly
 
     with connect_readonly(path) as con:
         rows = con.execute(
             """SELECT t.task_id, t.agent_id, t.domain, t.messages, t.tools, t.steps, t.termination,
                       k.goal, k.kind, k.difficulty, k.rubric, k.initial_state, k.persona, k.withheld
-               FROM accepted_sft s JOIN trajectories t ON t.id = s.trajectory_id
-               JOIN tasks k ON k.id = t.task_id ORDER BY t.id LIMIT ?""", [limit],
+               FROM trajectories t JOIN tasks k ON k.id = t.task_id
+               WHERE t.id IN (SELECT trajectory_id FROM accepted_sft) ORDER BY t.id LIMIT ?""", [limit],
         ).fetchall()
     out = []
     for r in rows:
@@ -180,7 +182,7 @@ def needless_tool_use(ex: Example, rng: random.Random) -> Example | None:
             for k in tool.input_schema.get("required") or []}
     msgs = copy.deepcopy(ex.trajectory.messages)
     call = {"id": "call_extra", "type": "function", "function": {"name": tool.name, "arguments": json.dumps(args)}}
-    extra = [{"role": "assistant", "content": "", "tool_calls": [call]},
+    extra: list[dict[str, Any]] = [{"role": "assistant", "content": "", "tool_calls": [call]},
              {"role": "tool", "tool_call_id": "call_extra", "content": json.dumps({"ok": True})}]
     return ex.corrupted("needless_tool_use", [*msgs[:-1], *extra, msgs[-1]])
 
@@ -269,19 +271,26 @@ def score_outcomes(outcomes: list[_Outcome]) -> CalibrationReport:
 
 
 async def calibrate(
-    examples: list[Example], llm: LLMClient | None, rng: random.Random, *, samples: int = 1, max_turns: int = 12
+    examples: list[Example], llm: LLMClient | None, rng: random.Random, *, samples: int = 1, max_turns: int = 12,
+    aggregation: Aggregation = "majority", threshold: float = 0.5,
 ) -> CalibrationReport:
-    """Run the checks (and the LLM judge when `llm` is given) on a labelled set and score them."""
+    """Run the checks (and the LLM judge when `llm` is given) on a labelled set and score them.
+    Judge calls for all examples run concurrently (the client bounds them per endpoint); each
+    example's samples are seeded from `rng` in order, so a report is reproducible."""
     outcomes = []
     for ex in examples:
         checks = run_checks(ex.trajectory, ex.task, ex.tools, max_turns=max_turns)
         failed = [c.name for c in checks if not c.passed]
-        outcome = _Outcome(ex.label, bool(failed), failed)
-        if llm is not None:
-            verdict = await judge_trajectory(ex.trajectory, ex.task, llm, rng, samples)
+        outcomes.append(_Outcome(ex.label, bool(failed), failed))
+    if llm is not None:
+        seeds = [rng.randrange(2**31) for _ in examples]
+        verdicts = await asyncio.gather(*(
+            judge_trajectory(ex.trajectory, ex.task, llm, random.Random(seed), samples,
+                             aggregation=aggregation, threshold=threshold)
+            for ex, seed in zip(examples, seeds, strict=True)))
+        for outcome, verdict in zip(outcomes, verdicts, strict=True):
             outcome.llm_reject = not verdict.passed
             outcome.llm_invalid = verdict.invalid_samples > 0 and not verdict.votes
-        outcomes.append(outcome)
     return score_outcomes(outcomes)
 
 

@@ -84,6 +84,7 @@ def iter_tool_calls(messages: list[dict[str, Any]]) -> Iterator[ToolCall]:
         for call in msg.get("tool_calls") or []:
             fn = call.get("function") or {}
             raw = fn.get("arguments")
+            args: dict[str, Any] | None
             if isinstance(raw, dict):  # tolerate decoded arguments, judge the content
                 text, args = json.dumps(raw), raw
             else:

@@ -1,0 +1,471 @@
+"""Exports of a dataset for training stacks: `sft`, `sharegpt`, `rl` and `parquet`.
+
+`export_dataset(db, fmt, out)` reads the DuckDB file with `synth.store.connect_readonly` and
+writes what a trainer loads without conversion scripts:
+
+- `sft` (one JSONL file): one accepted trajectory per line,
+  `{"messages": [...], "tools": [...], "metadata": {...}}` in the OpenAI chat format that TRL's
+  SFT trainer and tool-aware chat templates take as is. Assistant tool calls are
+  `{"id", "type": "function", "function": {"name", "arguments"}}` with `arguments` a JSON string;
+  every call is answered by one `tool` message carrying its `tool_call_id` (and the tool's `name`).
+  Content is always a string.
+- `sharegpt` (one JSONL file): APIGen-MT's layout, `{"conversations": [{"from", "value"}],
+  "system", "tools", "metadata"}` with `from` in human / gpt / function_call / observation.
+  A `function_call` value is `{"name", "arguments"}` as JSON (a JSON list for parallel calls), an
+  `observation` value is the tool result (a JSON list of results for parallel calls); `tools` is
+  the OpenAI function list as a JSON string, as in APIGen-MT and LLaMA-Factory.
+- `rl` (a directory): `tasks.jsonl`, one accepted task per line with the prompt (system and
+  first user turn), tools, rubric and initial state, for rubric-reward RL; and `pairs.jsonl`,
+  preference pairs in TRL's conversational preference shape `{"prompt", "chosen", "rejected"}`:
+  an accepted and a rejected trajectory of the same task, `prompt` their common opening
+  messages, `chosen`/`rejected` the rest of each.
+- `parquet` (a directory): one `<table>.parquet` per table and per view (JSON columns stay JSON
+  text).
+
+Reading is paged by key (`ORDER BY key LIMIT n`, one short connection per page), so no table is
+materialised whole and a run still writing the file gets the lock between pages. Rows written
+while an export runs may or may not be included; stop the run for an exact snapshot.
+
+A trajectory that cannot be exported faithfully (a tool call without its answer, arguments that
+are not a JSON object) is skipped and counted in `ExportSummary.skipped`, never written broken.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from synth.store import TABLES, VIEWS, connect_readonly
+
+ExportFormat = Literal["sft", "sharegpt", "rl", "parquet"]
+FORMATS: tuple[str, ...] = ("sft", "sharegpt", "rl", "parquet")
+PAGE_SIZE = 500
+
+
+class ExportError(ValueError):
+    """An export that cannot run (unknown format, unusable output path, not a dataset)."""
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote: `written` records per file, and skipped items per reason."""
+
+    format: str
+    out: str
+    written: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "out": self.out, "written": self.written, "skipped": self.skipped}
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _loads(value: Any, default: Any) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return default
+    return value
+
+
+def iter_rows(db: str | Path, sql: str, key: str, *, page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    """The rows of `sql` as dicts, in `key` order, read page by page (a short read-only
+    connection per page). `key` must be a unique, non-null column of the query."""
+    last: Any = None
+    while True:
+        where = "" if last is None else f"WHERE {key} > ?"
+        paged = f"SELECT * FROM ({sql}) AS q {where} ORDER BY {key} LIMIT {int(page_size)}"
+        with connect_readonly(db) as con:
+            cur = con.execute(paged, [] if last is None else [last])
+            cols = [d[0] for d in cur.description or []]
+            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        yield from rows
+        if len(rows) < page_size:
+            return
+        last = rows[-1][key]
+
+
+def _check_dataset(db: str | Path) -> Path:
+    path = Path(db)
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset at {path}")
+    try:
+        with connect_readonly(path) as con:
+            names = {r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables").fetchall()}
+    except Exception as exc:  # duckdb raises several types for "not a database"
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ExportError(f"{path} is not a DuckDB dataset: {str(exc).splitlines()[0][:200]}") from None
+    missing = sorted((set(TABLES) | set(VIEWS)) - names)
+    if missing:
+        raise ExportError(f"{path} is not a synth dataset: missing {', '.join(missing)}")
+    return path
+
+
+# ---------------------------------------------------------------- OpenAI messages
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+    return json.dumps(content, ensure_ascii=False)
+
+
+def openai_messages(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, str]:
+    """Stored messages normalised to the canonical OpenAI shape, or (None, reason) when they
+    cannot be: a tool call without exactly one answering `tool` message, arguments that are not a
+    JSON object, a tool message answering no call."""
+    names: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for msg in raw:
+        role = msg.get("role")
+        if role not in ("system", "user", "assistant", "tool"):
+            return None, f"unknown message role {role!r}"
+        if role == "assistant" and msg.get("tool_calls"):
+            calls = []
+            for call in msg["tool_calls"]:
+                fn = call.get("function") or {}
+                args = fn.get("arguments")
+                if isinstance(args, str):
+                    try:
+                        parsed = json.loads(args) if args.strip() else {}
+                    except ValueError:
+                        return None, "tool call arguments are not JSON"
+                else:
+                    parsed = args if args is not None else {}
+                if not isinstance(parsed, dict):
+                    return None, "tool call arguments are not a JSON object"
+                call_id = str(call.get("id") or "")
+                if not call_id or call_id in names:
+                    return None, "tool call without a unique id"
+                names[call_id] = str(fn.get("name") or "")
+                calls.append({"id": call_id, "type": "function", "function": {
+                    "name": names[call_id], "arguments": json.dumps(parsed, ensure_ascii=False)}})
+            out.append({"role": "assistant", "content": _text(msg.get("content")), "tool_calls": calls})
+        elif role == "tool":
+            call_id = str(msg.get("tool_call_id") or "")
+            out.append({"role": "tool", "tool_call_id": call_id, "name": names.get(call_id, ""),
+                        "content": _text(msg.get("content"))})
+        else:
+            out.append({"role": role, "content": _text(msg.get("content"))})
+    problem = unanswered_calls(out)
+    return (None, problem) if problem else (out, "")
+
+
+def unanswered_calls(messages: list[dict[str, Any]]) -> str:
+    """'' when every assistant tool call is answered by exactly one later `tool` message (before
+    the next assistant or user turn) and every tool message answers a call; else the problem."""
+    open_ids: set[str] = set()
+    answered: set[str] = set()
+    for msg in messages:
+        role = msg.get("role")
+        if role in ("assistant", "user"):
+            if open_ids:
+                return "a tool call has no tool message"
+            for call in msg.get("tool_calls") or []:
+                open_ids.add(call["id"])
+        elif role == "tool":
+            call_id = msg.get("tool_call_id")
+            if call_id not in open_ids:
+                return "a tool call is answered twice" if call_id in answered else "a tool message answers no call"
+            open_ids.discard(call_id)
+            answered.add(str(call_id))
+    if open_ids:
+        return "a tool call has no tool message"
+    return ""
+
+
+def _openai_tools(raw: Any) -> list[dict[str, Any]]:
+    """Stored toolsets as OpenAI function tools (ToolSpec dumps are converted)."""
+    tools = []
+    for t in _loads(raw, []) or []:
+        if not isinstance(t, dict):
+            continue
+        if isinstance(t.get("function"), dict):
+            fn = t["function"]
+        else:
+            fn = {"name": t.get("name", ""), "description": t.get("description", ""),
+                  "parameters": t.get("inputSchema") or t.get("input_schema") or {"type": "object"}}
+        tools.append({"type": "function", "function": {
+            "name": fn.get("name", ""), "description": fn.get("description") or "",
+            "parameters": fn.get("parameters") or {"type": "object", "properties": {}}}})
+    return tools
+
+
+# ---------------------------------------------------------------- sft and sharegpt
+
+# One row per accepted trajectory (its best accepted judgment when several judges accepted it).
+_ACCEPTED_SQL = """
+    SELECT * EXCLUDE (rn) FROM (
+        SELECT s.trajectory_id, s.judgment_id, s.run_id, s.domain, s.task_id, s.agent_id, s.messages, s.tools,
+               s.score, t.termination, t.n_turns, t.n_tool_calls, k.kind, k.difficulty,
+               row_number() OVER (PARTITION BY s.trajectory_id ORDER BY s.score DESC, s.judgment_id) AS rn
+        FROM accepted_sft s JOIN trajectories t ON t.id = s.trajectory_id
+        LEFT JOIN tasks k ON k.id = s.task_id
+    ) WHERE rn = 1
+"""
+
+
+def _accepted(db: Path, summary: ExportSummary) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Accepted trajectories with their normalised messages; unexportable ones are counted."""
+    for row in iter_rows(db, _ACCEPTED_SQL, "trajectory_id"):
+        messages, problem = openai_messages(_loads(row["messages"], []))
+        if messages is None:
+            summary.skip(problem)
+            continue
+        yield row, messages
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "trajectory_id": row["trajectory_id"], "judgment_id": row["judgment_id"], "task_id": row["task_id"],
+        "agent_id": row["agent_id"], "run_id": row["run_id"], "domain": row["domain"],
+        "kind": row.get("kind"), "difficulty": row.get("difficulty"),
+        "score": float(row["score"]) if row.get("score") is not None else None,
+        "termination": row.get("termination"), "n_turns": row.get("n_turns"),
+        "n_tool_calls": row.get("n_tool_calls"),
+    }
+
+
+def _dump(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+
+def export_sft(db: Path, out: Path, summary: ExportSummary) -> None:
+    n = 0
+    with out.open("w", encoding="utf-8") as f:
+        for row, messages in _accepted(db, summary):
+            f.write(_dump({"messages": messages, "tools": _openai_tools(row["tools"]), "metadata": _metadata(row)}))
+            n += 1
+    summary.written[str(out)] = n
+
+
+def sharegpt_conversation(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]] | None:
+    """(system, turns) in APIGen-MT's from/value layout, or None when the conversation does not
+    alternate as ShareGPT requires (human/observation on odd turns, gpt/function_call on even).
+    Consecutive user messages (or assistant texts) are joined; parallel tool calls become one
+    function_call turn holding a JSON list and one observation turn holding a JSON list."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns: list[dict[str, str]] = []
+    pending: list[str] = []
+    for msg in messages:
+        role = msg["role"]
+        if role == "system":
+            continue
+        if role != "tool" and pending:
+            value = pending[0] if len(pending) == 1 else json.dumps(pending, ensure_ascii=False)
+            turns.append({"from": "observation", "value": value})
+            pending = []
+        if role == "tool":
+            pending.append(msg["content"])
+        elif role == "assistant" and msg.get("tool_calls"):
+            calls = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+                     for c in msg["tool_calls"]]
+            value = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+            turns.append({"from": "function_call", "value": value})
+        else:
+            who = "human" if role == "user" else "gpt"
+            if turns and turns[-1]["from"] == who:
+                turns[-1]["value"] += "\n\n" + msg["content"]
+            else:
+                turns.append({"from": who, "value": msg["content"]})
+    if pending:
+        turns.append({"from": "observation", "value": pending[0] if len(pending) == 1 else json.dumps(pending)})
+    for i, turn in enumerate(turns):
+        allowed = ("human", "observation") if i % 2 == 0 else ("gpt", "function_call")
+        if turn["from"] not in allowed:
+            return None
+    if not turns or turns[-1]["from"] != "gpt":
+        return None
+    return system, turns
+
+
+def export_sharegpt(db: Path, out: Path, summary: ExportSummary) -> None:
+    n = 0
+    with out.open("w", encoding="utf-8") as f:
+        for row, messages in _accepted(db, summary):
+            converted = sharegpt_conversation(messages)
+            if converted is None:
+                summary.skip("turns do not alternate as ShareGPT requires")
+                continue
+            system, turns = converted
+            f.write(_dump({"conversations": turns, "system": system,
+                           "tools": json.dumps(_openai_tools(row["tools"]), ensure_ascii=False),
+                           "metadata": _metadata(row)}))
+            n += 1
+    summary.written[str(out)] = n
+
+
+# ---------------------------------------------------------------- rl
+
+_RL_TASKS_SQL = """
+    WITH ranked AS (
+        SELECT t.task_id, t.messages, t.tools,
+               row_number() OVER (PARTITION BY t.task_id
+                                  ORDER BY coalesce(j.accepted, false) DESC, t.id) AS rn,
+               count(*) OVER (PARTITION BY t.task_id) AS n_trajectories,
+               sum(CASE WHEN j.accepted THEN 1 ELSE 0 END) OVER (PARTITION BY t.task_id) AS n_accepted
+        FROM trajectories t LEFT JOIN judgments j ON j.trajectory_id = t.id
+    )
+    SELECT k.*, r.messages, r.tools, coalesce(r.n_trajectories, 0) AS n_trajectories,
+           coalesce(r.n_accepted, 0) AS n_accepted
+    FROM rl_tasks k LEFT JOIN ranked r ON r.task_id = k.task_id AND r.rn = 1
+"""
+
+_PAIR_TASKS_SQL = """
+    SELECT t.task_id FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id
+    GROUP BY t.task_id HAVING bool_or(j.accepted) AND bool_or(NOT j.accepted)
+"""
+
+
+def _tools_by_id(db: Path, ids: list[str]) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    marks = ", ".join("?" for _ in ids)
+    with connect_readonly(db) as con:
+        rows = con.execute(f"SELECT id, name, description, input_schema FROM tools WHERE id IN ({marks})",
+                           ids).fetchall()
+    by_id = {r[0]: r for r in rows}
+    return [{"type": "function", "function": {"name": by_id[i][1], "description": by_id[i][2] or "",
+                                              "parameters": _loads(by_id[i][3], {"type": "object"})}}
+            for i in ids if i in by_id]
+
+
+def rl_task_record(row: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """One RL task: the prompt is the agent's system prompt and the first user turn of a stored
+    rollout of the task (an accepted one when there is one), or the task's goal when the task
+    was never rolled out."""
+    messages = _loads(row.get("messages"), []) or []
+    first_user = next((_text(m.get("content")) for m in messages if m.get("role") == "user"), None)
+    prompt = [{"role": "system", "content": row.get("system_prompt") or ""},
+              {"role": "user", "content": first_user if first_user is not None else row.get("goal") or ""}]
+    return {
+        "task_id": row["task_id"], "run_id": row["run_id"], "domain": row["domain"], "agent_id": row["agent_id"],
+        "kind": row.get("kind"), "difficulty": row.get("difficulty"), "goal": row.get("goal"),
+        "prompt": prompt, "first_turn_source": "trajectory" if first_user is not None else "goal",
+        "tools": tools, "rubric": _loads(row.get("rubric"), {}), "initial_state": _loads(row.get("initial_state"), {}),
+        "persona": _loads(row.get("persona"), {}),
+        "n_trajectories": int(row.get("n_trajectories") or 0), "n_accepted": int(row.get("n_accepted") or 0),
+    }
+
+
+def preference_pair(
+    task_id: str, chosen: dict[str, Any], rejected: dict[str, Any],
+    chosen_messages: list[dict[str, Any]], rejected_messages: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """TRL's conversational preference record: the shared opening as `prompt`, the rest of each."""
+    shared = 0
+    for a, b in zip(chosen_messages, rejected_messages, strict=False):
+        if a != b or a["role"] == "assistant":
+            break
+        shared += 1
+    return {
+        "task_id": task_id, "domain": chosen["domain"],
+        "prompt": chosen_messages[:shared], "chosen": chosen_messages[shared:],
+        "rejected": rejected_messages[shared:], "tools": _openai_tools(chosen["tools"]),
+        "chosen_id": chosen["trajectory_id"], "rejected_id": rejected["trajectory_id"],
+        "chosen_score": chosen["score"], "rejected_score": rejected["score"],
+        "rejected_reasons": _loads(rejected["reasons"], []),
+    }
+
+
+def _pairs(db: Path, summary: ExportSummary) -> Iterator[dict[str, Any]]:
+    """Each rejected trajectory of a task paired with one of its accepted ones (round robin).
+    A trajectory judged both ways (two judges) counts as accepted."""
+    for task in iter_rows(db, _PAIR_TASKS_SQL, "task_id"):
+        with connect_readonly(db) as con:
+            cur = con.execute(
+                """SELECT t.id AS trajectory_id, t.domain, t.messages, t.tools, bool_or(j.accepted) AS accepted,
+                          max(j.score) AS score, first(j.reasons ORDER BY j.accepted, j.id) AS reasons
+                   FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id
+                   WHERE t.task_id = ? GROUP BY ALL ORDER BY t.id""", [task["task_id"]])
+            cols = [d[0] for d in cur.description or []]
+            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        good: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        bad: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        for r in rows:
+            messages, problem = openai_messages(_loads(r["messages"], []))
+            if messages is None:
+                summary.skip(problem)
+                continue
+            (good if r["accepted"] else bad).append((r, messages))
+        for i, (r, messages) in enumerate(bad):
+            if not good:
+                break
+            g, g_messages = good[i % len(good)]
+            yield preference_pair(task["task_id"], g, r, g_messages, messages)
+
+
+def export_rl(db: Path, out: Path, summary: ExportSummary) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tasks_path, pairs_path = out / "tasks.jsonl", out / "pairs.jsonl"
+    n = 0
+    with tasks_path.open("w", encoding="utf-8") as f:
+        for row in iter_rows(db, _RL_TASKS_SQL, "task_id"):
+            tools = _openai_tools(row["tools"]) if row.get("tools") is not None else []
+            if not tools:
+                tools = _tools_by_id(db, [str(i) for i in _loads(row.get("tool_ids"), []) or []])
+            f.write(_dump(rl_task_record(row, tools)))
+            n += 1
+    summary.written[str(tasks_path)] = n
+    n = 0
+    with pairs_path.open("w", encoding="utf-8") as f:
+        for pair in _pairs(db, summary):
+            f.write(_dump(pair))
+            n += 1
+    summary.written[str(pairs_path)] = n
+
+
+# ---------------------------------------------------------------- parquet
+
+
+def export_parquet(db: Path, out: Path, summary: ExportSummary) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in [*TABLES, *VIEWS]:
+        target = out / f"{name}.parquet"
+        with connect_readonly(db) as con:
+            order = " ORDER BY id" if name in TABLES else ""
+            con.execute(f"COPY (SELECT * FROM {name}{order}) TO ? (FORMAT parquet)", [str(target)]).fetchall()
+            n = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+        summary.written[str(target)] = int(n)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def export_dataset(db: str | Path, fmt: str, out: str | Path) -> ExportSummary:
+    """Write `db` in format `fmt` (sft | sharegpt | rl | parquet) to `out`: a JSONL file for sft
+    and sharegpt, a directory for rl and parquet (created if missing). Raises FileNotFoundError
+    for a missing dataset and ExportError for an unknown format, a file that is not a synth
+    dataset, or an output path of the wrong kind."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    path = _check_dataset(db)
+    out = Path(out)
+    summary = ExportSummary(format=fmt, out=str(out))
+    if fmt in ("sft", "sharegpt"):
+        if out.is_dir():
+            raise ExportError(f"--out {out} is a directory; {fmt} writes one JSONL file")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (export_sft if fmt == "sft" else export_sharegpt)(path, out, summary)
+    else:
+        if out.exists() and not out.is_dir():
+            raise ExportError(f"--out {out} is a file; {fmt} writes a directory")
+        (export_rl if fmt == "rl" else export_parquet)(path, out, summary)
+    return summary

@@ -1,0 +1,164 @@
+"""What a dataset holds and what it cost: `dataset_stats(db)` for `synth stats` and notebooks.
+
+Counts come straight from SQL over the tables (one short read-only connection, so a running
+writer is held up only for the moment it takes). Definitions, so the numbers can be checked by
+hand:
+
+- `stages.<tools|agents|tasks>`: rows per `status` (accepted / rejected) and in total.
+- `stages.trajectories`: rows in total; `judged` are those with at least one judgment.
+- `stages.judgments`: judgment rows per `accepted` value. A trajectory judged by several judge
+  configurations has several judgments; `accepted_trajectories` counts distinct trajectories
+  with an accepted judgment (the rows of `synth export --format sft`).
+- `yield_by_domain`: per trajectory domain, judged and accepted trajectories and their ratio.
+- `rejection_reasons`: the most frequent reasons per stage. Reasons are grouped by their head
+  (quoted values and numbers masked, then the text before the first ':'), since the rest usually
+  names the item.
+  For judgments, `failed_checks` counts each failed deterministic check over rejected judgments.
+- `tokens_per_accepted_trajectory`: prompt/completion tokens recorded on the accepted
+  trajectories' steps (the rollout itself), and `llm_tokens_per_accepted`: every model call
+  of the dataset (all stages, all roles) divided by the accepted trajectories: the full cost.
+- `llm_usage`: per role, calls, failures, cache hits, retries, tokens and latency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from synth.store import connect_readonly
+
+TOP_REASONS = 10
+
+
+# SQL masking quoted values ('x' or "x") as '…' and numbers as N in a reason.
+_MASK = "regexp_replace(regexp_replace({text}, '''[^'']*''|\"[^\"]*\"', '''…''', 'g'), '[0-9]+', 'N', 'g')"
+
+
+def _reason_head(column: str) -> str:
+    """SQL for a reason's head: quoted values and numbers masked, then the text before the first
+    ':' (the rest usually names the item), at most 120 characters."""
+    masked = _MASK.format(text=f"coalesce({column}, '(no reason)')")
+    return f"trim(left(split_part({masked}, ':', 1), 120))"
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
+def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    cols = [d[0] for d in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _status_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
+    rows = con.execute(f"SELECT coalesce(status, 'unknown'), count(*) FROM {table} GROUP BY 1").fetchall()
+    out = {"accepted": 0, "rejected": 0}
+    out.update({str(k): int(v) for k, v in rows})
+    out["total"] = sum(out.values())
+    return out
+
+
+def _stage_reasons(con: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, Any]]:
+    return _dicts(con, f"""
+        SELECT {_reason_head('reason')} AS reason, count(*) AS count FROM {table}
+        WHERE status = 'rejected' GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
+
+
+def _round(value: Any, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def dataset_stats(db: str | Path) -> dict[str, Any]:
+    """Counts per stage, yield per domain, rejection reasons, tokens and model usage of the
+    dataset at `db` (see the module docstring for each number's definition). Raises
+    FileNotFoundError when there is no file, ValueError when it is not a synth dataset."""
+    path = Path(db)
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset at {path}")
+    try:
+        con = connect_readonly(path)
+    except duckdb.Error as exc:
+        raise ValueError(f"{path} is not a DuckDB dataset: {str(exc).splitlines()[0][:200]}") from None
+    with con:
+        try:
+            return _collect(con, path)
+        except duckdb.CatalogException as exc:
+            raise ValueError(f"{path} is not a synth dataset: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+    judgments = {"accepted": 0, "rejected": 0}
+    for accepted, n in con.execute("SELECT accepted, count(*) FROM judgments GROUP BY 1").fetchall():
+        judgments["accepted" if accepted else "rejected"] += int(n)
+    judgments["total"] = judgments["accepted"] + judgments["rejected"]
+    accepted_trajectories = int(_one(con, "SELECT count(DISTINCT trajectory_id) FROM judgments WHERE accepted"))
+    trajectories = {
+        "total": int(_one(con, "SELECT count(*) FROM trajectories")),
+        "judged": int(_one(con, "SELECT count(DISTINCT trajectory_id) FROM judgments "
+                                "WHERE trajectory_id IN (SELECT id FROM trajectories)")),
+        "accepted": accepted_trajectories,
+    }
+    stages = {
+        "runs": int(_one(con, "SELECT count(*) FROM runs")),
+        "tools": _status_counts(con, "tools"),
+        "agents": _status_counts(con, "agents"),
+        "tasks": _status_counts(con, "tasks"),
+        "trajectories": trajectories,
+        "judgments": {**judgments, "accepted_trajectories": accepted_trajectories},
+    }
+    yield_rows = _dicts(con, """
+        WITH verdict AS (
+            SELECT trajectory_id, bool_or(accepted) AS accepted FROM judgments GROUP BY 1
+        )
+        SELECT coalesce(t.domain, '(none)') AS domain, count(*) AS trajectories, count(v.trajectory_id) AS judged,
+               count(*) FILTER (WHERE v.accepted) AS accepted,
+               count(*) FILTER (WHERE NOT v.accepted) AS rejected
+        FROM trajectories t LEFT JOIN verdict v ON v.trajectory_id = t.id
+        GROUP BY 1 ORDER BY 1""")
+    for r in yield_rows:
+        r["yield"] = _round(r["accepted"] / r["judged"], 4) if r["judged"] else None
+    failed_checks = _dicts(con, f"""
+        SELECT c AS check, count(*) AS count
+        FROM (SELECT unnest(from_json(failed_checks, '["VARCHAR"]')) AS c FROM judgments WHERE NOT accepted)
+        GROUP BY 1 ORDER BY count DESC, c LIMIT {TOP_REASONS}""")
+    judge_reasons = _dicts(con, f"""
+        SELECT {_reason_head('r')} AS reason, count(*) AS count
+        FROM (SELECT unnest(from_json(reasons, '["VARCHAR"]')) AS r FROM judgments WHERE NOT accepted)
+        GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
+    tok = con.execute("""
+        SELECT count(*), avg(prompt_tokens), avg(completion_tokens), avg(prompt_tokens + completion_tokens),
+               median(prompt_tokens + completion_tokens), max(prompt_tokens + completion_tokens)
+        FROM trajectories WHERE id IN (SELECT trajectory_id FROM judgments WHERE accepted)""").fetchall()[0]
+    llm_usage = _dicts(con, """
+        SELECT coalesce(role, '(none)') AS role, count(*) AS calls, count(*) FILTER (WHERE NOT ok) AS failed,
+               count(*) FILTER (WHERE cache_hit) AS cache_hits, coalesce(sum(retries), 0) AS retries,
+               coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+               coalesce(sum(completion_tokens), 0) AS completion_tokens,
+               round(coalesce(sum(latency_s), 0), 3) AS latency_s
+        FROM llm_calls GROUP BY 1 ORDER BY 1""")
+    for r in llm_usage:
+        for k in ("calls", "failed", "cache_hits", "retries", "prompt_tokens", "completion_tokens"):
+            r[k] = int(r[k])
+        r["latency_s"] = float(r["latency_s"])
+    all_tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in llm_usage)
+    return {
+        "db": str(path),
+        "stages": stages,
+        "yield_by_domain": yield_rows,
+        "rejection_reasons": {
+            "tools": _stage_reasons(con, "tools"),
+            "agents": _stage_reasons(con, "agents"),
+            "tasks": _stage_reasons(con, "tasks"),
+            "judgments": {"failed_checks": failed_checks, "reasons": judge_reasons},
+        },
+        "tokens_per_accepted_trajectory": {
+            "n": int(tok[0]), "mean_prompt": _round(tok[1]), "mean_completion": _round(tok[2]),
+            "mean_total": _round(tok[3]), "median_total": _round(tok[4]),
+            "max_total": None if tok[5] is None else int(tok[5]),
+        },
+        "llm_tokens_per_accepted": _round(all_tokens / accepted_trajectories) if accepted_trajectories else None,
+        "llm_usage": llm_usage,
+    }
