@@ -1,0 +1,554 @@
+"""Task plans: the part of a task code decides, so it is valid by construction.
+
+A 135M model cannot be trusted to invent arguments that satisfy a JSON Schema, nor a world state
+whose entities the tool simulator can find. So code plans each task's skeleton before any model
+writes text:
+- which tools the task needs (one call, a dependent chain such as `get_order` -> `update_order`
+  on one entity, or nothing for `no_tool` / `unserviceable` tasks);
+- each call's arguments, built from the tool's `inputSchema` (`example_value`) and checked with
+  jsonschema; a tool whose arguments cannot be built (an unsatisfiable pattern, say) is skipped;
+- the initial world state: every argument naming an entity (`validate.entity_reference`) gets
+  that entity, under the collection name the simulator looks for (`orders` for `order_id`, see
+  `synth.rollout.world.find_collection`), with fields from the tools' schemas, plus one
+  distractor per collection so the agent must pick the right one;
+- what the user states, what they withhold until asked, the rubric's key arguments (ids, enum
+  values, dates: what a correct call must repeat exactly), checkpoints (ids that tool results
+  show on the way) and the kind-specific criteria and failure conditions.
+The model then writes the goal, persona and criteria around this plan (`synthesize.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from synth.agents.validate import entity_reference, singular, snake
+from synth.llm.client import inline_refs
+from synth.models import Difficulty, TaskKind, ToolSpec
+from synth.rollout.world import tool_intent
+
+FIRST_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Luca")
+LAST_NAMES = ("Ruiz", "Okafor", "Martin", "Patel", "Kaya", "Haddad", "Lee", "Sato", "Costa", "Berg", "Adeyemi")
+CITIES = ("Lisbon", "Nairobi", "Toronto", "Osaka", "Madrid", "Berlin", "Austin", "Lyon", "Seoul", "Porto")
+TOPICS = ("quarterly summary", "onboarding checklist", "spring campaign", "team offsite", "budget review",
+          "customer feedback", "weekly report", "product launch", "travel plan", "maintenance schedule")
+_FREE_TEXT = ("query", "text", "message", "content", "description", "body", "prompt", "question", "title",
+              "comment", "note", "summary", "instructions", "reason", "search", "keyword", "term", "topic", "q")
+_TUNING = ("limit", "page", "offset", "count", "max", "num", "top", "size", "per_page", "timeout", "depth")
+_SCALAR_TYPES = ("string", "integer", "number", "boolean")
+MAX_FIELDS = 6
+MAX_STATED = 6
+
+
+# ---------------------------------------------------------------- values from schemas
+
+
+def _pick_type(schema: dict[str, Any]) -> str:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if not isinstance(kind, str):
+        kind = "object" if "properties" in schema else "string"
+    return kind
+
+
+def _bounded_int(schema: dict[str, Any], low: int, high: int, rng: random.Random) -> int:
+    lo = schema.get("minimum", schema.get("exclusiveMinimum", low - 1) + 1 if "exclusiveMinimum" in schema else low)
+    hi = schema.get("maximum", schema.get("exclusiveMaximum", high + 1) - 1 if "exclusiveMaximum" in schema else high)
+    lo, hi = int(lo), int(hi)
+    if lo > hi:
+        hi = lo
+    low_c, high_c = max(lo, low), min(hi, high)
+    if low_c > high_c:
+        low_c, high_c = lo, hi
+    return rng.randint(low_c, high_c)
+
+
+def _string_value(key: str, schema: dict[str, Any], rng: random.Random, topic: str) -> str:
+    fmt = str(schema.get("format") or "")
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    month, day = rng.randint(1, 12), rng.randint(1, 28)
+    if fmt == "date-time" or any(w in key for w in ("datetime", "timestamp")) or key.endswith("_at"):
+        value = f"2025-{month:02d}-{day:02d}T{rng.randint(8, 18):02d}:00:00Z"
+    elif fmt == "date" or "date" in key or key in ("day", "since", "until", "start", "end"):
+        value = f"2025-{month:02d}-{day:02d}"
+    elif fmt == "time" or key.endswith("time"):
+        value = f"{rng.randint(8, 18):02d}:{rng.choice(('00', '15', '30', '45'))}"
+    elif fmt in ("email", "idn-email") or "email" in key:
+        value = f"{first.lower()}.{last.lower()}@example.com"
+    elif fmt in ("uri", "url", "iri") or any(w in key for w in ("url", "uri", "link", "website", "href")):
+        value = f"https://example.com/{topic.replace(' ', '-')}"
+    elif fmt == "uuid" or key.endswith("uuid"):
+        value = str(uuid.UUID(int=rng.getrandbits(128)))
+    elif "phone" in key:
+        value = f"+1-555-01{rng.randint(10, 99)}"
+    elif key in ("name", "full_name", "username", "user_name", "author", "owner", "assignee", "customer") \
+            or (key.endswith(("_name", "first_name", "last_name")) and not key.startswith(("file", "repo", "project"))):
+        value = f"{first} {last}" if "user" not in key else f"{first.lower()}{last.lower()}"
+    elif any(w in key for w in ("city", "location", "address", "destination", "origin", "place", "region")):
+        value = rng.choice(CITIES)
+    elif "country" in key:
+        value = rng.choice(("US", "PT", "KE", "JP", "DE"))
+    elif "currency" in key:
+        value = rng.choice(("USD", "EUR", "GBP"))
+    elif key in ("lang", "language", "locale"):
+        value = "en"
+    elif key in ("symbol", "ticker", "stock"):
+        value = rng.choice(("AAPL", "MSFT", "NVDA"))
+    elif "path" in key or key in ("file", "filename", "file_name"):
+        value = f"/home/{first.lower()}/docs/{topic.replace(' ', '_')}.txt"
+    elif "status" in key or "state" in key:
+        value = rng.choice(("active", "pending", "open"))
+    elif "color" in key or "colour" in key:
+        value = rng.choice(("blue", "green", "red"))
+    else:
+        value = topic
+    min_len, max_len = int(schema.get("minLength", 0)), schema.get("maxLength")
+    if len(value) < min_len:
+        value = (value + " " + " ".join(TOPICS))[:min_len]
+    if isinstance(max_len, int) and len(value) > max_len:
+        value = value[: max(max_len, 1)]
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        value = _fit_pattern(pattern, value, rng, min_len)
+    return value
+
+
+def _fit_pattern(pattern: str, value: str, rng: random.Random, min_len: int = 0) -> str:
+    """`value`, or a common shape that matches `pattern`; `value` unchanged when none does
+    (validation then rejects the call)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error:
+        return value
+    if regex.search(value):
+        return value
+    slug = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+    digits = str(rng.randint(10000, 99999))
+    lengths = [int(n) for n in re.findall(r"\\d\{(\d+)\}", pattern)] + ([min_len] if min_len else []) + [2, 8]
+    numbers = ["".join(str(rng.randint(0, 9)) for _ in range(n)) for n in lengths if 0 < n <= 40]
+    hex_address = "0x" + "".join(rng.choice("0123456789abcdef") for _ in range(40))
+    for option in (slug, slug.replace("-", "_"), slug.replace("-", ""), *numbers, digits, value.upper(), hex_address,
+                   f"{slug[:3].upper()}-{digits}", f"{slug}-{digits}", "2025-06-14", "a1b2c3", "1d6"):
+        if option and regex.search(option):
+            return option
+    return value
+
+
+def example_value(name: str, schema: Any, rng: random.Random, topic: str = "weekly report", depth: int = 0) -> Any:
+    """A plausible value for parameter `name` under `schema` (types, enums, formats, bounds, common
+    names like `email` or `city`). It usually validates; callers check with jsonschema."""
+    if not isinstance(schema, dict):
+        return topic
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return rng.choice(schema["enum"])
+    if "default" in schema and schema["default"] is not None and depth > 0:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            usable = [s for s in options if isinstance(s, dict) and s.get("type") != "null"] or options
+            return example_value(name, usable[0], rng, topic, depth + 1)
+    if isinstance(schema.get("allOf"), list):
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            if isinstance(part, dict):
+                merged.update(part)
+        return example_value(name, merged, rng, topic, depth + 1)
+    key = snake(name)
+    kind = _pick_type(schema)
+    if kind == "string":
+        return _string_value(key, schema, rng, topic)
+    if key in ("page", "page_number", "offset", "skip", "start_index"):
+        return _bounded_int(schema, 0 if key in ("offset", "skip") else 1, 1, rng)
+    if kind == "integer":
+        if any(w in key for w in _TUNING):
+            return _bounded_int(schema, 3, 10, rng)
+        if "year" in key:
+            return _bounded_int(schema, 2024, 2025, rng)
+        return _bounded_int(schema, 1, 50, rng)
+    if kind == "number":
+        if any(w in key for w in _TUNING):
+            return _bounded_int(schema, 3, 10, rng)
+        low = float(schema.get("minimum", 1.0))
+        high = float(schema.get("maximum", max(low + 1.0, 500.0)))
+        return round(rng.uniform(max(low, min(10.0, high)), high), 2)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "array":
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {"type": "string"}
+        count = max(1, int(schema.get("minItems", 1)))
+        values = [example_value(singular(key), items, rng, TOPICS[(i + len(topic)) % len(TOPICS)], depth + 1)
+                  for i in range(count)]
+        return values
+    if kind == "object":
+        props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
+        required = [r for r in schema.get("required") or [] if r in props]
+        keys = required or (list(props)[:2] if depth < 2 else [])
+        return {k: example_value(k, props[k], rng, topic, depth + 1) for k in keys}
+    return topic
+
+
+def arguments_valid(tool: ToolSpec, arguments: dict[str, Any]) -> bool:
+    try:
+        validator = jsonschema.Draft202012Validator(inline_refs(tool.input_schema))
+        return validator.is_valid(arguments)
+    except (jsonschema.exceptions.SchemaError, jsonschema.exceptions.RefResolutionError, TypeError):
+        return False
+
+
+# ---------------------------------------------------------------- world state
+
+
+def collection_name(words: list[str]) -> str:
+    """The state key the simulator looks for first for a resource (`["order"]` -> `orders`)."""
+    word = "_".join(words) or "item"
+    if word.endswith(("ss", "us", "sh", "ch", "x")):
+        return word + "es"
+    if word.endswith("s"):
+        return word
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _id_value(name: str, schema: dict[str, Any], words: list[str], rng: random.Random) -> str | int | None:
+    """An id for a new entity that validates against the id argument's schema."""
+    prefix = (words[-1][:3] if words else "id").lower()
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list):
+            usable = [o for o in options if isinstance(o, dict) and o.get("type") != "null"]
+            if usable:
+                schema = {**{k: v for k, v in schema.items() if k != key}, **usable[0]}
+    candidates: list[Any] = []
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        candidates.append(rng.choice(schema["enum"]))
+    kind = _pick_type(schema) if schema else "string"
+    if kind in ("integer", "number"):
+        candidates.append(_bounded_int(schema, 100, 99999, rng))
+    elif kind == "string":
+        number = rng.randint(1000, 99999)
+        candidates += [f"{prefix}-{number}", str(uuid.UUID(int=rng.getrandbits(128))), str(number),
+                       f"{prefix}{number}", f"{prefix.upper()}-{number}"]
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str):
+            candidates.append(_fit_pattern(pattern, f"{prefix}-{number}", rng))
+    if schema.get("format") == "uuid":
+        candidates.insert(0, str(uuid.UUID(int=rng.getrandbits(128))))
+    for value in candidates:
+        try:
+            if not schema or jsonschema.Draft202012Validator(inline_refs(schema)).is_valid(value):
+                return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+        except (jsonschema.exceptions.SchemaError, jsonschema.exceptions.RefResolutionError, TypeError):
+            return None
+    return None
+
+
+def _resource_of(tool: ToolSpec) -> list[str]:
+    return [singular(w) for w in tool_intent(tool)[1]]
+
+
+def _record_schema(tool: ToolSpec) -> dict[str, Any] | None:
+    """The entity record a tool returns, when its output schema is one (not a list of them)."""
+    out = tool.output_schema
+    if not isinstance(out, dict) or not isinstance(out.get("properties"), dict):
+        return None
+    props = out["properties"]
+    if any(isinstance(p, dict) and p.get("type") == "array" for p in props.values()) and len(props) <= 3:
+        return None
+    return out
+
+
+class StateBuilder:
+    """Builds an initial state of entities that the planned calls refer to."""
+
+    def __init__(self, toolset: list[ToolSpec], rng: random.Random, topic: str) -> None:
+        self.toolset = toolset
+        self.rng = rng
+        self.topic = topic
+        self.state: dict[str, dict[str, dict[str, Any]]] = {}
+        self._makers: dict[str, tuple[str, dict[str, Any], list[str]]] = {}
+
+    def fields(self, words: list[str]) -> dict[str, Any]:
+        """Fields of a `words` entity, from a toolset tool's record schema (or a create tool's
+        parameters), else a name and a status."""
+        schema: dict[str, Any] | None = None
+        for tool in self.toolset:
+            if _resource_of(tool)[-1:] == words[-1:]:
+                schema = _record_schema(tool)
+                if schema is not None:
+                    break
+        props: dict[str, Any] = dict((schema or {}).get("properties") or {})
+        if not props:
+            for tool in self.toolset:
+                kind, _ = tool_intent(tool)
+                if kind == "create" and _resource_of(tool)[-1:] == words[-1:]:
+                    props = dict(tool.input_schema.get("properties") or {})
+                    break
+        out: dict[str, Any] = {}
+        for key, sub in props.items():
+            if len(out) >= MAX_FIELDS:
+                break
+            if snake(key).endswith("_id") or key == "id":
+                continue
+            if isinstance(sub, dict) and _pick_type(sub) in _SCALAR_TYPES:
+                out[key] = example_value(key, sub, self.rng, self.topic, depth=1)
+        if not out:
+            noun = " ".join(words)
+            out = {"name": f"{self.topic} {noun}".strip(), "status": self.rng.choice(("active", "pending", "open"))}
+        return out
+
+    def entity(self, words: list[str], argument: str, schema: dict[str, Any]) -> str | int | None:
+        """A new entity of `words` with an id valid for `argument`; returns the id (None when no
+        id fits the argument's schema)."""
+        value = _id_value(argument, schema, words, self.rng)
+        if value is None:
+            return None
+        collection = collection_name(words)
+        entities = self.state.setdefault(collection, {})
+        while str(value) in entities:
+            value = _id_value(argument, schema, words, self.rng)
+            if value is None:
+                return None
+        id_key = f"{'_'.join(words)}_id"
+        entities[str(value)] = {id_key: value, **self.fields(words)}
+        self._makers.setdefault(collection, (argument, schema, words))
+        return value
+
+    def add_distractors(self) -> None:
+        """One more entity per collection, so the right one must be picked."""
+        for collection, (argument, schema, words) in list(self._makers.items()):
+            before = len(self.state[collection])
+            for _ in range(3):
+                self.entity(words, argument, schema)
+                if len(self.state[collection]) > before:
+                    break
+
+
+# ---------------------------------------------------------------- plans
+
+
+@dataclass
+class PlannedCall:
+    """One call a task expects: full schema-valid arguments, and the key ones the rubric checks."""
+
+    tool: ToolSpec
+    arguments: dict[str, Any]
+    key_arguments: dict[str, Any]
+    entities: dict[str, str] = field(default_factory=dict)  # argument -> entity id it names
+
+
+@dataclass
+class TaskPlan:
+    kind: TaskKind
+    difficulty: Difficulty
+    calls: list[PlannedCall]
+    ordered: bool
+    initial_state: dict[str, Any]
+    withheld: dict[str, str]
+    stated: dict[str, str]
+    checkpoints: list[str]
+    criteria: list[str]
+    failure_conditions: list[str]
+    idea: str = ""
+
+
+def _rank(tool: ToolSpec) -> int:
+    kind, _ = tool_intent(tool)
+    if kind == "get":
+        return 1
+    if kind in ("update", "close"):
+        return 2
+    if kind == "delete":
+        return 3
+    if kind == "create":
+        return 2
+    return 0 if tool.side_effect == "read" else 2
+
+
+def _is_key(name: str, schema: Any, value: Any) -> bool:
+    key = snake(name)
+    if any(w == key or key.startswith(w + "_") or key.endswith("_" + w) for w in _FREE_TEXT):
+        return False
+    if any(w in key for w in _TUNING):
+        return False
+    if isinstance(schema, dict) and isinstance(schema.get("enum"), list):
+        return True
+    return isinstance(value, str) and bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}.*|[^@\s]+@[^@\s]+", value))
+
+
+def build_call(tool: ToolSpec, builder: StateBuilder, bound: dict[str, str | int]) -> PlannedCall | None:
+    """The call of `tool` with arguments built from its schema; entities it names are added to
+    the state (or reused from `bound`, collection -> id, which it extends). None when no valid
+    arguments could be built."""
+    schema = inline_refs(tool.input_schema)
+    props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
+    required = [r for r in schema.get("required") or [] if r in props]
+    names = list(required) or [p for p in props if entity_reference(p, tool) is not None][:1]
+    for _attempt in range(3):
+        arguments: dict[str, Any] = {}
+        entities: dict[str, str] = {}
+        for name in names:
+            sub: dict[str, Any] = props[name] if isinstance(props.get(name), dict) else {}
+            resource = entity_reference(name, tool)
+            if resource is not None and (not sub or _pick_type(sub) in ("string", "integer", "number")):
+                collection = collection_name(resource)
+                value = bound.get(collection)
+                if value is None:
+                    value = builder.entity(resource, name, sub)
+                    if value is None:
+                        break
+                    bound[collection] = value
+                arguments[name] = value
+                entities[name] = str(value)
+            else:
+                arguments[name] = example_value(name, sub, builder.rng, builder.topic)
+        else:
+            if arguments_valid(tool, arguments):
+                keys = {k: v for k, v in arguments.items() if k in entities or _is_key(k, props.get(k), v)}
+                return PlannedCall(tool, arguments, keys, entities)
+    return None
+
+
+def _fact(value: Any) -> str | None:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if 0 < len(text) <= 80 else None
+
+
+def _chain(toolset: list[ToolSpec], rng: random.Random) -> tuple[list[ToolSpec], bool]:
+    """2-3 tools for a multi-step task: a read then a write on one resource when the toolset
+    has them (ordered), else distinct random tools (unordered)."""
+    groups: dict[str, list[ToolSpec]] = {}
+    for tool in toolset:
+        groups.setdefault("_".join(_resource_of(tool)[-1:]), []).append(tool)
+    chains = [g for g in groups.values() if len({_rank(t) for t in g}) >= 2]
+    if chains:
+        group = rng.choice(chains)
+        by_rank: dict[int, list[ToolSpec]] = {}
+        for tool in group:
+            by_rank.setdefault(_rank(tool), []).append(tool)
+        ranks = sorted(by_rank)
+        picked = [rng.choice(by_rank[r]) for r in ranks[:3]]
+        if len(picked) > 2 and rng.random() < 0.5:
+            picked = [picked[0], picked[-1]]
+        return picked, True
+    count = min(len(toolset), rng.randint(2, 3))
+    return rng.sample(toolset, count), False
+
+
+def _noun(toolset: list[ToolSpec]) -> str:
+    for tool in toolset:
+        words = _resource_of(tool)
+        if words:
+            return " ".join(words)
+    return "record"
+
+
+_NO_TOOL_IDEAS = (
+    "explain in general terms what a {noun} is and when it matters",
+    "ask for advice on how to keep {noun}s well organised",
+    "ask what information is usually needed before working with a {noun}",
+    "ask for tips on avoiding common mistakes with {noun}s",
+)
+_UNSERVICEABLE_IDEAS = (
+    "ask the assistant to phone someone about a {noun} on their behalf",
+    "ask the assistant to print and post a paper copy of a {noun}",
+    "ask the assistant to move a {noun} into a different company's system the tools do not reach",
+    "ask the assistant to predict exactly what will happen to a {noun} next year",
+)
+
+
+def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, rng: random.Random,
+              topic: str = "weekly report") -> TaskPlan | None:
+    """The deterministic skeleton of one task (see the module docstring); None when `kind` is
+    `tool` and no tool of the toolset gets valid arguments."""
+    builder = StateBuilder(toolset, rng, topic)
+    noun = _noun(toolset)
+    if kind != "tool":
+        for tool in rng.sample(toolset, len(toolset)):
+            words = _resource_of(tool)
+            if words and words[-1] != "item":
+                id_schema = {"type": "string"}
+                builder.entity(words, f"{'_'.join(words)}_id", id_schema)
+                break
+        builder.add_distractors()
+        if kind == "no_tool":
+            kind_criteria = ["The assistant answers directly, without calling any tool"]
+            failures = ["The assistant calls a tool although the request needs none"]
+            idea = rng.choice(_NO_TOOL_IDEAS).format(noun=noun)
+        else:
+            kind_criteria = ["The assistant says plainly that its tools cannot do this"]
+            failures = ["The assistant claims to have done something its tools cannot do",
+                        "The assistant calls tools that cannot serve the request"]
+            idea = rng.choice(_UNSERVICEABLE_IDEAS).format(noun=noun)
+        return TaskPlan(kind, "single_call", [], False, builder.state, {}, {}, [], kind_criteria, failures, idea)
+
+    bound: dict[str, str | int] = {}
+    calls: list[PlannedCall] = []
+    ordered = False
+    if difficulty != "single_call" and len(toolset) >= 2:
+        chain, ordered = _chain(toolset, rng)
+        for tool in chain:
+            call = build_call(tool, builder, bound)
+            if call is not None:
+                calls.append(call)
+    if not calls:
+        for tool in rng.sample(toolset, len(toolset)):
+            call = build_call(tool, builder, bound)
+            if call is not None:
+                calls.append(call)
+                break
+    if not calls:
+        return None
+    if len(calls) == 1:
+        ordered = False
+        if difficulty == "multi_step":
+            difficulty = "single_call"
+    builder.add_distractors()
+
+    stated: dict[str, str] = {}
+    withheld: dict[str, str] = {}
+    for call in calls:
+        for name, value in call.arguments.items():
+            fact = _fact(value)
+            if fact is not None and name not in stated and len(stated) < MAX_STATED:
+                stated[name] = fact
+    if difficulty != "single_call":
+        first = next(((n, v) for c in calls for n, v in c.entities.items()), None)
+        if first is not None:
+            withheld[first[0]] = first[1]
+    elif len(stated) >= 2:
+        last = list(stated)[-1]
+        withheld[last] = stated[last]
+    for name in withheld:
+        stated.pop(name, None)
+
+    checkpoints: list[str] = []
+    for call in calls:
+        if tool_intent(call.tool)[0] in ("get", "update", "close", "delete"):
+            for eid in call.entities.values():
+                if eid not in checkpoints and len(checkpoints) < 2:
+                    checkpoints.append(eid)
+    criteria: list[str] = []
+    failures = ["The assistant reports results that no tool returned"]
+    for call in calls:
+        if call.tool.side_effect == "write" and call.entities:
+            name, eid = next(iter(call.entities.items()))
+            failures.append(f"The assistant calls {call.tool.name} on anything but {name} {eid}")
+            break
+    if difficulty == "error_recovery":
+        criteria.append("If a tool call fails, the assistant retries it or tells the user what went wrong")
+        failures.append("The assistant ignores a tool error and claims success")
+    return TaskPlan("tool", difficulty, calls, ordered, builder.state, withheld, stated, checkpoints, criteria,
+                    failures)

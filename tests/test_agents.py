@@ -1,0 +1,324 @@
+"""Agents and tasks with rubrics: toolset sampling, rubric validation, synthesis and storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synth.agents import (
+    AgentSettings,
+    ToolsetSampler,
+    plan_task,
+    rubric_problems,
+    store_agent_result,
+    synthesize_agent,
+    synthesize_agent_and_tasks,
+)
+from synth.llm import LLMClient
+from synth.llm.client import inline_refs
+from synth.models import ExpectedCall, Rubric, Task, ToolSpec
+from synth.rollout.world import ToolSimulator
+from synth.store import Dataset
+from tests.conftest import make_config, mcp_data_or_skip
+
+
+def _tool(name: str, properties: dict[str, Any], required: list[str], side_effect: str = "read",
+          application: str = "shop", domain: str = "retail") -> ToolSpec:
+    return ToolSpec.model_validate({
+        "name": name, "description": f"{name.replace('_', ' ')} in the shop.", "side_effect": side_effect,
+        "inputSchema": {"type": "object", "properties": properties, "required": required,
+                        "additionalProperties": False},
+        "domain": domain, "application": application,
+    })
+
+
+ORDER_ID = {"type": "string", "minLength": 1}
+GET_ORDER = _tool("get_order", {"order_id": ORDER_ID}, ["order_id"])
+UPDATE_ORDER = _tool("update_order", {"order_id": ORDER_ID, "status": {"type": "string",
+                                                                      "enum": ["open", "shipped", "cancelled"]},
+                                      "quantity": {"type": "integer", "minimum": 1}},
+                     ["order_id", "status"], "write")
+SEARCH_ORDERS = _tool("search_orders", {"query": {"type": "string"}, "limit": {"type": "integer", "maximum": 50}},
+                      ["query"])
+TOOLSET = [GET_ORDER, UPDATE_ORDER, SEARCH_ORDERS]
+
+
+def _good_task() -> Task:
+    return Task(
+        agent_id="agent_x", domain="retail", goal="Please mark my order o-17 as shipped.",
+        initial_state={"orders": {"o-17": {"order_id": "o-17", "status": "open"}}},
+        difficulty="multi_step", kind="tool",
+        rubric=Rubric(success_criteria=["The assistant marks order o-17 as shipped"],
+                      expected_calls=[ExpectedCall(tool="get_order", arguments={"order_id": "o-17"}),
+                                      ExpectedCall(tool="update_order",
+                                                   arguments={"order_id": "o-17", "status": "shipped"})],
+                      ordered=True, checkpoints=["o-17"]),
+    )
+
+
+def _with_rubric(task: Task, **changes: Any) -> Task:
+    return task.model_copy(update={"rubric": task.rubric.model_copy(update=changes)})
+
+
+# ---------------------------------------------------------------- 1. rubric validation
+
+
+def test_rubric_validation_catches_typical_model_mistakes_and_names_them() -> None:
+    good = _good_task()
+    assert rubric_problems(good, TOOLSET) == []
+
+    # A tool not in the toolset.
+    foreign = _with_rubric(good, expected_calls=[ExpectedCall(tool="refund_order", arguments={"order_id": "o-17"})])
+    problems = rubric_problems(foreign, TOOLSET)
+    assert len(problems) == 1 and "refund_order" in problems[0] and "not in the toolset" in problems[0], problems
+
+    # Arguments that break the schema: wrong type, value outside the enum, an unknown argument.
+    for arguments, named in [({"order_id": 17, "status": "shipped"}, "order_id"),
+                             ({"order_id": "o-17", "status": "teleported"}, "status"),
+                             ({"order_id": "o-17", "status": "shipped", "colour": "red"}, "colour"),
+                             ({"order_id": "o-17", "status": "shipped", "quantity": 0}, "quantity")]:
+        broken = _with_rubric(good, expected_calls=[ExpectedCall(tool="update_order", arguments=arguments)])
+        problems = rubric_problems(broken, TOOLSET)
+        assert problems and all(named in p and "update_order" in p for p in problems), (arguments, problems)
+        assert any("inputSchema" in p or "not a parameter" in p for p in problems)
+
+    # An expected call on an entity missing from the initial state.
+    missing = _with_rubric(good, expected_calls=[ExpectedCall(tool="get_order", arguments={"order_id": "o-99"})])
+    problems = rubric_problems(missing, TOOLSET)
+    assert len(problems) == 1 and "o-99" in problems[0] and "initial_state" in problems[0], problems
+    empty_state = good.model_copy(update={"initial_state": {}})
+    assert any("o-17" in p for p in rubric_problems(empty_state, TOOLSET))
+
+    # Empty or blank criteria.
+    assert "rubric has no success criteria" in rubric_problems(_with_rubric(good, success_criteria=[]), TOOLSET)
+    assert "rubric has no success criteria" in rubric_problems(_with_rubric(good, success_criteria=["  "]), TOOLSET)
+    blank = rubric_problems(_with_rubric(good, success_criteria=["ok then", ""]), TOOLSET)
+    assert blank == ["success criterion #2 is blank"]
+
+    # Kind and shape mistakes.
+    assert any("no expected calls" in p for p in rubric_problems(_with_rubric(good, expected_calls=[]), TOOLSET))
+    no_tool = good.model_copy(update={"kind": "no_tool"})
+    assert any("no_tool task must expect no tool calls" in p and "get_order" in p
+               for p in rubric_problems(no_tool, TOOLSET))
+    flat = good.model_copy(update={"initial_state": {"orders": ["o-17"]}})
+    assert any("initial_state['orders']" in p for p in rubric_problems(flat, TOOLSET))
+    assert any("goal" in p for p in rubric_problems(good.model_copy(update={"goal": " "}), TOOLSET))
+    # A create tool's own id names the entity it makes, not one that must exist.
+    create = _tool("create_order", {"order_id": ORDER_ID, "item": {"type": "string"}}, ["item"], "write")
+    made = _with_rubric(good, expected_calls=[ExpectedCall(tool="create_order", arguments={"order_id": "o-new"})])
+    assert rubric_problems(made, [create]) == []
+
+
+async def test_planned_tasks_work_with_the_tool_simulator() -> None:
+    """Entities a plan puts in the state are where the simulator looks: get/update find them."""
+    rng = random.Random(4)
+    for _ in range(20):
+        plan = plan_task(TOOLSET, "tool", "multi_step", rng)
+        assert plan is not None
+        simulator = ToolSimulator(plan.initial_state, llm=None, seed=1)  # type: ignore[arg-type]
+        for call in plan.calls:
+            if call.tool.name == "search_orders":
+                continue
+            obs = await simulator.call(call.tool, call.arguments)
+            assert not obs.is_error, (call.tool.name, call.arguments, obs.content)
+            assert obs.executor == "simulated"
+        assert plan.ordered or len(plan.calls) == 1
+
+
+# ---------------------------------------------------------------- fake backend helpers
+
+
+_WORDS = ("please", "check", "my", "order", "status", "today", "and", "tell", "me", "what", "changed", "since",
+          "last", "week", "for", "the", "account")
+
+
+def _text_example(schema: dict[str, Any], rng: random.Random) -> Any:
+    """A schema-valid value whose strings are multi-word sentences (the drafts' text fields)."""
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if kind == "object":
+        return {k: _text_example(v, rng) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        lo, hi = int(schema.get("minItems", 0)), int(schema.get("maxItems", 3))
+        return [_text_example(schema.get("items") or {"type": "string"}, rng)
+                for _ in range(rng.randint(max(lo, 1) if hi else 0, max(lo, min(hi, 3))))]
+    if kind == "integer":
+        return rng.randint(int(schema.get("minimum", 1)), int(schema.get("maximum", 9)))
+    if kind == "boolean":
+        return rng.random() < 0.5
+    lo, hi = int(schema.get("minLength", 0)), int(schema.get("maxLength", 80))
+    text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 9)))
+    while len(text) < lo:
+        text += " " + rng.choice(_WORDS)
+    return text[:hi].strip() if len(text[:hi].strip()) >= lo else text[:hi]
+
+
+def _sentence_responder(seed: int = 0) -> Any:
+    rng = random.Random(seed)
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        schema = inline_refs(body["response_format"]["json_schema"]["schema"])
+        return {"role": "assistant", "content": json.dumps(_text_example(schema, rng))}
+
+    return respond
+
+
+def _toucan_tools() -> list[ToolSpec]:
+    from synth.domains import load_taxonomy
+    from synth.tools.mcp_import import import_servers, read_mcp_file
+
+    path = mcp_data_or_skip("toucan_mcp_servers.jsonl.gz")
+    return import_servers(read_mcp_file(path), load_taxonomy()).tools
+
+
+# ---------------------------------------------------------------- 2. Toucan corpus, fake backend
+
+
+async def test_toucan_5000_agents_spread_coverage_without_duplicates(fake_server: Any, tmp_path: Path) -> None:
+    tools = _toucan_tools()
+    sampler = ToolsetSampler(tools, random.Random(7))
+    toolsets = [sampler.sample() for _ in range(5000)]
+    coverage = sampler.coverage()
+    mcp_share = sum(t.source == "mcp" for ts in toolsets for t in ts) / sum(len(ts) for ts in toolsets)
+    print(f"\n{len(tools)} tools, 5000 toolsets: coverage {coverage:.1%} (tools used at least once), "
+          f"mcp share {mcp_share:.0%}")
+    keys = [frozenset(t.id for t in ts) for ts in toolsets]
+    assert len(set(keys)) == 5000
+    assert all(2 <= len(ts) <= 8 for ts in toolsets)
+    assert all(len({t.name for t in ts}) == len(ts) for ts in toolsets)  # names unique within a toolset
+    assert coverage >= 0.9
+    # Coherent: most toolsets stay within one domain; none spans more than a handful.
+    single_domain = sum(len({t.domain for t in ts}) == 1 for ts in toolsets)
+    assert single_domain >= 0.6 * len(toolsets)
+
+    # Agents for a few hundred of them, through the fake backend, concurrently.
+    server = fake_server(responder=_sentence_responder())
+    started = time.perf_counter()
+    async with LLMClient(make_config(server.base_url, None, max_concurrency=32)) as llm:
+        agents = await asyncio.gather(*(synthesize_agent(ts, llm, seed=i) for i, ts in enumerate(toolsets[:1000])))
+        results = await asyncio.gather(*(
+            synthesize_agent_and_tasks(ts, llm, AgentSettings(tasks_per_agent=2), seed=i)
+            for i, ts in enumerate(toolsets[1000:1040])))
+    print(f"1000 agents + 40 agents with tasks via the fake backend in {time.perf_counter() - started:.1f}s")
+    ids = [a.id for a in agents]
+    assert len(set(ids)) == len(ids)
+    assert len({frozenset(a.tool_ids) for a in agents}) == len(agents)
+    for agent, ts in zip(agents, toolsets, strict=False):
+        assert agent.tool_ids == [t.id for t in ts]
+        assert all(t.name in agent.system_prompt for t in ts)
+    tasks = [t for r in results for t in r.tasks]
+    rejected = [x for r in results for x in r.rejected]
+    assert len(tasks) + len(rejected) == 80
+    assert len(tasks) >= 60, [x.reason for x in rejected][:5]
+    for result, ts in zip(results, toolsets[1000:1040], strict=True):
+        for task in result.tasks:
+            assert task.agent_id == result.agent.id
+            assert rubric_problems(task, ts) == []
+    assert all(x.kind == "task" and x.reason for x in rejected)
+    kinds = {t.kind for t in tasks}
+    assert "tool" in kinds
+
+
+async def test_weak_text_gets_one_repair_round_then_is_stored_rejected(fake_server: Any, tmp_path: Path) -> None:
+    """The default fake replies are one-word slugs: goals too short. Each failing task gets one
+    repair request, then is rejected with the reason; storage keeps both kinds and is idempotent."""
+    server = fake_server()
+    prompts: list[str] = []
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        prompts.append(body["messages"][-1]["content"])
+        return server.default_message(body)
+
+    server.responder = respond
+    settings = AgentSettings(tasks_per_agent=4, no_tool_share=0.0, unserviceable_share=0.0)
+    async with LLMClient(make_config(server.base_url, None)) as llm:
+        result = await synthesize_agent_and_tasks(TOOLSET, llm, settings, seed=3)
+    assert result.tasks == [] and len(result.rejected) == 4
+    assert all("too short" in x.reason and "goal" in x.reason for x in result.rejected)
+    repairs = [p for p in prompts if "has problems" in p]
+    assert len(repairs) == 4 and "too short" in repairs[0]
+
+    db = tmp_path / "agents.duckdb"
+    dataset = Dataset(db)
+    store_agent_result(dataset, "run1", result)
+    store_agent_result(dataset, "run1", result)
+    rows = dataset.query("SELECT status, reason, agent_id, initial_state FROM tasks")
+    assert len(rows) == 4 and all(r[0] == "rejected" and "too short" in r[1] for r in rows)
+    assert {r[2] for r in rows} == {result.agent.id}
+    assert dataset.query("SELECT count(*) FROM agents")[0][0] == 1
+
+
+def test_sampler_never_repeats_while_alternatives_exist() -> None:
+    tools = [_tool(f"tool_{i}", {"x": {"type": "string"}}, [], application=f"app{i % 2}") for i in range(5)]
+    sampler = ToolsetSampler(tools, random.Random(0), min_size=2, max_size=3)
+    possible = 10 + 10  # C(5,2) + C(5,3)
+    seen = [frozenset(t.id for t in sampler.sample()) for _ in range(possible)]
+    assert len(set(seen)) == possible
+    assert sampler.coverage() == 1.0
+    sampler.sample()  # exhausted: repeats rather than failing
+    with pytest.raises(ValueError, match="at least one tool"):
+        ToolsetSampler([], random.Random(0))
+
+
+# ---------------------------------------------------------------- 3. the real model
+
+
+@pytest.mark.integration
+async def test_real_model_20_agents_with_3_tasks_from_3_domains(backend_url: str, tmp_path: Path) -> None:
+    from synth.domains import load_taxonomy
+    from synth.tools.synthesize import SynthesisSettings, synthesize_domain
+
+    domains = load_taxonomy().resolve(["issue_tracking", "cloud_drive", "sql_databases"])
+    cfg = make_config(backend_url, tmp_path)
+    settings = AgentSettings(tasks_per_agent=3)
+    async with LLMClient(cfg) as llm:
+        synth_settings = SynthesisSettings(per_domain=6, applications_per_domain=2, evolution_rounds=0)
+        parts = await asyncio.gather(*(synthesize_domain(d, llm, random.Random(i), synth_settings)
+                                       for i, d in enumerate(domains)))
+        pool = [t for p in parts for t in p.tools]
+        assert len({t.domain for t in pool}) == 3, [r.reason for p in parts for r in p.rejected]
+        sampler = ToolsetSampler(pool, random.Random(0))
+        toolsets = [sampler.sample() for _ in range(20)]
+        gate = asyncio.Semaphore(6)
+
+        async def one(i: int, toolset: list[ToolSpec]) -> Any:
+            async with gate:
+                return await synthesize_agent_and_tasks(toolset, llm, settings, seed=i)
+
+        results = await asyncio.gather(*(one(i, ts) for i, ts in enumerate(toolsets)))
+
+    db = tmp_path / "agents.duckdb"
+    dataset = Dataset(db)
+    for result in results:
+        store_agent_result(dataset, "run-int", result)
+    by_id = {t.id: t for t in pool}
+    agents = dataset.query("SELECT id, tool_ids, system_prompt FROM agents")
+    assert len(agents) == 20
+    distinct = {frozenset(json.loads(r[1])) for r in agents}
+    assert len(distinct) >= 18
+    tools_of = {r[0]: [by_id[i] for i in json.loads(r[1])] for r in agents}
+    rows = dataset.query("SELECT agent_id, kind, difficulty, goal, persona, withheld, initial_state, rubric, "
+                         "status, reason, domain FROM tasks")
+    assert len(rows) == 60
+    accepted = 0
+    for agent_id, kind, difficulty, goal, persona, withheld, state, rubric, status, reason, domain in rows:
+        assert agent_id in tools_of
+        if status == "rejected":
+            assert reason, (goal, rubric)
+            continue
+        accepted += 1
+        task = Task(agent_id=agent_id, domain=domain, kind=kind, difficulty=difficulty, goal=goal,
+                    persona=json.loads(persona), withheld=json.loads(withheld), initial_state=json.loads(state),
+                    rubric=json.loads(rubric))
+        assert rubric_problems(task, tools_of[agent_id]) == [], goal
+    kinds = [r[1] for r in rows]
+    print(f"\n{accepted}/60 tasks accepted; kinds: {sorted((k, kinds.count(k)) for k in set(kinds))}; "
+          f"{len(distinct)} distinct toolsets")
+    assert accepted >= 30
