@@ -2,8 +2,8 @@
 
 Two modes (`RoleConfig.tool_mode` of role "agent"):
 - `native`: the toolset goes in `tools=[...]` (OpenAI function tools) and calls come back in
-  `tool_calls`; what the model emits passes through unrepaired, so the validator can answer bad
-  calls with error observations.
+  `tool_calls`; arguments pass through unrepaired, so the validator can answer bad ones with
+  error observations (text that is not JSON is kept as a JSON string, see `ParsedCall`).
 - `constrained`: the next action is generated under a JSON schema built from the toolset,
   `anyOf` of `{"action": "call", "calls": [{"tool": <const name>, "arguments": <that tool's
   inputSchema>}, ...]}` and `{"action": "reply", "message": str}`, so even a 135M model emits
@@ -16,6 +16,9 @@ Both modes return the step as a canonical OpenAI assistant message: `tool_calls=
 "function", "function": {"name", "arguments": <JSON string>}}]` with ids assigned by the caller
 (`call_id_prefix`), so ids are unique in the episode and identical when an episode is replayed.
 Several calls in one step are allowed (at most `max_calls`; extra native calls are dropped).
+A call naming a tool outside the toolset is dropped too (noted in `AgentStep.dropped`), so every
+stored call names a tool the agent was offered; a step left with no call and no text is an empty
+reply (the episode reads it as the agent giving up).
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ ToolMode = Literal["constrained", "native"]
 
 @dataclass(slots=True)
 class ParsedCall:
-    """One tool call of an agent step. `arguments` is None when the model's JSON did not parse."""
+    """One tool call of an agent step. `arguments_json` is always valid JSON text and
+    `arguments == json.loads(arguments_json)`: when the model's arguments text did not parse,
+    the text is kept as a JSON string (so the validator answers "must be a JSON object, got
+    string") and `parse_error` says why."""
 
     id: str
     name: str
     arguments: Any
     arguments_json: str
+    parse_error: str | None = None
 
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments_json}}
@@ -57,6 +64,17 @@ class AgentStep:
     reply: str | None
     usage: Usage = field(default_factory=Usage)
     salvaged: str | None = None
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str | None:
+        """What code changed about the model's reply, for the step's `error` field (None: nothing)."""
+        parts = []
+        if self.salvaged:
+            parts.append(f"salvaged invalid action: {self.salvaged}")
+        if self.dropped:
+            parts.append(f"dropped call(s) to tools not in the toolset: {', '.join(self.dropped)}")
+        return "; ".join(parts)[:1000] or None
 
 
 def _params(spec: ToolSpec) -> str:
@@ -198,12 +216,15 @@ async def agent_step(
     if action.get("action") == "reply":
         text = str(action.get("message") or "").strip()
         return AgentStep({"role": "assistant", "content": text}, [], text, usage, salvaged)
-    calls = []
-    for i, c in enumerate(action["calls"][:max_calls]):
-        args = c.get("arguments")
-        calls.append(ParsedCall(f"{call_id_prefix}_{i}", str(c["tool"]), args, _as_json(args)))
+    known = {t.name for t in tools}
+    kept = [c for c in action["calls"][:max_calls] if str(c["tool"]) in known]
+    dropped = [str(c["tool"]) for c in action["calls"][:max_calls] if str(c["tool"]) not in known]
+    calls = [ParsedCall(f"{call_id_prefix}_{i}", str(c["tool"]), c.get("arguments"), _as_json(c.get("arguments")))
+             for i, c in enumerate(kept)]
+    if not calls:
+        return AgentStep({"role": "assistant", "content": ""}, [], "", usage, salvaged, dropped)
     message = {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]}
-    return AgentStep(message, calls, None, usage, salvaged)
+    return AgentStep(message, calls, None, usage, salvaged, dropped)
 
 
 async def _native_step(
@@ -219,21 +240,31 @@ async def _native_step(
                   int(result.cache_hit))
     text = (result.content or "").strip()
     raw_calls = [] if force_reply else result.tool_calls[:max_calls]
-    calls = []
-    for i, raw in enumerate(raw_calls):
+    known = {t.name for t in tools}
+    calls: list[ParsedCall] = []
+    dropped: list[str] = []
+    for raw in raw_calls:
         fn = raw.get("function") or {}
-        raw_args = fn.get("arguments")
-        if isinstance(raw_args, str):
-            try:
-                args: Any = json.loads(raw_args) if raw_args.strip() else {}
-                args_json = raw_args if raw_args.strip() else "{}"
-            except ValueError:
-                args, args_json = None, raw_args
-        else:
-            args = raw_args if raw_args is not None else {}
-            args_json = _as_json(args)
-        calls.append(ParsedCall(f"{call_id_prefix}_{i}", str(fn.get("name") or ""), args, args_json))
+        name = str(fn.get("name") or "")
+        if name not in known:
+            dropped.append(name or "(no name)")
+            continue
+        calls.append(_native_call(f"{call_id_prefix}_{len(calls)}", name, fn.get("arguments")))
     if calls:
         message = {"role": "assistant", "content": text or None, "tool_calls": [c.to_openai() for c in calls]}
-        return AgentStep(message, calls, None, usage)
-    return AgentStep({"role": "assistant", "content": text}, [], text, usage)
+        return AgentStep(message, calls, None, usage, dropped=dropped)
+    return AgentStep({"role": "assistant", "content": text}, [], text, usage, dropped=dropped)
+
+
+def _native_call(call_id: str, name: str, raw_args: Any) -> ParsedCall:
+    """A native call's arguments as they came (a JSON string, by the API; some servers send an
+    object), normalised to the `ParsedCall` invariant."""
+    if not isinstance(raw_args, str):
+        args = raw_args if raw_args is not None else {}
+        return ParsedCall(call_id, name, args, _as_json(args))
+    if not raw_args.strip():
+        return ParsedCall(call_id, name, {}, "{}")
+    try:
+        return ParsedCall(call_id, name, json.loads(raw_args), raw_args)
+    except ValueError as exc:
+        return ParsedCall(call_id, name, raw_args, _as_json(raw_args), parse_error=f"not valid JSON: {exc}")

@@ -8,13 +8,17 @@ reply. The episode ends with one of `Termination`:
   closing words are not appended, so a trajectory ends on the agent;
 - `agent_gave_up`: the agent replied with nothing;
 - `max_turns`: the turn budget ran out;
-- `error`: a model reply could not be used (`StructuredOutputError`) or the backend failed; the
-  reason is the `error` of the last step, and any call left unanswered gets an error `tool`
-  message, so the one-answer-per-call invariant holds even then.
+- `error`: a user or agent reply could not be used (`StructuredOutputError`) or the backend
+  failed; the reason is the `error` of the last step, and any call left unanswered gets an error
+  `tool` message, so the one-answer-per-call invariant holds even then. (A world model that
+  cannot produce a result costs one `internal_error` observation, not the episode.)
 
 Calls go to the bound real executor (`executors`, by tool name) after the same argument
-validation as simulated calls, else to the `ToolSimulator`; unknown tool names get an error
-observation. Each step is a `StepRecord` (executor, injected fault, latency, tokens).
+validation as simulated calls, else to the `ToolSimulator`. Bad calls never raise: arguments
+that are not JSON or break the `inputSchema` get an `invalid_arguments` observation, a failing
+real tool a `tool_error` one; calls of tools outside the toolset are dropped by the agent step
+(noted in its step's `error`), and `execute_call` answers one that reaches it with `unknown_tool`.
+Each step is a `StepRecord` (executor, injected fault, latency, tokens).
 
 Resume: every model request is seeded from (task id, seed, turn, step, role) and the world's
 rng from (task id, seed), and call ids from (turn, step, index), so re-running an episode sends
@@ -86,13 +90,20 @@ async def execute_call(
         return error_observation(
             "unknown_tool", f"no tool named {call.name!r}; available: {', '.join(sorted(specs)) or 'none'}",
             "validator")
+    if call.parse_error is not None:
+        return error_observation("invalid_arguments", f"{call.name}: arguments are {call.parse_error}", "validator",
+                                 path="(root)")
     executor = executors.get(call.name)
     if executor is None:
         return await simulator.call(spec, call.arguments, call_id=call.id, turn=turn, seed=seed)
     invalid = validate_arguments(spec, call.arguments)
     if invalid is not None:
         return invalid
-    return await executor.call(call.name, call.arguments)
+    try:
+        return await executor.call(call.name, call.arguments)
+    except Exception as exc:  # an executor that breaks its contract still costs one observation only
+        return error_observation("tool_error", f"{call.name}: {type(exc).__name__}: {exc}"[:500],
+                                 "mcp" if getattr(executor, "kind", "") == "mcp" else "python")
 
 
 async def run_episode(
@@ -142,8 +153,7 @@ async def run_episode(
                     call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
                 )
                 messages.append(result.message)
-                steps.append(_step(turn, "agent", result.usage,
-                                   error=f"salvaged invalid action: {result.salvaged}" if result.salvaged else None))
+                steps.append(_step(turn, "agent", result.usage, error=result.note))
                 if not result.calls:
                     reply = result
                     break

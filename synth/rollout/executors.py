@@ -124,8 +124,9 @@ class McpExecutor:
             obs = error_observation("tool_error", f"{name}: {type(exc).__name__}: {exc}", "mcp")
         else:
             content, is_error = _mcp_content(result)
+            message = content["error"]["message"] if is_error else ""
             obs = ToolObservation(content, "mcp", is_error=is_error,
-                                  error=f"tool_error: {str(content)[:300]}" if is_error else None)
+                                  error=f"tool_error: {message[:300]}" if is_error else None)
         obs.usage = Usage(latency_s=time.perf_counter() - started)
         return obs
 

@@ -5,23 +5,26 @@ Design (the order every simulated call goes through):
    that are not a JSON object, or violate the tool's `inputSchema` (jsonschema, Draft 2020-12),
    -> an `invalid_arguments` error observation naming the path, like a real API's 400.
    Executor `validator`.
-2. **Injected fault.** One draw from the simulator's seeded rng per validated call; with
+2. **Injected fault.** A fixed number of draws from the simulator's seeded rng per validated call; with
    probability `fault_rate` a fault from `FAULT_KINDS` (timeout, rate_limited, not_found,
    permission_denied, partial_result) is injected and recorded as such (`executor="fault"`,
    `fault=<kind>`). `partial_result` runs the call, then truncates its result and marks it
-   partial. The same seed gives the same faults, call for call.
+   partial. The same seed gives the same faults, call for call. Real executors (MCP, Python)
+   get no injected faults.
 3. **Deterministic world, where the call is legible.** A tiny model cannot be trusted to keep a
    database consistent, so code does it whenever the tool's name says what it does:
    `create_x`/`add_x`/... builds the entity from the arguments plus a generated id and writes it
    into the `x` collection; `get_x`/`update_x`/`delete_x`/... with an argument naming an id that
-   exists reads/patches/removes that entity; such a call naming an id missing from an existing
-   collection gets a deterministic `not_found`. This is what makes read-after-write hold: a
+   exists reads/patches/removes that entity (`cancel_x`/`close_x` set its `status`); such a
+   call naming its own id (`x_id`, `id`) missing from an existing collection gets a
+   deterministic `not_found`. This is what makes read-after-write hold: a
    `create_x` followed by `get_x(x_id)` returns exactly what was created.
 4. **World model (LLM, role "environment").** Everything else (searches, lists, domain actions):
    the model returns `{result, state_update}` under a schema whose `result` is the tool's
    `outputSchema` when it has one; `state_update` is only asked of write tools (a read never
    changes the world). When step 3 knows the entity but cannot shape it to the output schema,
-   the model shapes the result and the known entity's fields are laid over it.
+   the model shapes the result and the known entity's fields are laid over it. A model that
+   never produces a valid result gives an `internal_error` observation, not a failed episode.
 5. **State update** is applied as a JSON merge patch (RFC 7396) and logged with its call.
 
 World state is the task's `initial_state`: collections of entities keyed by id,
@@ -37,8 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jsonschema
+import referencing.exceptions
 
-from synth.llm import LLMClient
+from synth.llm import LLMClient, StructuredOutputError
 from synth.llm.client import inline_refs
 from synth.models import ToolSpec
 from synth.prompts import render
@@ -97,17 +101,33 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def _json_kind(value: Any) -> str:
+    """The JSON name of a Python value's type, as an API error message would say it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
 def validate_arguments(spec: ToolSpec, arguments: Any) -> ToolObservation | None:
     """An `invalid_arguments` observation when `arguments` break the tool's input schema, else None.
     A tool whose own schema is not valid JSON Schema is not held against the agent."""
     if not isinstance(arguments, dict):
         return error_observation(
-            "invalid_arguments", f"{spec.name}: arguments must be a JSON object, got {type(arguments).__name__}",
-            "validator")
+            "invalid_arguments", f"{spec.name}: arguments must be a JSON object, got {_json_kind(arguments)}",
+            "validator", path="(root)")
     try:
+        jsonschema.Draft202012Validator.check_schema(spec.input_schema)
         validator = jsonschema.Draft202012Validator(spec.input_schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
-    except (jsonschema.exceptions.SchemaError, jsonschema.exceptions.RefResolutionError, TypeError):
+    except (jsonschema.exceptions.SchemaError, referencing.exceptions.Unresolvable, TypeError, ValueError):
         return None
     if error is None:
         return None
@@ -177,15 +197,17 @@ def _id_key(resource: list[str], spec: ToolSpec) -> str:
 
 
 def _id_argument(arguments: dict[str, Any], resource: list[str], entities: dict[str, Any]) -> tuple[str, str] | None:
-    """(argument name, id) of the argument naming an entity: a known id wins, then an id-ish name."""
+    """(argument name, id) of the argument naming an entity: a known id wins, then an argument
+    named as this resource's own id (`order_id`, `id`). Another entity's id (`customer_id` of
+    `get_orders`) does not name this one, so such a call is left to the world model."""
     last = _singular(resource[-1]) if resource else ""
-    id_names = [f"{last}_id", f"{'_'.join(resource)}_id", "id"]
+    id_names = [f"{last}_id", f"{'_'.join(resource)}_id", f"{_singular('_'.join(resource))}_id", "id"]
     for key, value in arguments.items():
-        if isinstance(value, str | int) and str(value) in entities:
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value) in entities:
             return key, str(value)
-    for key in id_names + [k for k in arguments if k.endswith("_id")]:
+    for key in id_names:
         value = arguments.get(key)
-        if isinstance(value, str | int):
+        if isinstance(value, str | int) and not isinstance(value, bool):
             return key, str(value)
     return None
 
@@ -367,9 +389,13 @@ async def simulate_tool_call(
 ) -> ToolObservation:
     """Answer one call against `state` (not modified: the update is returned in the observation).
 
-    Draws exactly one fault roll (and one kind choice) per validated call from `rng`, so the fault
-    sequence depends only on the seed and the number of calls. Raises StructuredOutputError when
-    the world model never produces a valid result.
+    Draws exactly three values per validated call from `rng` (the fault roll, the fault kind, and
+    a seed for the call's own randomness: new ids, retry-after delays), so the fault sequence
+    depends only on the seed and the number of validated calls, whatever the calls were. A
+    `partial_result` fault on a call that fails anyway (a deterministic `not_found`) has no effect.
+    A world model that never produces a valid result gives an `internal_error` observation (what a
+    real backend's 500 looks like), its reason kept in `error`: a weak environment model costs one
+    observation, not the episode.
     """
     invalid = validate_arguments(spec, arguments)
     if invalid is not None:
@@ -377,18 +403,25 @@ async def simulate_tool_call(
     assert isinstance(arguments, dict)
     roll = rng.random()
     kind = rng.choice(list(fault_kinds)) if fault_kinds else None
+    call_rng = random.Random(rng.getrandbits(64))
     fault = kind if (kind is not None and roll < fault_rate) else None
     if fault is not None and fault != "partial_result":
-        return fault_observation(fault, spec, rng)
-    plan = plan_deterministic(spec, arguments, state, rng)
+        return fault_observation(fault, spec, call_rng)
+    plan = plan_deterministic(spec, arguments, state, call_rng)
     usage = Usage()
     if plan.observation is not None:
         return plan.observation
     if plan.decided:
         result, update = plan.result, plan.state_update
     else:
-        result, update, usage = await ask_world_model(spec, arguments, state, llm, seed=seed, entity=plan.entity,
-                                                      max_tokens=max_tokens)
+        try:
+            result, update, usage = await ask_world_model(spec, arguments, state, llm, seed=seed,
+                                                          entity=plan.entity, max_tokens=max_tokens)
+        except StructuredOutputError as exc:
+            obs = error_observation("internal_error", f"{spec.name} failed with an internal server error",
+                                    "simulated")
+            obs.error = f"world model failed: {exc.reason}"[:1000]
+            return obs
         if plan.entity is not None:
             result, update = _overlay(result, plan.entity, spec.output_schema), plan.state_update
     obs = ToolObservation(result, "simulated", state_update=update, usage=usage)
