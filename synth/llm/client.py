@@ -261,14 +261,17 @@ class LLMClient:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         use_cache: bool = True,
+        structured_attempt: int = 0,
         **sampling: Any,
     ) -> ChatResult:
+        """One call. `structured_attempt` (1-based) marks the call as attempt N of a caller's own
+        structured-output loop, so `llm_calls.structured_attempts` means the same for every caller."""
         role = Role(role)
         body = self.payload(
             role, messages, tools=tools, tool_choice=tool_choice,
             response_format=response_format, seed=seed, **sampling,
         )
-        return await self._send(role, body, use_cache=use_cache, structured_attempts=0)
+        return await self._send(role, body, use_cache=use_cache, structured_attempts=structured_attempt)
 
     async def _send(
         self, role: Role, body: dict[str, Any], *, use_cache: bool, structured_attempts: int

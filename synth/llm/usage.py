@@ -65,7 +65,7 @@ class UsageLog:
         usage.failed += not record.ok
         usage.cache_hits += record.cache_hit
         usage.retries += record.retries
-        usage.structured_retries += max(0, record.structured_attempts - 1)
+        usage.structured_retries += record.structured_attempts > 1  # each later attempt is one retry
         usage.prompt_tokens += record.prompt_tokens
         usage.completion_tokens += record.completion_tokens
         usage.latency_s += record.latency_s

@@ -52,12 +52,23 @@ class RunSummary:
         return dict(vars(self))
 
 
+# Settings that change how fast a run goes, or where it sends requests, but not what it makes:
+# changing them between invocations resumes the same run instead of starting a new one.
+_THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "workers", "worker_concurrency", "in_flight",
+                        "agent_concurrency"}
+_THROUGHPUT_LLM_KEYS = ("base_urls", "api_key_env", "max_concurrency", "timeout_s", "max_retries")
+
+
 def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
-    """What makes two invocations the same run (the target count deliberately excluded)."""
-    shaping = cfg.model_dump(mode="json", exclude={"run": {"db", "trajectories"}, "backend": True, "cache": True})
-    for role in shaping["llm"].get("roles", {}).values():
-        role.pop("base_urls", None)
-    shaping["llm"].pop("base_urls", None)
+    """What makes two invocations the same run: domains, seed, models, sampling and stage settings.
+
+    The target count, endpoints, credentials and concurrency knobs are deliberately excluded, so a
+    user can raise `--trajectories`, point at another server or widen `in_flight` and still resume.
+    """
+    shaping = cfg.model_dump(mode="json", exclude={"run": _THROUGHPUT_RUN_KEYS, "backend": True, "cache": True})
+    for table in [shaping["llm"], *shaping["llm"].get("roles", {}).values()]:
+        for key in _THROUGHPUT_LLM_KEYS:
+            table.pop(key, None)
     return content_id("run", sorted(domains), shaping)
 
 
@@ -93,7 +104,19 @@ class PipelineDriver:
             "finished_at": None if status == "running" else now(), "status": status,
             "domains": [d.name for d in self.domains], "target_trajectories": self.target,
             "config": json.loads(self.cfg.model_dump_json()),
+            "usage": None if status == "running" else self._usage_by_role(),
         })
+
+    def _usage_by_role(self) -> dict[str, dict[str, Any]]:
+        """Model usage per role over the whole run (every invocation of it), from `llm_calls`."""
+        rows = self.dataset.query(
+            "SELECT role, count(*), count(*) FILTER (WHERE NOT ok), sum(prompt_tokens), sum(completion_tokens), "
+            "sum(retries), count(*) FILTER (WHERE structured_attempts > 1), count(*) FILTER (WHERE cache_hit) "
+            "FROM llm_calls WHERE run_id = ? GROUP BY role ORDER BY role", [self.run_id],
+        )
+        keys = ("calls", "failed", "prompt_tokens", "completion_tokens", "retries", "structured_retries",
+                "cache_hits")
+        return {row[0]: dict(zip(keys, (int(v or 0) for v in row[1:]), strict=True)) for row in rows}
 
     # ---------------------------------------------------------------- stage 1: tools
 
@@ -160,7 +183,8 @@ class PipelineDriver:
     # ---------------------------------------------------------------- stages 2-4, streamed
 
     async def run(self) -> RunSummary:
-        started_at = now()
+        previous = self.dataset.query("SELECT started_at FROM runs WHERE id = ?", [self.run_id])
+        started_at = previous[0][0] if previous else now()  # a resumed run keeps its first start
         self._record_run("running", started_at)
         status = "failed"
         try:
@@ -196,11 +220,26 @@ class PipelineDriver:
         in_progress = 0
         done_event = asyncio.Event()
 
+        # Set whenever an episode fails or the target is reached: producers that had stopped because
+        # enough work was in flight look again, so a late failure is replaced, not left as a gap.
+        capacity_changed = asyncio.Event()
+
         def need_more() -> bool:
             return judged + in_progress + queue.qsize() < remaining and not done_event.is_set()
 
         async def produce() -> None:
-            while need_more():
+            pending: list[Task] = []
+            agent: Agent | None = None
+            toolset: list[ToolSpec] = []
+            while not done_event.is_set():
+                if not need_more():
+                    capacity_changed.clear()
+                    if not need_more() and not done_event.is_set():
+                        await capacity_changed.wait()
+                    continue
+                if pending and agent is not None:
+                    await queue.put((agent, toolset, pending.pop(0)))
+                    continue
                 async with slot_lock:
                     slot = next(slot_iter, None)
                 if slot is None:
@@ -220,14 +259,7 @@ class PipelineDriver:
                 self.progress.end("agents", ok=agent is not None)
                 self.progress.stages["tasks"].done += len(result.tasks)
                 self.progress.stages["tasks"].failed += len(result.rejected)
-                if agent is None:
-                    continue
-                for task in result.tasks:
-                    if task.id in finished_tasks:
-                        continue
-                    if not need_more():
-                        return
-                    await queue.put((agent, toolset, task))
+                pending = [task for task in result.tasks if task.id not in finished_tasks] if agent else []
 
         async def consume() -> None:
             nonlocal judged, in_progress
@@ -247,6 +279,7 @@ class PipelineDriver:
                     in_progress -= 1
                     self.progress.end("rollouts", ok=False)
                     self._note_failure("episode", exc)
+                    capacity_changed.set()
                     continue
                 in_progress -= 1
                 self._store_calls(calls)
@@ -258,6 +291,7 @@ class PipelineDriver:
                 self.progress.accepted += int(judgment.accepted)
                 if judged >= remaining:
                     done_event.set()
+                    capacity_changed.set()
 
         producers = [asyncio.create_task(produce()) for _ in range(settings.agent_concurrency)]
         consumers = [asyncio.create_task(consume()) for _ in range(settings.in_flight)]

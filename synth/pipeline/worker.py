@@ -142,10 +142,9 @@ class RayWorkers:
     def __init__(self, config: SynthConfig, count: int, max_concurrency: int) -> None:
         import ray
 
-        actor_cls = ray.remote(StageWorker).options(  # type: ignore[attr-defined]
-            max_concurrency=max_concurrency, max_restarts=3, max_task_retries=3, num_cpus=0
-        )
-        self.actors = [actor_cls.remote(config) for _ in range(count)]
+        actor_cls: Any = ray.remote(StageWorker)
+        actor_cls = actor_cls.options(max_concurrency=max_concurrency, max_restarts=3, max_task_retries=3, num_cpus=0)
+        self.actors: list[Any] = [actor_cls.remote(config) for _ in range(count)]
         self.in_flight = [0] * count
 
     async def start(self) -> None:

@@ -82,7 +82,8 @@ async def structured_with_usage(
     for attempt in range(attempts):
         attempt_seed = (seed or 0) + attempt * 7919 if (seed is not None or attempt) else None
         started = time.perf_counter()
-        result = await llm.chat(role, messages, response_format=response_format, seed=attempt_seed, **sampling)
+        result = await llm.chat(role, messages, response_format=response_format, seed=attempt_seed,
+                              structured_attempt=attempt + 1, **sampling)
         usage.add(Usage(result.prompt_tokens, result.completion_tokens, time.perf_counter() - started, 1,
                         int(result.cache_hit)))
         raw = result.content or ""

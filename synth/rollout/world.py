@@ -354,6 +354,9 @@ async def ask_world_model(
         "synth.rollout", "environment.j2", name=spec.name, description=spec.description,
         write=spec.side_effect == "write", state=_compact(state, _STATE_CHARS),
         arguments=_compact(arguments, 600), entity=_compact(entity, 600) if entity is not None else "",
+        # Without an outputSchema the result may be an error object, so the documented error modes
+        # are offered; with one, the result must conform and errors come from fault injection.
+        error_modes="" if spec.output_schema else "; ".join(spec.error_modes[:6]),
     )
     messages = [{"role": "system", "content": prompt}, {"role": "user", "content": f"Run {spec.name}."}]
     data, usage = await structured_with_usage(llm, "environment", messages, world_model_schema(spec),

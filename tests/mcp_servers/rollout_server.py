@@ -6,10 +6,9 @@ Run: `python tests/mcp_servers/rollout_server.py`.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel
 
 server = MCPServer("rollout-units")
 
