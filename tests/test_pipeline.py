@@ -7,6 +7,7 @@ real `ray start --head` + `ray job submit`. The real-model run is in test_pipeli
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from rich.console import Console
 
 from synth.config import load_config
+from synth.llm.fake_server import FakeOpenAIServer
 from synth.llm.local import free_port
 from synth.pipeline.run import execute_run
 
@@ -212,3 +215,37 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, fake_server, tmp_path: Path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout + proc.stderr
     assert counts(db)["judgments"] == 3
+
+
+def test_a_generator_that_never_yields_a_valid_task_stops_the_run_with_a_reason(fake_server, tmp_path: Path):
+    """Every task the fake model writes has a one-word goal, so rubric validation rejects them all:
+    the run stops after MAX_BARREN_AGENTS agents and says why, instead of looping through every
+    toolset the repository could form."""
+    from synth.pipeline.driver import MAX_BARREN_AGENTS
+
+    holder: dict[str, FakeOpenAIServer] = {}
+
+    def one_word_goals(body: dict[str, object]) -> dict[str, object]:
+        message = holder["server"].default_message(body)
+        try:
+            data = json.loads(message.get("content") or "")
+        except ValueError:
+            return message
+        if isinstance(data, dict) and "goal" in data:
+            data["goal"] = "pleasehelpme"  # valid under the schema, but not a request
+            message = {**message, "content": json.dumps(data)}
+        return message
+
+    server = fake_server(responder=one_word_goals)
+    holder["server"] = server
+    cfg = run_config(server.base_url, tmp_path, 3)
+    out = io.StringIO()
+    summary = execute_run(cfg, use_ray=False, show_progress=False,  # type: ignore[arg-type]
+                          console=Console(file=out, width=400))
+    assert summary.status == "incomplete" and summary.judged == 0
+    assert f"{MAX_BARREN_AGENTS} agents in a row yielded no usable task" in out.getvalue()
+    con = duckdb.connect(str(tmp_path / "synth.duckdb"), read_only=True)
+    rejected = con.execute("SELECT count(*) FROM tasks WHERE status = 'rejected'").fetchall()[0][0]
+    agents = con.execute("SELECT count(*) FROM agents").fetchall()[0][0]
+    con.close()
+    assert rejected > 0 and agents <= MAX_BARREN_AGENTS + 2  # a few may be in flight when it trips

@@ -17,11 +17,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 DOMAINS = "weather,order_management"
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "synth.toml"  # what the README's main job reads
 
 
 def _run_cmd(db: Path, n: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "synth", "run", "--domains", DOMAINS, "--trajectories", str(n), "--db", str(db),
-            "-q", *extra]
+            "--config", str(REPO_CONFIG), "-q", *extra]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -1,10 +1,10 @@
 """The acceptance policy: which deterministic checks must pass and whether (and how) the rubric
 LLM judge must agree, combined into one stored `Judgment`.
 
-A trajectory is accepted when every required check passes and, with `llm_judge` on, the judge
-(panel) passes it. The judgment keeps every check result, the failed checks, the judge's
-per-criterion verdicts and the reasons (failed checks first, then the judge's), so a rejected
-trajectory explains itself in the dataset.
+A trajectory is accepted when every required check passes and, with `llm_judge` on and
+`llm_judge_required` (the default), the judge (panel) passes it. The judgment keeps every check
+result, the failed checks, the judge's per-criterion verdicts and the reasons (failed checks
+first, then the judge's), so a rejected trajectory explains itself in the dataset.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ class JudgePolicy(BaseModel):
 
     required_checks: list[str] | Literal["all"] = "all"
     llm_judge: bool = True
+    # False makes the LLM verdict advisory: it is still asked for and stored (score, criteria,
+    # reasons) so it can be filtered on later, but only the required checks decide acceptance.
+    # For judge models too small to be trusted (see `synth judge calibrate`).
+    llm_judge_required: bool = True
     samples: int = Field(1, ge=1, le=16)
     aggregation: Aggregation = "majority"
     min_score: float = Field(0.5, ge=0.0, le=1.0)  # threshold of the `mean` aggregation
@@ -62,7 +66,10 @@ def combine(
     accepted = not failed_required
     if verdict is not None:
         reasons += verdict.reasons
-        accepted = accepted and verdict.passed
+        if policy.llm_judge_required:
+            accepted = accepted and verdict.passed
+        elif not verdict.passed:
+            reasons.append("llm judge verdict is advisory (judge.llm_judge_required = false)")
         score = verdict.score
     else:
         score = sum(c.passed for c in checks) / len(checks) if checks else 0.0

@@ -61,9 +61,18 @@ def text_reply(text: str) -> Scripted:
 _SAFE = string.ascii_lowercase + string.digits
 
 
-def schema_example(schema: Any, rng: random.Random, depth: int = 0) -> Any:
+# Properties whose strings are prose in synth's own schemas (a goal, a prompt, a criterion):
+# a one-word slug there would be rejected by the stage's validation, not by the schema.
+_PROSE_FIELDS = frozenset({
+    "goal", "description", "system_prompt", "message", "reason", "evidence", "content", "summary",
+    "success_criteria", "failure_conditions", "checkpoints", "policies", "constraints", "traits", "text",
+})
+
+
+def schema_example(schema: Any, rng: random.Random, depth: int = 0, field: str = "") -> Any:
     """A value that satisfies common JSON schemas (types, enum, const, required, min/max sizes,
-    anyOf/oneOf/allOf); strings are short lowercase slugs, which pass identifier patterns."""
+    anyOf/oneOf/allOf); strings are short lowercase slugs, which pass identifier patterns, or a
+    few words of them for prose fields (see `_PROSE_FIELDS`)."""
     if not isinstance(schema, dict):
         return None
     if "const" in schema:
@@ -73,13 +82,13 @@ def schema_example(schema: Any, rng: random.Random, depth: int = 0) -> Any:
     for key in ("anyOf", "oneOf"):
         if schema.get(key):
             options = [s for s in schema[key] if isinstance(s, dict) and s.get("type") != "null"]
-            return schema_example(rng.choice(options or schema[key]), rng, depth + 1)
+            return schema_example(rng.choice(options or schema[key]), rng, depth + 1, field)
     if schema.get("allOf"):
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
             if isinstance(part, dict):
                 merged.update(part)
-        return schema_example(merged, rng, depth + 1)
+        return schema_example(merged, rng, depth + 1, field)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -91,14 +100,14 @@ def schema_example(schema: Any, rng: random.Random, depth: int = 0) -> Any:
         out = {}
         for name, sub in props.items():
             if name in required or depth < 2:
-                out[name] = schema_example(sub, rng, depth + 1)
+                out[name] = schema_example(sub, rng, depth + 1, name)
         return out
     if kind == "array":
         lo = int(schema.get("minItems", 1))
         hi = int(schema.get("maxItems", max(lo, 2)))
         count = rng.randint(lo, max(lo, min(hi, lo + 2)))
         items = schema.get("items") or {"type": "string"}
-        values = [schema_example(items, rng, depth + 1) for _ in range(count)]
+        values = [schema_example(items, rng, depth + 1, field) for _ in range(count)]
         if schema.get("uniqueItems"):
             seen: list[Any] = []
             for v in values:
@@ -120,7 +129,14 @@ def schema_example(schema: Any, rng: random.Random, depth: int = 0) -> Any:
         return None
     lo = int(schema.get("minLength", 3))
     hi = int(schema.get("maxLength", max(lo, 12)))
+    if field in _PROSE_FIELDS and "pattern" not in schema and "format" not in schema and hi >= 40:
+        words = [_slug(rng, rng.randint(2, 7)) for _ in range(rng.randint(4, 7))]
+        return " ".join(words)[:hi]
     n = rng.randint(max(lo, 1), max(lo, min(hi, 12)))
+    return _slug(rng, n)
+
+
+def _slug(rng: random.Random, n: int) -> str:
     return rng.choice(string.ascii_lowercase) + "".join(rng.choice(_SAFE) for _ in range(n - 1))
 
 

@@ -52,6 +52,8 @@ class RunSummary:
         return dict(vars(self))
 
 
+MAX_BARREN_AGENTS = 50
+
 # Settings that change how fast a run goes, or where it sends requests, but not what it makes:
 # changing them between invocations resumes the same run instead of starting a new one.
 _THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "workers", "worker_concurrency", "in_flight",
@@ -223,15 +225,30 @@ class PipelineDriver:
         # Set whenever an episode fails or the target is reached: producers that had stopped because
         # enough work was in flight look again, so a late failure is replaced, not left as a gap.
         capacity_changed = asyncio.Event()
+        # Agents in a row that produced no usable task (agent rejected, every task rejected, or the
+        # call failed): past MAX_BARREN_AGENTS the generator is broken, and looping through every
+        # remaining toolset would only burn model time, so the run stops and says why.
+        barren = 0
 
         def need_more() -> bool:
             return judged + in_progress + queue.qsize() < remaining and not done_event.is_set()
+
+        def note_agent(usable: bool, why: str) -> bool:
+            """Count barren agents; False once the run should stop asking for more."""
+            nonlocal barren
+            barren = 0 if usable else barren + 1
+            if barren == MAX_BARREN_AGENTS:
+                self._note_failure("run", RuntimeError(
+                    f"{MAX_BARREN_AGENTS} agents in a row yielded no usable task (last: {why}); "
+                    "the generator model is not producing valid agents/tasks: see the reasons in "
+                    "`synth stats` or the tasks table"))
+            return barren < MAX_BARREN_AGENTS
 
         async def produce() -> None:
             pending: list[Task] = []
             agent: Agent | None = None
             toolset: list[ToolSpec] = []
-            while not done_event.is_set():
+            while not done_event.is_set() and barren < MAX_BARREN_AGENTS:
                 if not need_more():
                     capacity_changed.clear()
                     if not need_more() and not done_event.is_set():
@@ -252,6 +269,8 @@ class PipelineDriver:
                 except Exception as exc:  # a failed agent is logged and skipped, never fatal
                     self.progress.end("agents", ok=False)
                     self._note_failure("agent", exc)
+                    if not note_agent(False, f"{type(exc).__name__}: {str(exc)[:120]}"):
+                        return
                     continue
                 self._store_calls(calls)
                 stages.store_agent_result(self.dataset, self.run_id, result)
@@ -260,6 +279,9 @@ class PipelineDriver:
                 self.progress.stages["tasks"].done += len(result.tasks)
                 self.progress.stages["tasks"].failed += len(result.rejected)
                 pending = [task for task in result.tasks if task.id not in finished_tasks] if agent else []
+                last_reason = result.rejected[-1].reason[:120] if result.rejected else "no tasks"
+                if not note_agent(bool(agent is not None and result.tasks), last_reason):
+                    return
 
         async def consume() -> None:
             nonlocal judged, in_progress
@@ -305,7 +327,7 @@ class PipelineDriver:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*producers, *consumers, return_exceptions=True)
-        if judged < remaining:
+        if judged < remaining and barren < MAX_BARREN_AGENTS:
             self._note_failure("run", RuntimeError(
                 f"ran out of toolsets/tasks after {judged} of {remaining} trajectories; "
                 "add domains or raise run.max_agents"))
