@@ -88,6 +88,9 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+_ROWS_PER_INSERT = 100
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc).lower()
     return "lock" in text or "conflicting" in text
@@ -192,9 +195,12 @@ class Dataset:
                 cols = list(TABLES[table])
                 marks = ", ".join("?" for _ in cols)
                 before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-                con.executemany(
-                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
-                )
+                # Multi-row VALUES: DuckDB's executemany runs one statement per row, ~10x slower.
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[start:start + _ROWS_PER_INSERT]
+                    values = ", ".join(f"({marks})" for _ in chunk)
+                    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES {values} ON CONFLICT DO NOTHING",
+                                [v for row in chunk for v in row])
                 inserted[table] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
             con.execute("COMMIT")
         return inserted

@@ -35,11 +35,13 @@ def rejected_task_row(item: RejectedItem, agent: Agent, run_id: str) -> dict[str
     }
 
 
-def store_agent_result(dataset: Dataset, run_id: str, result: AgentResult) -> None:
-    """Add the agent, its accepted tasks and its rejected ones (with reasons), then flush."""
+def store_agent_result(dataset: Dataset, run_id: str, result: AgentResult, *, flush: bool = True) -> None:
+    """Add the agent, its accepted tasks and its rejected ones (with reasons), then flush (unless
+    the caller batches flushes itself, as the pipeline driver does)."""
     dataset.add("agents", result.agent.to_row(run_id))
     for task in result.tasks:
         dataset.add("tasks", task.to_row(run_id))
     for item in result.rejected:
         dataset.add("tasks", rejected_task_row(item, result.agent, run_id))
-    dataset.flush()
+    if flush:
+        dataset.flush()

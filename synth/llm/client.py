@@ -18,7 +18,9 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
+import functools
 import json
 import os
 import random
@@ -142,8 +144,15 @@ def _extract_json(text: str) -> Any:
 def schema_for(schema: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
     """The JSON schema to send for a pydantic model or a raw schema, with local `$ref`s inlined
     (some servers' grammar converters handle `$defs` poorly)."""
-    raw = schema.model_json_schema() if isinstance(schema, type) else schema
-    return inline_refs(raw)
+    if isinstance(schema, type):
+        return copy.deepcopy(_model_schema(schema))
+    return inline_refs(schema)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Building a pydantic model's JSON schema costs ~100 us; every structured call asks for it.
+    return inline_refs(model.model_json_schema())
 
 
 def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,6 +54,7 @@ class RunSummary:
 
 
 MAX_BARREN_AGENTS = 50
+FLUSH_INTERVAL_S = 1.0
 
 # Settings that change how fast a run goes, or where it sends requests, but not what it makes:
 # changing them between invocations resumes the same run instead of starting a new one.
@@ -91,6 +93,7 @@ class PipelineDriver:
         self.progress = progress or Progress(target=target)
         self.settings = cfg.run
         self._new_trajectories = 0
+        self._last_flush = time.monotonic()
         self.failures: list[str] = []
         self.on_failure: Callable[[str], None] | None = None
 
@@ -273,7 +276,8 @@ class PipelineDriver:
                         return
                     continue
                 self._store_calls(calls)
-                stages.store_agent_result(self.dataset, self.run_id, result)
+                stages.store_agent_result(self.dataset, self.run_id, result, flush=False)
+                self._flush_due()
                 agent = result.agent
                 self.progress.end("agents", ok=agent is not None)
                 self.progress.stages["tasks"].done += len(result.tasks)
@@ -333,10 +337,19 @@ class PipelineDriver:
                 "add domains or raise run.max_agents"))
 
     def _store_episode(self, trajectory: Trajectory, judgment: Judgment) -> None:
+        # Trajectory and judgment are added together, so one flush always writes both.
         self.dataset.add("trajectories", trajectory.to_row(self.run_id))
         self.dataset.add("judgments", judgment.to_row(self.run_id))
-        self.dataset.flush()
         self._new_trajectories += 1
+        self._flush_due()
+
+    def _flush_due(self) -> None:
+        """Flush at most every FLUSH_INTERVAL_S. Opening, writing and checkpointing the file costs
+        milliseconds, which per episode capped a fast backend at a few episodes/s; batching loses
+        at most one interval of results to a SIGKILL, and those replay from the response cache."""
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.dataset.flush()
+            self._last_flush = time.monotonic()
 
     def _note_failure(self, what: str, exc: BaseException) -> None:
         self.failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")

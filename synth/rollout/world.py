@@ -34,6 +34,7 @@ World state is the task's `initial_state`: collections of entities keyed by id,
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from typing import Any, Literal
 import jsonschema
 import referencing.exceptions
 
+from synth.ids import canonical_json
 from synth.llm import LLMClient, StructuredOutputError
 from synth.llm.client import inline_refs
 from synth.models import ToolSpec
@@ -116,6 +118,18 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+@functools.lru_cache(maxsize=1024)
+def _validator_for(schema_json: str) -> jsonschema.Draft202012Validator | None:
+    """A compiled validator per distinct input schema (checking a schema against the metaschema
+    costs more than validating a call); None for a schema that is not valid JSON Schema."""
+    schema = json.loads(schema_json)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError:
+        return None
+    return jsonschema.Draft202012Validator(schema)
+
+
 def validate_arguments(spec: ToolSpec, arguments: Any) -> ToolObservation | None:
     """An `invalid_arguments` observation when `arguments` break the tool's input schema, else None.
     A tool whose own schema is not valid JSON Schema is not held against the agent."""
@@ -124,8 +138,9 @@ def validate_arguments(spec: ToolSpec, arguments: Any) -> ToolObservation | None
             "invalid_arguments", f"{spec.name}: arguments must be a JSON object, got {_json_kind(arguments)}",
             "validator", path="(root)")
     try:
-        jsonschema.Draft202012Validator.check_schema(spec.input_schema)
-        validator = jsonschema.Draft202012Validator(spec.input_schema)
+        validator = _validator_for(canonical_json(spec.input_schema))
+        if validator is None:
+            return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
     except (jsonschema.exceptions.SchemaError, referencing.exceptions.Unresolvable, TypeError, ValueError):
         return None
