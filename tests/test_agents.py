@@ -227,14 +227,23 @@ async def test_toucan_5000_agents_spread_coverage_without_duplicates(fake_server
 
 
 async def test_weak_text_gets_one_repair_round_then_is_stored_rejected(fake_server: Any, tmp_path: Path) -> None:
-    """The default fake replies are one-word slugs: goals too short. Each failing task gets one
-    repair request, then is rejected with the reason; storage keeps both kinds and is idempotent."""
+    """Every goal the model writes is one word (valid under the schema, not a request). Each failing
+    task gets one repair request, then is rejected with the reason; storage keeps both kinds and is
+    idempotent."""
     server = fake_server()
     prompts: list[str] = []
 
     def respond(body: dict[str, Any]) -> dict[str, Any]:
         prompts.append(body["messages"][-1]["content"])
-        return server.default_message(body)
+        message = server.default_message(body)
+        try:
+            data = json.loads(message.get("content") or "")
+        except ValueError:
+            return message
+        if isinstance(data, dict) and "goal" in data:
+            data["goal"] = "pleasehelpme"
+            message = {**message, "content": json.dumps(data)}
+        return message
 
     server.responder = respond
     settings = AgentSettings(tasks_per_agent=4, no_tool_share=0.0, unserviceable_share=0.0)
