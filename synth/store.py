@@ -154,6 +154,7 @@ class Dataset:
         self.lock_timeout_s = lock_timeout_s
         self._pending: dict[str, list[list[Any]]] = {t: [] for t in TABLES}
         self._count = 0
+        self._auto_inserted: dict[str, int] = {}
         self._lock = threading.Lock()
         with self.connect() as con:
             create_schema(con)
@@ -174,14 +175,26 @@ class Dataset:
             self._count += 1
             due = self._count >= self.flush_every
         if due:
-            self.flush()
+            written = self._write()
+            with self._lock:
+                for table, n in written.items():
+                    self._auto_inserted[table] = self._auto_inserted.get(table, 0) + n
 
     def add_many(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
             self.add(table, row)
 
     def flush(self) -> dict[str, int]:
-        """Write every pending row; returns rows actually inserted per table (new ids only)."""
+        """Write every pending row; returns rows actually inserted per table (new ids only) since
+        the previous `flush()`, counting batches that `add` wrote on its own at `flush_every`."""
+        inserted = self._write()
+        with self._lock:
+            carried, self._auto_inserted = self._auto_inserted, {}
+        for table, n in carried.items():
+            inserted[table] = inserted.get(table, 0) + n
+        return inserted
+
+    def _write(self) -> dict[str, int]:
         with self._lock:
             pending = {t: rows for t, rows in self._pending.items() if rows}
             self._pending = {t: [] for t in TABLES}
