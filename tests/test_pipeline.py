@@ -120,7 +120,7 @@ def test_sigkill_driver_then_rerun_resumes_without_duplicates(fake_server, tmp_p
     from synth.llm.fake_server import stall
 
     # Slow replies so the run is still going when we kill it.
-    server = fake_server(script=[stall(0.05)] * 400)
+    server = fake_server(script=[stall(0.1)] * 3000)  # every reply slow: still running at the kill
     proc = _synth_run(server.base_url, tmp_path, 12, "--no-ray")
     db = tmp_path / "synth.duckdb"
     deadline = time.monotonic() + 120
@@ -145,7 +145,7 @@ def test_sigkill_driver_then_rerun_resumes_without_duplicates(fake_server, tmp_p
 def test_sigint_stops_cleanly_with_work_stored(fake_server, tmp_path: Path):
     from synth.llm.fake_server import stall
 
-    server = fake_server(script=[stall(0.05)] * 400)
+    server = fake_server(script=[stall(0.1)] * 3000)  # every reply slow: still running at the kill
     proc = _synth_run(server.base_url, tmp_path, 50, "--no-ray")
     db = tmp_path / "synth.duckdb"
     deadline = time.monotonic() + 120
