@@ -417,3 +417,15 @@ def test_reader_opens_the_file_while_a_writer_flushes(tmp_path: Path):
     assert seen[-1] == total
     assert any(0 < n < total for n in seen), "no read happened while the writer was mid-run"
     assert all(n % per_batch == 0 for n in seen), "a reader saw a partly flushed batch"
+
+
+def test_flush_counts_batches_that_add_wrote_on_its_own(tmp_path: Path):
+    """`flush()` reports every row inserted since the previous flush, including the batches that
+    `add` wrote when `flush_every` filled up (import-mcp reports "added" from it)."""
+    from synth.store import Dataset
+
+    dataset = Dataset(tmp_path / "d.duckdb", flush_every=50)
+    for i in range(130):
+        dataset.add("runs", {"id": f"r{i % 120}", "status": "x"})
+    assert dataset.flush() == {"runs": 120}
+    assert dataset.flush() == {}

@@ -260,6 +260,21 @@ def test_combine_policy():
         JudgePolicy(required_checks=["no_such_check"])
 
 
+def test_advisory_llm_verdict_is_stored_but_does_not_decide():
+    """`llm_judge_required = false` (the shipped synth.toml's policy for the 135M model): a failing
+    verdict is kept with its score and reasons, and the required checks alone decide."""
+    ex = _good()
+    ok = [CheckResult(name=n, passed=True) for n in CHECK_NAMES]
+    fail_v = LLMVerdict(passed=False, score=0.2, reasons=["judge verdict: fail (score 0.20)"])
+    advisory = JudgePolicy(llm_judge_required=False)
+    j = combine(ex.trajectory, ex.task, ok, fail_v, advisory, {})
+    assert j.accepted and j.score == 0.2
+    assert j.reasons[0] == "judge verdict: fail (score 0.20)" and "advisory" in j.reasons[-1]
+    bad = [c if c.name != "tools_exist" else CheckResult(name="tools_exist", passed=False, detail="x")
+           for c in ok]
+    assert not combine(ex.trajectory, ex.task, bad, fail_v, advisory, {}).accepted
+
+
 async def test_judge_runs_checks_then_the_llm(fake_server):
     ex = _good()
     rng = random.Random(0)

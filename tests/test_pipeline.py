@@ -63,6 +63,10 @@ def test_in_process_run_reaches_target_and_is_idempotent(fake_server, tmp_path: 
     first = counts(tmp_path / "synth.duckdb")
     assert first["trajectories"] == 6 and first["judgments"] == 6
     assert first["tools"] >= 4 and first["agents"] >= 1 and first["llm_calls"] > 0
+    con = duckdb.connect(str(tmp_path / "synth.duckdb"), read_only=True)
+    usage = json.loads(con.execute("SELECT usage FROM runs").fetchall()[0][0])
+    con.close()
+    assert usage["agent"]["calls"] > 0 and usage["generator"]["completion_tokens"] > 0
 
     requests_before = server.requests
     again = execute_run(cfg, use_ray=False, show_progress=False)  # type: ignore[arg-type]
@@ -79,6 +83,23 @@ def test_raising_the_target_continues_the_same_run(fake_server, tmp_path: Path):
     con = duckdb.connect(str(tmp_path / "synth.duckdb"), read_only=True)
     assert con.execute("SELECT count(DISTINCT run_id) FROM trajectories").fetchall()[0][0] == 1
     con.close()
+
+
+def test_run_identity_ignores_throughput_knobs_but_not_content_settings(tmp_path: Path):
+    """Changing concurrency, endpoints or the target resumes the same run; a new seed or model is a
+    new run."""
+    from synth.pipeline.driver import run_identity
+
+    def ident(**over: object) -> str:
+        run = {"trajectories": 5, "in_flight": 8, "workers": 2, "seed": 0, **over.pop("run", {})}  # type: ignore[dict-item]
+        cfg = load_config(None, {"run": run, "llm": {"base_urls": ["http://a:1/v1"], **over}}, environ={})
+        return run_identity(cfg, ["weather"])
+
+    base = ident()
+    assert ident(run={"trajectories": 50, "in_flight": 32, "workers": 4}) == base
+    assert ident(base_urls=["http://b:2/v1"], max_concurrency=64, timeout_s=5.0, max_retries=1) == base
+    assert ident(run={"seed": 1}) != base
+    assert ident(model="other-model") != base
 
 
 def test_unknown_domain_is_a_clear_error(tmp_path: Path):
