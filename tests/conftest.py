@@ -8,6 +8,7 @@ skip, unless `SYNTH_REQUIRE_BACKEND=1` (set by CI), where a missing backend is a
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +74,28 @@ def backend_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def backend_config(backend_url: str, tmp_path: Path) -> SynthConfig:
     """Config for the real backend, with a per-test response cache."""
     return make_config(backend_url, tmp_path)
+
+
+def one_word_goals(
+    server: FakeOpenAIServer, seen: list[str] | None = None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A responder: the fake server's default replies, but every `goal` is one word (valid under
+    the task schema, rejected by rubric validation). `seen` collects each request's last prompt."""
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        if seen is not None:
+            seen.append(body["messages"][-1]["content"])
+        message = server.default_message(body)
+        try:
+            data = json.loads(message.get("content") or "")
+        except ValueError:
+            return message
+        if isinstance(data, dict) and "goal" in data:
+            data["goal"] = "pleasehelpme"
+            message = {**message, "content": json.dumps(data)}
+        return message
+
+    return respond
 
 
 def mcp_data_or_skip(name: str) -> Path:

@@ -25,7 +25,7 @@ from synth.llm.client import inline_refs
 from synth.models import ExpectedCall, Rubric, Task, ToolSpec
 from synth.rollout.world import ToolSimulator
 from synth.store import Dataset
-from tests.conftest import make_config, mcp_data_or_skip
+from tests.conftest import make_config, mcp_data_or_skip, one_word_goals
 
 
 def _tool(name: str, properties: dict[str, Any], required: list[str], side_effect: str = "read",
@@ -233,19 +233,7 @@ async def test_weak_text_gets_one_repair_round_then_is_stored_rejected(fake_serv
     server = fake_server()
     prompts: list[str] = []
 
-    def respond(body: dict[str, Any]) -> dict[str, Any]:
-        prompts.append(body["messages"][-1]["content"])
-        message = server.default_message(body)
-        try:
-            data = json.loads(message.get("content") or "")
-        except ValueError:
-            return message
-        if isinstance(data, dict) and "goal" in data:
-            data["goal"] = "pleasehelpme"
-            message = {**message, "content": json.dumps(data)}
-        return message
-
-    server.responder = respond
+    server.responder = one_word_goals(server, prompts)
     settings = AgentSettings(tasks_per_agent=4, no_tool_share=0.0, unserviceable_share=0.0)
     async with LLMClient(make_config(server.base_url, None)) as llm:
         result = await synthesize_agent_and_tasks(TOOLSET, llm, settings, seed=3)

@@ -24,9 +24,9 @@ import pytest
 from rich.console import Console
 
 from synth.config import load_config
-from synth.llm.fake_server import FakeOpenAIServer
 from synth.llm.local import free_port
 from synth.pipeline.run import execute_run
+from tests.conftest import one_word_goals
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAINS = "weather,order_management"
@@ -244,21 +244,8 @@ def test_a_generator_that_never_yields_a_valid_task_stops_the_run_with_a_reason(
     toolset the repository could form."""
     from synth.pipeline.driver import MAX_BARREN_AGENTS
 
-    holder: dict[str, FakeOpenAIServer] = {}
-
-    def one_word_goals(body: dict[str, object]) -> dict[str, object]:
-        message = holder["server"].default_message(body)
-        try:
-            data = json.loads(message.get("content") or "")
-        except ValueError:
-            return message
-        if isinstance(data, dict) and "goal" in data:
-            data["goal"] = "pleasehelpme"  # valid under the schema, but not a request
-            message = {**message, "content": json.dumps(data)}
-        return message
-
-    server = fake_server(responder=one_word_goals)
-    holder["server"] = server
+    server = fake_server()
+    server.responder = one_word_goals(server)
     cfg = run_config(server.base_url, tmp_path, 3)
     out = io.StringIO()
     summary = execute_run(cfg, use_ray=False, show_progress=False,  # type: ignore[arg-type]
