@@ -103,3 +103,21 @@ def mcp_data_or_skip(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present")
     return path
+
+
+# ---------------------------------------------------------------- where the test time goes
+# CI's budget is dominated by the integration tier; print each tier's share (setup, call and
+# teardown of every test, the shared backend's start-up included) so a slow-down is seen at once.
+_TIER_SECONDS: dict[str, float] = {"unit": 0.0, "integration": 0.0}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    tier = "integration" if "integration" in report.keywords else "unit"
+    _TIER_SECONDS[tier] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(
+        "tier durations: unit {:.0f}s, integration {:.0f}s".format(
+            _TIER_SECONDS["unit"], _TIER_SECONDS["integration"])
+    )

@@ -183,3 +183,20 @@ def test_sigkill_of_parent_leaves_no_orphan_server(tmp_path: Path):
         time.sleep(0.1)
     else:
         pytest.fail("llama-server still running 5 s after its parent was SIGKILLed")
+
+
+@pytest.mark.integration
+@needs_backend
+def test_installed_backend_is_a_portable_build():
+    """No AVX-512 (zmm registers) and no AMX tile instructions in the CPU backend: the install built
+    for the AVX2 baseline, whatever the build machine advertised (issue 10)."""
+    import shutil
+
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) not installed")
+    binary = find_llama_server()
+    libs = sorted(binary.parent.glob("libggml-cpu*.so*")) or [binary]
+    disassembly = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(libs[0])], capture_output=True,
+                                 text=True, check=True).stdout
+    assert "%zmm" not in disassembly, f"{libs[0]} uses AVX-512"
+    assert "ldtilecfg" not in disassembly and "tdpb" not in disassembly, f"{libs[0]} uses AMX tiles"

@@ -7,6 +7,7 @@ real `ray start --head` + `ray job submit`. The real-model run is in test_pipeli
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import psutil
 import pytest
 from rich.console import Console
 
@@ -196,7 +198,12 @@ def test_ray_actors_run_the_pipeline(fake_server, tmp_path: Path):
 
 @pytest.fixture
 def ray_head(tmp_path: Path):
-    """A real local Ray head with token authentication (the token in a private file)."""
+    """A real local Ray head with token authentication (the token in a private file).
+
+    Started with `--block` in its own session and stopped by killing that session and the
+    processes that name its private temp dir: `ray stop --force` would also stop every other
+    Ray cluster on the machine (a CI run going on beside this one, a user's own cluster).
+    """
     if shutil.which("ray") is None:
         pytest.skip("ray CLI not installed")
     token = tmp_path / "ray_token"
@@ -207,17 +214,40 @@ def ray_head(tmp_path: Path):
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     port, dash = free_port(), free_port()
-    started = subprocess.run(
-        ["ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
+    log = (tmp_path / "ray-head.log").open("w")
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
          "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
     try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (tmp_path / "ray-head.log").read_text(errors="replace"):
+            assert head.poll() is None, (tmp_path / "ray-head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "ray head did not start within 120 s"
+            time.sleep(0.5)
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_own_ray_head(head, temp_dir)
+        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _stop_own_ray_head(head: subprocess.Popen[bytes], temp_dir: Path) -> None:
+    """SIGTERM the `ray start --block` session (it stops what it started), then SIGKILL whatever
+    is left that belongs to this head: its process group, and processes naming its temp dir."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(10)
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(str(temp_dir) in arg for arg in proc.info.get("cmdline") or []):
+                proc.kill()
 
 
 @pytest.mark.slow

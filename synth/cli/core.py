@@ -52,7 +52,7 @@ def backend_serve(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Run llama-server in the foreground and print its base URL; Ctrl-C stops it."""
-    from synth.llm.local import LocalBackend, stop_on_signals
+    from synth.llm.local import LocalBackend, describe_exit, stop_on_signals
 
     cfg = build_config(config, extra={"backend": {"port": port, "model_path": str(model) if model else None,
                                                   "parallel": parallel}})
@@ -66,11 +66,54 @@ def backend_serve(
         while backend.is_running():
             assert backend.process is not None
             backend.process.wait()
-        raise UserError(f"llama-server exited; log {backend.log_path}:\n{backend.log_tail()}")
+        assert backend.process is not None
+        raise UserError(f"llama-server {describe_exit(backend.process.returncode)} while serving; "
+                        f"log: {backend.log_path}")
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
         backend.stop()
+
+
+@backend_app.command("check")
+def backend_check(
+    model: Path | None = typer.Option(None, "--model", help="GGUF file (default: SmolLM2-135M-Instruct)."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Start llama-server, ask for one short completion, stop it (the install script's last step).
+
+    On failure prints one paragraph (what killed the server, its last log lines, what to do) and
+    exits 1, so a backend that cannot run on this machine fails the install, not the first run.
+    """
+    from synth.llm.errors import BackendUnavailableError
+    from synth.llm.local import BackendCrashedError, check_backend
+
+    try:
+        cfg = build_config(config, extra={"backend": {"model_path": str(model) if model else None}})
+        log_file = Path(cfg.backend.log_file).with_name("llama-server-check.log")
+        result = check_backend(cfg.backend, log_file=log_file)
+    except BackendUnavailableError as exc:
+        tail = ""
+        log = getattr(exc, "log_path", None)
+        if isinstance(exc, BackendCrashedError) and log is not None:
+            try:
+                lines = Path(log).read_text(errors="replace").splitlines()[-8:]
+                tail = "\n  last log lines:\n" + "\n".join(f"    {line}" for line in lines)
+            except OSError:
+                pass
+        console.print(
+            f"[bold red]synth backend check failed:[/] {exc}{tail}\n"
+            "  The embedded backend cannot serve on this machine, so `synth run` without --base-url would fail "
+            "the same way. Rebuild llama-server portably (`SYNTH_REBUILD_BACKEND=1 bash scripts/install.sh`; "
+            "do not set SYNTH_NATIVE_BUILD), or run synth against another OpenAI-compatible server with "
+            "--base-url URL --model NAME.",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    rate = result.completion_tokens / result.seconds if result.seconds > 0 else 0.0
+    console.print(f"backend ok: {result.binary} served {Path(result.model).name}; one completion of "
+                  f"{result.completion_tokens} tokens in {result.seconds:.2f}s ({rate:.0f} tokens/s): "
+                  f"{result.reply.strip()[:60]!r}", highlight=False, soft_wrap=True)
 
 
 class _SmokeAddress(BaseModel):

