@@ -165,7 +165,8 @@ class SynthConfig(_Strict):
             for item in exc.errors():
                 key = ".".join(str(p) for p in item["loc"])
                 unknown = item["type"] == "extra_forbidden"
-                problems.append(f"unknown key '{key}'" if unknown else f"'{key}': {item['msg']}")
+                msg = str(item["msg"]).removeprefix("Value error, ")
+                problems.append(f"unknown key '{key}'" if unknown else (f"'{key}': {msg}" if key else msg))
             raise ValueError("; ".join(problems)) from None
         return value
 

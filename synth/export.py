@@ -3,6 +3,9 @@
 `export_dataset(db, fmt, out)` reads the DuckDB file with `synth.store.connect_readonly` and
 writes what a trainer loads without conversion scripts:
 
+Trajectories are selected by their latest judgment (`latest_judgments`): accepted ones by
+default, well-formed ones only when asked for by name (`select="well_formed"`).
+
 - `sft` (one JSONL file): one accepted trajectory per line,
   `{"messages": [...], "tools": [...], "metadata": {...}}` in the OpenAI chat format that TRL's
   SFT trainer and tool-aware chat templates take as is. Assistant tool calls are
@@ -38,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from synth.judges.messages import ProblemKind, answer_problems
+from synth.judges.messages import text as _text
 from synth.store import TABLES, VIEWS, connect_readonly
 
 ExportFormat = Literal["sft", "sharegpt", "rl", "parquet"]
@@ -117,16 +122,6 @@ def _check_dataset(db: str | Path) -> Path:
 # ---------------------------------------------------------------- OpenAI messages
 
 
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
-    return json.dumps(content, ensure_ascii=False)
-
-
 def openai_messages(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, str]:
     """Stored messages normalised to the canonical OpenAI shape, or (None, reason) when they
     cannot be: a tool call without exactly one answering `tool` message, arguments that are not a
@@ -170,25 +165,21 @@ def openai_messages(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | N
 
 def unanswered_calls(messages: list[dict[str, Any]]) -> str:
     """'' when every assistant tool call is answered by exactly one later `tool` message (before
-    the next assistant or user turn) and every tool message answers a call; else the problem."""
-    open_ids: set[str] = set()
-    answered: set[str] = set()
-    for msg in messages:
-        role = msg.get("role")
-        if role in ("assistant", "user"):
-            if open_ids:
-                return "a tool call has no tool message"
-            for call in msg.get("tool_calls") or []:
-                open_ids.add(call["id"])
-        elif role == "tool":
-            call_id = msg.get("tool_call_id")
-            if call_id not in open_ids:
-                return "a tool call is answered twice" if call_id in answered else "a tool message answers no call"
-            open_ids.discard(call_id)
-            answered.add(str(call_id))
-    if open_ids:
-        return "a tool call has no tool message"
-    return ""
+    the next assistant or user turn) and every tool message answers a call; else the first
+    problem (`synth.judges.messages.answer_problems`), in words that count skipped rows."""
+    problems = answer_problems(messages)
+    return _PROBLEM_WORDS[problems[0].kind] if problems else ""
+
+
+_PROBLEM_WORDS: dict[ProblemKind, str] = {
+    "no_id": "tool call without a unique id",
+    "duplicate_id": "tool call without a unique id",
+    "unanswered": "a tool call has no tool message",
+    "answered_twice": "a tool call is answered twice",
+    "early": "a tool message answers no call",
+    "late": "a tool message answers no call",
+    "orphan": "a tool message answers no call",
+}
 
 
 def _openai_tools(raw: Any) -> list[dict[str, Any]]:
@@ -210,21 +201,32 @@ def _openai_tools(raw: Any) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- sft and sharegpt
 
-# One row per accepted trajectory (its best accepted judgment when several judges accepted it).
-_ACCEPTED_SQL = """
-    SELECT * EXCLUDE (rn) FROM (
-        SELECT s.trajectory_id, s.judgment_id, s.run_id, s.domain, s.task_id, s.agent_id, s.messages, s.tools,
-               s.score, t.termination, t.n_turns, t.n_tool_calls, k.kind, k.difficulty,
-               row_number() OVER (PARTITION BY s.trajectory_id ORDER BY s.score DESC, s.judgment_id) AS rn
-        FROM accepted_sft s JOIN trajectories t ON t.id = s.trajectory_id
-        LEFT JOIN tasks k ON k.id = s.task_id
-    ) WHERE rn = 1
+# What an export selects, by the trajectory's latest judgment: `accepted` (a correct worked example
+# of its task; the default) or `well_formed` (structurally valid, asserts nothing no tool returned;
+# only when asked for by name).
+SELECTIONS: tuple[str, ...] = ("accepted", "well_formed")
+
+# One row per selected trajectory, by its latest judgment (never two judgments of one trajectory).
+_SELECTED_SQL = """
+    SELECT t.id AS trajectory_id, j.id AS judgment_id, t.run_id, t.domain, t.task_id, t.agent_id, t.messages,
+           t.tools, j.score, j.accepted, j.well_formed, t.termination, t.n_turns, t.n_tool_calls, k.kind,
+           k.difficulty
+    FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id
+    LEFT JOIN tasks k ON k.id = t.task_id
+    WHERE j.{column}
 """
 
 
-def _accepted(db: Path, summary: ExportSummary) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Accepted trajectories with their normalised messages; unexportable ones are counted."""
-    for row in iter_rows(db, _ACCEPTED_SQL, "trajectory_id"):
+def _selection(select: str) -> str:
+    if select not in SELECTIONS:
+        raise ExportError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+    return select
+
+
+def _accepted(db: Path, summary: ExportSummary, select: str = "accepted",
+              ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Selected trajectories with their normalised messages; unexportable ones are counted."""
+    for row in iter_rows(db, _SELECTED_SQL.format(column=_selection(select)), "trajectory_id"):
         messages, problem = openai_messages(_loads(row["messages"], []))
         if messages is None:
             summary.skip(problem)
@@ -239,7 +241,8 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
         "kind": row.get("kind"), "difficulty": row.get("difficulty"),
         "score": float(row["score"]) if row.get("score") is not None else None,
         "termination": row.get("termination"), "n_turns": row.get("n_turns"),
-        "n_tool_calls": row.get("n_tool_calls"),
+        "n_tool_calls": row.get("n_tool_calls"), "accepted": row.get("accepted"),
+        "well_formed": row.get("well_formed"),
     }
 
 
@@ -247,10 +250,10 @@ def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
-def export_sft(db: Path, out: Path, summary: ExportSummary) -> None:
+def export_sft(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for row, messages in _accepted(db, summary):
+        for row, messages in _accepted(db, summary, select):
             f.write(_dump({"messages": messages, "tools": _openai_tools(row["tools"]), "metadata": _metadata(row)}))
             n += 1
     summary.written[str(out)] = n
@@ -296,10 +299,10 @@ def sharegpt_conversation(messages: list[dict[str, Any]]) -> tuple[str, list[dic
     return system, turns
 
 
-def export_sharegpt(db: Path, out: Path, summary: ExportSummary) -> None:
+def export_sharegpt(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for row, messages in _accepted(db, summary):
+        for row, messages in _accepted(db, summary, select):
             converted = sharegpt_conversation(messages)
             if converted is None:
                 summary.skip("turns do not alternate as ShareGPT requires")
@@ -318,19 +321,20 @@ _RL_TASKS_SQL = """
     WITH ranked AS (
         SELECT t.task_id, t.messages, t.tools,
                row_number() OVER (PARTITION BY t.task_id
-                                  ORDER BY coalesce(j.accepted, false) DESC, t.id) AS rn,
+                                  ORDER BY coalesce(j.{column}, false) DESC, t.id) AS rn,
                count(*) OVER (PARTITION BY t.task_id) AS n_trajectories,
-               sum(CASE WHEN j.accepted THEN 1 ELSE 0 END) OVER (PARTITION BY t.task_id) AS n_accepted
-        FROM trajectories t LEFT JOIN judgments j ON j.trajectory_id = t.id
+               sum(CASE WHEN j.{column} THEN 1 ELSE 0 END) OVER (PARTITION BY t.task_id) AS n_selected
+        FROM trajectories t LEFT JOIN latest_judgments j ON j.trajectory_id = t.id
     )
-    SELECT k.*, r.messages, r.tools, coalesce(r.n_trajectories, 0) AS n_trajectories,
-           coalesce(r.n_accepted, 0) AS n_accepted
+    SELECT k.* EXCLUDE (n_judged, n_accepted), r.messages, r.tools,
+           coalesce(r.n_trajectories, 0) AS n_trajectories, coalesce(r.n_selected, 0) AS n_accepted
     FROM rl_tasks k LEFT JOIN ranked r ON r.task_id = k.task_id AND r.rn = 1
 """
 
+# Tasks with both a selected and an unselected trajectory (by latest judgments).
 _PAIR_TASKS_SQL = """
-    SELECT t.task_id FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id
-    GROUP BY t.task_id HAVING bool_or(j.accepted) AND bool_or(NOT j.accepted)
+    SELECT t.task_id FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id
+    GROUP BY t.task_id HAVING bool_or(j.{column}) AND bool_or(NOT j.{column})
 """
 
 
@@ -385,16 +389,17 @@ def preference_pair(
     }
 
 
-def _pairs(db: Path, summary: ExportSummary) -> Iterator[dict[str, Any]]:
-    """Each rejected trajectory of a task paired with one of its accepted ones (round robin).
-    A trajectory judged both ways (two judges) counts as accepted."""
-    for task in iter_rows(db, _PAIR_TASKS_SQL, "task_id"):
+def _pairs(db: Path, summary: ExportSummary, select: str = "accepted") -> Iterator[dict[str, Any]]:
+    """Each rejected trajectory of a task paired with one of its accepted ones (round robin), by
+    each trajectory's latest judgment (`select` = "well_formed": well-formed against not)."""
+    column = _selection(select)
+    for task in iter_rows(db, _PAIR_TASKS_SQL.format(column=column), "task_id"):
         with connect_readonly(db) as con:
             cur = con.execute(
-                """SELECT t.id AS trajectory_id, t.domain, t.messages, t.tools, bool_or(j.accepted) AS accepted,
-                          max(j.score) AS score, first(j.reasons ORDER BY j.accepted, j.id) AS reasons
-                   FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id
-                   WHERE t.task_id = ? GROUP BY ALL ORDER BY t.id""", [task["task_id"]])
+                f"""SELECT t.id AS trajectory_id, t.domain, t.messages, t.tools, j.{column} AS accepted,
+                          j.score, j.reasons
+                   FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id
+                   WHERE t.task_id = ? ORDER BY t.id""", [task["task_id"]])
             cols = [d[0] for d in cur.description or []]
             rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         good: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
@@ -409,15 +414,18 @@ def _pairs(db: Path, summary: ExportSummary) -> Iterator[dict[str, Any]]:
             if not good:
                 break
             g, g_messages = good[i % len(good)]
+            if g_messages == messages:  # rejected for how it ended, not for what was said
+                summary.skip("rejected trajectory has the same messages as the accepted one")
+                continue
             yield preference_pair(task["task_id"], g, r, g_messages, messages)
 
 
-def export_rl(db: Path, out: Path, summary: ExportSummary) -> None:
+def export_rl(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
     out.mkdir(parents=True, exist_ok=True)
     tasks_path, pairs_path = out / "tasks.jsonl", out / "pairs.jsonl"
     n = 0
     with tasks_path.open("w", encoding="utf-8") as f:
-        for row in iter_rows(db, _RL_TASKS_SQL, "task_id"):
+        for row in iter_rows(db, _RL_TASKS_SQL.format(column=_selection(select)), "task_id"):
             tools = _openai_tools(row["tools"]) if row.get("tools") is not None else []
             if not tools:
                 tools = _tools_by_id(db, [str(i) for i in _loads(row.get("tool_ids"), []) or []])
@@ -426,7 +434,7 @@ def export_rl(db: Path, out: Path, summary: ExportSummary) -> None:
     summary.written[str(tasks_path)] = n
     n = 0
     with pairs_path.open("w", encoding="utf-8") as f:
-        for pair in _pairs(db, summary):
+        for pair in _pairs(db, summary, select):
             f.write(_dump(pair))
             n += 1
     summary.written[str(pairs_path)] = n
@@ -449,13 +457,16 @@ def export_parquet(db: Path, out: Path, summary: ExportSummary) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def export_dataset(db: str | Path, fmt: str, out: str | Path) -> ExportSummary:
+def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "accepted") -> ExportSummary:
     """Write `db` in format `fmt` (sft | sharegpt | rl | parquet) to `out`: a JSONL file for sft
-    and sharegpt, a directory for rl and parquet (created if missing). Raises FileNotFoundError
-    for a missing dataset and ExportError for an unknown format, a file that is not a synth
-    dataset, or an output path of the wrong kind."""
+    and sharegpt, a directory for rl and parquet (created if missing). `select` picks the
+    trajectories by their latest judgment: "accepted" (default) or "well_formed" (sft, sharegpt,
+    and the chosen side of rl pairs; parquet writes every table). Raises FileNotFoundError for a
+    missing dataset and ExportError for an unknown format or selection, a file that is not a
+    synth dataset, or an output path of the wrong kind."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _selection(select)
     path = _check_dataset(db)
     out = Path(out)
     summary = ExportSummary(format=fmt, out=str(out))
@@ -463,9 +474,12 @@ def export_dataset(db: str | Path, fmt: str, out: str | Path) -> ExportSummary:
         if out.is_dir():
             raise ExportError(f"--out {out} is a directory; {fmt} writes one JSONL file")
         out.parent.mkdir(parents=True, exist_ok=True)
-        (export_sft if fmt == "sft" else export_sharegpt)(path, out, summary)
+        (export_sft if fmt == "sft" else export_sharegpt)(path, out, summary, select)
     else:
         if out.exists() and not out.is_dir():
             raise ExportError(f"--out {out} is a file; {fmt} writes a directory")
-        (export_rl if fmt == "rl" else export_parquet)(path, out, summary)
+        if fmt == "rl":
+            export_rl(path, out, summary, select)
+        else:
+            export_parquet(path, out, summary)
     return summary

@@ -8,10 +8,20 @@ one DuckDB table row (`to_row`), so the notebook-facing schema and the code cann
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from synth.ids import content_id
 
@@ -22,6 +32,15 @@ Status = Literal["accepted", "rejected"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _json_fields(row: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`row` with its JSON columns decoded (DuckDB returns JSON as text)."""
+    out = dict(row)
+    for key in keys:
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
 
 
 # ---------------------------------------------------------------- tools
@@ -63,6 +82,13 @@ class ToolSpec(_Model):
         if not TOOL_NAME_RE.match(value):
             raise ValueError(f"tool name {value!r} is not legal for function calling (^[a-zA-Z0-9_-]{{1,64}}$)")
         return value
+
+    @property
+    def annotations(self) -> dict[str, Any]:
+        """MCP's tool annotations (`readOnlyHint`, `destructiveHint`, ...) when the tool came with
+        them; kept in `provenance.mcp_fields`. `side_effect` is the verdict drawn from them."""
+        value = self.provenance.mcp_fields.get("annotations")
+        return dict(value) if isinstance(value, dict) else {}
 
     @property
     def id(self) -> str:
@@ -150,6 +176,17 @@ class Rubric(_Model):
     ordered: bool = False
     checkpoints: list[str] = Field(default_factory=list)
     failure_conditions: list[str] = Field(default_factory=list)
+    # The world the task should end in, as a subset of the final state (collection -> id -> fields;
+    # a null value means the entity is gone): the `final_state` check (tau2-bench's). None: the task
+    # states none. Left out of dumps when None, so the ids of tasks stored before it stay the same.
+    expected_state: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unstated_state(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.expected_state is None:
+            data.pop("expected_state", None)
+        return data
 
 
 TaskKind = Literal["tool", "no_tool", "unserviceable"]
@@ -187,6 +224,13 @@ class Task(_Model):
             "initial_state": self.initial_state, "rubric": self.rubric.model_dump(),
             "status": status, "reason": reason,
         }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Task:
+        """A `tasks` row (as a column -> value dict) back as a Task."""
+        data = _json_fields(row, ("persona", "withheld", "initial_state", "rubric"))
+        keys = ("agent_id", "domain", "goal", "persona", "withheld", "initial_state", "difficulty", "kind", "rubric")
+        return cls.model_validate({k: data[k] for k in keys if data.get(k) is not None})
 
 
 # ---------------------------------------------------------------- rollouts
@@ -241,11 +285,21 @@ class Trajectory(_Model):
             "id": self.id, "run_id": run_id, "task_id": self.task_id, "agent_id": self.agent_id,
             "domain": self.domain, "messages": self.messages, "tools": self.tools,
             "steps": [s.model_dump() for s in self.steps], "state_log": self.state_log,
-            "final_state": self.final_state, "termination": self.termination,
+            "final_state": self.final_state, "termination": self.termination, "seed": self.seed,
             "n_turns": self.n_turns, "n_tool_calls": self.n_tool_calls,
             "prompt_tokens": sum(s.prompt_tokens for s in self.steps),
             "completion_tokens": sum(s.completion_tokens for s in self.steps),
         }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Trajectory:
+        """A `trajectories` row back as a Trajectory. Rows written before the `seed` column existed
+        read back with seed 0, so their `Trajectory.id` may differ from the stored `id`: callers
+        that link to the row use the stored id."""
+        data = _json_fields(row, ("messages", "tools", "steps", "state_log", "final_state"))
+        keys = ("task_id", "agent_id", "domain", "messages", "tools", "steps", "state_log", "final_state",
+                "termination", "seed")
+        return cls.model_validate({k: data[k] for k in keys if data.get(k) is not None})
 
 
 # ---------------------------------------------------------------- judging
@@ -263,15 +317,35 @@ class CriterionVerdict(_Model):
     evidence: str = ""
 
 
+# The checks that make a trajectory structurally valid training data whatever its task: every call
+# names a tool and has valid arguments, every call is answered in order, the agent gets the last
+# word, and it asserts nothing no tool returned. `Judgment.well_formed` is these passing.
+WELL_FORMED_CHECKS = ("tools_exist", "arguments_valid", "calls_answered", "final_reply", "no_fabrication")
+
+
 class Judgment(_Model):
+    """One verdict on one trajectory. `accepted`: a correct worked example of its task (every
+    deterministic check passed and the LLM judge agreed where it has a vote, see
+    `synth.judges.policy`). `well_formed`: the `WELL_FORMED_CHECKS` passed (derived from `checks`
+    when not given). `judge` records the policy, the judge model and whether its vote counted."""
+
     trajectory_id: str
     task_id: str
     accepted: bool
+    well_formed: bool | None = None
     score: float
     checks: list[CheckResult] = Field(default_factory=list)
     criteria: list[CriterionVerdict] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
     judge: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _derive_well_formed(self) -> Judgment:
+        if self.well_formed is None:
+            by_name = {c.name: c.passed for c in self.checks}
+            self.well_formed = (all(by_name.get(n, False) for n in WELL_FORMED_CHECKS) if by_name
+                                else self.accepted)
+        return self
 
     @property
     def id(self) -> str:
@@ -284,7 +358,51 @@ class Judgment(_Model):
     def to_row(self, run_id: str) -> dict[str, Any]:
         return {
             "id": self.id, "run_id": run_id, "trajectory_id": self.trajectory_id, "task_id": self.task_id,
-            "accepted": self.accepted, "score": self.score,
+            "accepted": self.accepted, "well_formed": self.well_formed, "score": self.score,
             "checks": [c.model_dump() for c in self.checks], "failed_checks": self.failed_checks,
             "criteria": [c.model_dump() for c in self.criteria], "reasons": self.reasons, "judge": self.judge,
         }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Judgment:
+        """A `judgments` row back as a Judgment."""
+        data = _json_fields(row, ("checks", "criteria", "reasons", "judge"))
+        keys = ("trajectory_id", "task_id", "accepted", "well_formed", "score", "checks", "criteria", "reasons",
+                "judge")
+        return cls.model_validate({k: data[k] for k in keys if data.get(k) is not None})
+
+
+# ---------------------------------------------------------------- calibration
+
+
+class Calibration(_Model):
+    """A stored calibration of a judging policy (see `synth.judges.calibrate`): per corruption kind
+    the counts, recall and precision (with 95% Wilson intervals) of the policy and of the LLM judge
+    alone, and the judge's macro-averaged recall and precision over the kinds, which is what
+    decides whether the judge's verdict gets a vote (`synth.judges.policy.vote_of`)."""
+
+    judge_model: str | None = None
+    policy: dict[str, Any] = Field(default_factory=dict)
+    kinds: list[dict[str, Any]] = Field(default_factory=list)
+    n_good: int = 0
+    judge_recall: float | None = None
+    judge_precision: float | None = None
+    run_id: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        return content_id("calib", self.judge_model, self.policy, self.kinds, self.n_good)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "run_id": self.run_id, "judge_model": self.judge_model, "policy": self.policy,
+            "kinds": self.kinds, "n_good": self.n_good, "judge_recall": self.judge_recall,
+            "judge_precision": self.judge_precision,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Calibration:
+        data = _json_fields(row, ("policy", "kinds"))
+        keys = ("judge_model", "policy", "kinds", "n_good", "judge_recall", "judge_precision", "run_id", "created_at")
+        return cls.model_validate({k: data[k] for k in keys if data.get(k) is not None})

@@ -5,15 +5,21 @@ writer is held up only for the moment it takes). Definitions, so the numbers can
 hand:
 
 - `stages.<tools|agents|tasks>`: rows per `status` (accepted / rejected) and in total.
-- `stages.trajectories`: rows in total; `judged` are those with at least one judgment.
-- `stages.judgments`: judgment rows per `accepted` value. A trajectory judged by several judge
-  configurations has several judgments; `accepted_trajectories` counts distinct trajectories
-  with an accepted judgment (the rows of `synth export --format sft`).
+- `stages.trajectories`: rows in total; `judged` are those with at least one judgment. Everything
+  per trajectory counts its latest judgment only (the `latest_judgments` view): a trajectory
+  re-judged under another policy (`synth judge run`) is counted once, as its latest verdict says.
+- `stages.judgments`: judgment rows per `accepted` value (every row, re-judgings included);
+  `accepted_trajectories` / `well_formed_trajectories` count trajectories whose latest judgment
+  is accepted / well-formed (the rows of `synth export --format sft [--select well_formed]`).
+- `judge_vote`: per vote of the LLM judge in the latest judgments ("decisive": its verdict
+  decided; "advisory": recorded only, with the reason, e.g. no calibration stored for the
+  model; "off": no LLM judge), the number of judgments.
 - `yield_by_domain`: per trajectory domain, judged and accepted trajectories and their ratio.
 - `rejection_reasons`: the most frequent reasons per stage. Reasons are grouped by their head
   (quoted values and numbers masked, then the text before the first ':'), since the rest usually
   names the item.
-  For judgments, `failed_checks` counts each failed deterministic check over rejected judgments.
+  For judgments, `failed_checks` counts each failed deterministic check over rejected latest
+  judgments.
 - `tokens_per_accepted_trajectory`: prompt/completion tokens recorded on the accepted
   trajectories' steps (the rollout itself), and `llm_tokens_per_accepted`: every model call
   of the dataset (all stages, all roles) divided by the accepted trajectories: the full cost.
@@ -94,12 +100,14 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
     for accepted, n in con.execute("SELECT accepted, count(*) FROM judgments GROUP BY 1").fetchall():
         judgments["accepted" if accepted else "rejected"] += int(n)
     judgments["total"] = judgments["accepted"] + judgments["rejected"]
-    accepted_trajectories = int(_one(con, "SELECT count(DISTINCT trajectory_id) FROM judgments WHERE accepted"))
+    accepted_trajectories = int(_one(con, "SELECT count(*) FROM latest_judgments WHERE accepted"))
+    well_formed = int(_one(con, "SELECT count(*) FROM latest_judgments WHERE well_formed"))
     trajectories = {
         "total": int(_one(con, "SELECT count(*) FROM trajectories")),
-        "judged": int(_one(con, "SELECT count(DISTINCT trajectory_id) FROM judgments "
+        "judged": int(_one(con, "SELECT count(*) FROM latest_judgments "
                                 "WHERE trajectory_id IN (SELECT id FROM trajectories)")),
         "accepted": accepted_trajectories,
+        "well_formed": well_formed,
     }
     stages = {
         "runs": int(_one(con, "SELECT count(*) FROM runs")),
@@ -107,12 +115,15 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         "agents": _status_counts(con, "agents"),
         "tasks": _status_counts(con, "tasks"),
         "trajectories": trajectories,
-        "judgments": {**judgments, "accepted_trajectories": accepted_trajectories},
+        "judgments": {**judgments, "accepted_trajectories": accepted_trajectories,
+                      "well_formed_trajectories": well_formed},
     }
+    judge_vote = _dicts(con, """
+        SELECT coalesce(judge->>'vote', '(unrecorded)') AS vote, judge->>'vote_reason' AS reason,
+               judge->>'model' AS model, count(*) AS count
+        FROM latest_judgments GROUP BY ALL ORDER BY count DESC, vote""")
     yield_rows = _dicts(con, """
-        WITH verdict AS (
-            SELECT trajectory_id, bool_or(accepted) AS accepted FROM judgments GROUP BY 1
-        )
+        WITH verdict AS (SELECT trajectory_id, accepted FROM latest_judgments)
         SELECT coalesce(t.domain, '(none)') AS domain, count(*) AS trajectories, count(v.trajectory_id) AS judged,
                count(*) FILTER (WHERE v.accepted) AS accepted,
                count(*) FILTER (WHERE NOT v.accepted) AS rejected
@@ -122,16 +133,16 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         r["yield"] = _round(r["accepted"] / r["judged"], 4) if r["judged"] else None
     failed_checks = _dicts(con, f"""
         SELECT c AS check, count(*) AS count
-        FROM (SELECT unnest(from_json(failed_checks, '["VARCHAR"]')) AS c FROM judgments WHERE NOT accepted)
+        FROM (SELECT unnest(from_json(failed_checks, '["VARCHAR"]')) AS c FROM latest_judgments WHERE NOT accepted)
         GROUP BY 1 ORDER BY count DESC, c LIMIT {TOP_REASONS}""")
     judge_reasons = _dicts(con, f"""
         SELECT {_reason_head('r')} AS reason, count(*) AS count
-        FROM (SELECT unnest(from_json(reasons, '["VARCHAR"]')) AS r FROM judgments WHERE NOT accepted)
+        FROM (SELECT unnest(from_json(reasons, '["VARCHAR"]')) AS r FROM latest_judgments WHERE NOT accepted)
         GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
     tok = con.execute("""
         SELECT count(*), avg(prompt_tokens), avg(completion_tokens), avg(prompt_tokens + completion_tokens),
                median(prompt_tokens + completion_tokens), max(prompt_tokens + completion_tokens)
-        FROM trajectories WHERE id IN (SELECT trajectory_id FROM judgments WHERE accepted)""").fetchall()[0]
+        FROM trajectories WHERE id IN (SELECT trajectory_id FROM latest_judgments WHERE accepted)""").fetchall()[0]
     llm_usage = _dicts(con, """
         SELECT coalesce(role, '(none)') AS role, count(*) AS calls, count(*) FILTER (WHERE NOT ok) AS failed,
                count(*) FILTER (WHERE cache_hit) AS cache_hits, coalesce(sum(retries), 0) AS retries,
@@ -147,6 +158,7 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
     return {
         "db": str(path),
         "stages": stages,
+        "judge_vote": judge_vote,
         "yield_by_domain": yield_rows,
         "rejection_reasons": {
             "tools": _stage_reasons(con, "tools"),

@@ -15,11 +15,14 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from synth.models import Calibration, Judgment, Task, ToolSpec, Trajectory
 
 # Column name -> DuckDB type, per table. JSON columns take any JSON-serialisable Python value.
 TABLES: dict[str, dict[str, str]] = {
@@ -49,12 +52,19 @@ TABLES: dict[str, dict[str, str]] = {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "task_id": "VARCHAR", "agent_id": "VARCHAR",
         "domain": "VARCHAR", "messages": "JSON", "tools": "JSON", "steps": "JSON", "state_log": "JSON",
         "final_state": "JSON", "termination": "VARCHAR", "n_turns": "INTEGER", "n_tool_calls": "INTEGER",
-        "prompt_tokens": "BIGINT", "completion_tokens": "BIGINT", "created_at": "TIMESTAMP",
+        "prompt_tokens": "BIGINT", "completion_tokens": "BIGINT", "created_at": "TIMESTAMP", "seed": "BIGINT",
     },
     "judgments": {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "trajectory_id": "VARCHAR", "task_id": "VARCHAR",
         "accepted": "BOOLEAN", "score": "DOUBLE", "checks": "JSON", "failed_checks": "JSON",
         "criteria": "JSON", "reasons": "JSON", "judge": "JSON", "created_at": "TIMESTAMP",
+        "well_formed": "BOOLEAN",
+    },
+    # Reports of `synth judge calibrate`: what decides whether a judge model's verdict has a vote.
+    "calibrations": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "judge_model": "VARCHAR", "policy": "JSON",
+        "kinds": "JSON", "n_good": "INTEGER", "judge_recall": "DOUBLE", "judge_precision": "DOUBLE",
+        "created_at": "TIMESTAMP",
     },
     "llm_calls": {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "role": "VARCHAR", "model": "VARCHAR",
@@ -64,22 +74,47 @@ TABLES: dict[str, dict[str, str]] = {
     },
 }
 
+# A trajectory may be judged again (another policy, `synth judge run`): its latest judgment is the
+# one that counts, in every view, statistic and export. Re-storing a judgment refreshes its
+# `created_at` (`Dataset.upsert_many`), so re-applying an earlier policy makes it the latest again.
+LATEST_JUDGMENTS_SQL = """
+    SELECT * EXCLUDE (rn) FROM (
+        SELECT j.*, row_number() OVER (PARTITION BY j.trajectory_id
+                                       ORDER BY j.created_at DESC NULLS LAST, j.id DESC) AS rn
+        FROM judgments j
+    ) WHERE rn = 1
+"""
+
 VIEWS = {
-    # One accepted trajectory per row, in the shape SFT exporters need.
+    # One judgment per trajectory: its latest.
+    "latest_judgments": LATEST_JUDGMENTS_SQL,
+    # One accepted trajectory per row (by its latest judgment), in the shape SFT exporters need.
     "accepted_sft": """
         SELECT t.id AS trajectory_id, t.run_id, t.domain, t.task_id, t.agent_id, t.messages, t.tools,
-               j.score, j.id AS judgment_id
-        FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id
+               j.score, j.id AS judgment_id, j.well_formed
+        FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id
         WHERE j.accepted
     """,
-    # Every accepted task with what rubric-reward RL needs to roll it out again.
+    # Every accepted task with what rubric-reward RL needs to roll it out again, and how many of
+    # its trajectories were judged and accepted (by their latest judgment).
     "rl_tasks": """
         SELECT k.id AS task_id, k.run_id, k.domain, k.agent_id, a.system_prompt, a.tool_ids,
-               k.goal, k.persona, k.initial_state, k.rubric, k.difficulty, k.kind
+               k.goal, k.persona, k.initial_state, k.rubric, k.difficulty, k.kind,
+               coalesce(c.n_judged, 0) AS n_judged, coalesce(c.n_accepted, 0) AS n_accepted
         FROM tasks k JOIN agents a ON a.id = k.agent_id
+        LEFT JOIN (SELECT t.task_id, count(*) AS n_judged, count(*) FILTER (WHERE j.accepted) AS n_accepted
+                   FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id GROUP BY 1
+                  ) c ON c.task_id = k.id
         WHERE k.status = 'accepted'
     """,
 }
+
+# The structural checks behind `judgments.well_formed` (synth.models.WELL_FORMED_CHECKS), for
+# back-filling rows stored before the column existed.
+_WELL_FORMED_SQL = (
+    "NOT list_has_any(from_json(failed_checks, '[\"VARCHAR\"]'), "
+    "['tools_exist', 'arguments_valid', 'calls_answered', 'final_reply', 'no_fabrication'])"
+)
 
 JSON_COLUMNS = {t: {c for c, ty in cols.items() if ty == "JSON"} for t, cols in TABLES.items()}
 
@@ -122,11 +157,33 @@ def connect_readonly(path: str | Path, timeout_s: float = 30.0) -> duckdb.DuckDB
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables and views, and migrate a dataset written by an older synth: columns added
+    since are added (`judgments.well_formed` back-filled from `failed_checks`), views replaced."""
     for table, cols in TABLES.items():
         body = ", ".join(f"{name} {ty}" for name, ty in cols.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+        have = {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+        for name, ty in cols.items():
+            if name not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {ty.replace(' PRIMARY KEY', '')}")
+    con.execute(f"UPDATE judgments SET well_formed = {_WELL_FORMED_SQL} WHERE well_formed IS NULL")
     for view, sql in VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {view} AS {sql}")
+
+
+def needs_migration(path: str | Path) -> bool:
+    """True when the dataset at `path` lacks a table, column or view of this version."""
+    with connect_readonly(path) as con:
+        cols = set(con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall())
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    wanted = {(t, c) for t, columns in TABLES.items() for c in columns}
+    return bool(wanted - cols) or bool(set(VIEWS) - tables)
+
+
+def migrate(path: str | Path) -> None:
+    """Bring an existing dataset to this version's schema (a short read-write open)."""
+    Dataset(path)
 
 
 def _encode(table: str, row: Mapping[str, Any]) -> list[Any]:
@@ -227,6 +284,26 @@ class Dataset:
         with self.connect() as con:
             con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({marks})", values)
 
+    def upsert_many(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or replace rows by id, refreshing `created_at` (a re-judged trajectory's judgment
+        becomes its latest even when an identical one was stored before). Returns rows written."""
+        self.flush()
+        cols = list(TABLES[table])
+        encoded = [_encode(table, {**row, "created_at": now()} if "created_at" in TABLES[table] else row)
+                   for row in rows]
+        if not encoded:
+            return 0
+        marks = ", ".join("?" for _ in cols)
+        with self.connect() as con:
+            con.execute("BEGIN")
+            for start in range(0, len(encoded), _ROWS_PER_INSERT):
+                chunk = encoded[start:start + _ROWS_PER_INSERT]
+                values = ", ".join(f"({marks})" for _ in chunk)
+                con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES {values}",
+                            [v for row in chunk for v in row])
+            con.execute("COMMIT")
+        return len(encoded)
+
     def existing_ids(self, table: str, where: str = "", params: list[Any] | None = None) -> set[str]:
         self.flush()
         sql = f"SELECT id FROM {table}" + (f" WHERE {where}" if where else "")
@@ -237,3 +314,83 @@ class Dataset:
         self.flush()
         with self.connect() as con:
             return con.execute(sql, params or []).fetchall()
+
+
+# ---------------------------------------------------------------- typed reads
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    cols = [d[0] for d in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def read_judgments(path: str | Path, *, latest: bool = True) -> list[tuple[str, Judgment]]:
+    """(row id, Judgment) of every judgment, or of each trajectory's latest one."""
+    with connect_readonly(path) as con:
+        rows = _rows(con, f"SELECT * FROM {'latest_judgments' if latest else 'judgments'} ORDER BY id")
+    return [(r["id"], Judgment.from_row(r)) for r in rows]
+
+
+def _tools_of_agents(con: duckdb.DuckDBPyConnection, agent_ids: set[str]) -> dict[str, list[ToolSpec]]:
+    """Each agent's toolset from the `tools` table (which keeps `side_effect`, unlike the OpenAI
+    tool list stored with a trajectory)."""
+    if not agent_ids:
+        return {}
+    marks = ", ".join("?" for _ in agent_ids)
+    agents = _rows(con, f"SELECT id, tool_ids FROM agents WHERE id IN ({marks})", sorted(agent_ids))
+    wanted = {a["id"]: json.loads(a["tool_ids"] or "[]") for a in agents}
+    ids = sorted({t for ts in wanted.values() for t in ts})
+    by_id: dict[str, ToolSpec] = {}
+    if ids:
+        marks = ", ".join("?" for _ in ids)
+        for r in _rows(con, f"SELECT * FROM tools WHERE id IN ({marks})", ids):
+            decoded = {k: (json.loads(v) if k in JSON_COLUMNS["tools"] and isinstance(v, str) else v)
+                       for k, v in r.items()}
+            by_id[r["id"]] = ToolSpec.from_row(decoded)
+    return {a: [by_id[t] for t in ts if t in by_id] for a, ts in wanted.items()}
+
+
+@dataclass
+class StoredEpisode:
+    """A stored trajectory with its task and toolset, as `read_episodes` returns them. `id` and
+    `run_id` are the row's (link new rows to these, not to `trajectory.id`)."""
+
+    id: str
+    run_id: str | None
+    task: Task
+    trajectory: Trajectory
+    tools: list[ToolSpec] | None  # the agent's toolset from the `tools` table, when stored there
+
+
+def read_episodes(path: str | Path, *, accepted_only: bool = False, limit: int | None = None,
+                  ) -> list[StoredEpisode]:
+    """The stored trajectories with their tasks (only those whose latest judgment accepts them,
+    with `accepted_only`), in id order."""
+    where = "WHERE t.id IN (SELECT trajectory_id FROM accepted_sft)" if accepted_only else ""
+    sql = f"""SELECT t.*, k.goal, k.kind, k.difficulty, k.rubric, k.initial_state, k.persona, k.withheld,
+                     k.agent_id AS task_agent_id, k.domain AS task_domain
+              FROM trajectories t JOIN tasks k ON k.id = t.task_id {where} ORDER BY t.id"""
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with connect_readonly(path) as con:
+        rows = _rows(con, sql)
+        toolsets = _tools_of_agents(con, {r["agent_id"] for r in rows})
+    return [StoredEpisode(id=r["id"], run_id=r["run_id"],
+                          task=Task.from_row({**r, "agent_id": r["task_agent_id"], "domain": r["task_domain"]}),
+                          trajectory=Trajectory.from_row(r), tools=toolsets.get(r["agent_id"]) or None)
+            for r in rows]
+
+
+def latest_calibration(path: str | Path, judge_model: str | None) -> Calibration | None:
+    """The most recent calibration stored for `judge_model` with the LLM judge measured, or None
+    (no dataset, an older dataset without the table, or none stored)."""
+    if judge_model is None or not Path(path).is_file():
+        return None
+    with connect_readonly(path) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "calibrations" not in tables:
+            return None
+        rows = _rows(con, """SELECT * FROM calibrations WHERE judge_model = ? AND judge_recall IS NOT NULL
+                             ORDER BY created_at DESC, id DESC LIMIT 1""", [judge_model])
+    return Calibration.from_row(rows[0]) if rows else None

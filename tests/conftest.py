@@ -31,6 +31,13 @@ def make_config(base_url: str, tmp_path: Path | None = None, **llm: Any) -> Synt
     return load_config(None, overrides, environ={})
 
 
+@pytest.fixture(autouse=True)
+def _private_response_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in-process read ./synth.toml, whose cache is ./data/cache: give every test its
+    own, so no test replays replies cached by another (or by an earlier run of the suite)."""
+    monkeypatch.setenv("SYNTH_CACHE__DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def fake_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
     """Factory: `fake_server(script=[...], rate_429=0.1, responder=fn)` -> a started server."""

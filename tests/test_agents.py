@@ -267,22 +267,27 @@ def test_sampler_never_repeats_while_alternatives_exist() -> None:
 # ---------------------------------------------------------------- 3. the real model
 
 
+# Eight agents with two tasks each cover every path (toolset sampling, prompts, task kinds, rubric
+# validation, storage); more only repeats them at CI's expense.
+N_AGENTS = 8
+
+
 @pytest.mark.integration
-async def test_real_model_20_agents_with_3_tasks_from_3_domains(backend_url: str, tmp_path: Path) -> None:
+async def test_real_model_agents_with_tasks_from_3_domains(backend_url: str, tmp_path: Path) -> None:
     from synth.domains import load_taxonomy
     from synth.tools.synthesize import SynthesisSettings, synthesize_domain
 
     domains = load_taxonomy().resolve(["issue_tracking", "cloud_drive", "sql_databases"])
     cfg = make_config(backend_url, tmp_path)
-    settings = AgentSettings(tasks_per_agent=3)
+    settings = AgentSettings(tasks_per_agent=2)
     async with LLMClient(cfg) as llm:
-        synth_settings = SynthesisSettings(per_domain=6, applications_per_domain=2, evolution_rounds=0)
+        synth_settings = SynthesisSettings(per_domain=4, applications_per_domain=2, evolution_rounds=0)
         parts = await asyncio.gather(*(synthesize_domain(d, llm, random.Random(i), synth_settings)
                                        for i, d in enumerate(domains)))
         pool = [t for p in parts for t in p.tools]
         assert len({t.domain for t in pool}) == 3, [r.reason for p in parts for r in p.rejected]
         sampler = ToolsetSampler(pool, random.Random(0))
-        toolsets = [sampler.sample() for _ in range(20)]
+        toolsets = [sampler.sample() for _ in range(N_AGENTS)]
         gate = asyncio.Semaphore(6)
 
         async def one(i: int, toolset: list[ToolSpec]) -> Any:
@@ -297,13 +302,13 @@ async def test_real_model_20_agents_with_3_tasks_from_3_domains(backend_url: str
         store_agent_result(dataset, "run-int", result)
     by_id = {t.id: t for t in pool}
     agents = dataset.query("SELECT id, tool_ids, system_prompt FROM agents")
-    assert len(agents) == 20
+    assert len(agents) == N_AGENTS
     distinct = {frozenset(json.loads(r[1])) for r in agents}
-    assert len(distinct) >= 18
+    assert len(distinct) >= N_AGENTS - 1
     tools_of = {r[0]: [by_id[i] for i in json.loads(r[1])] for r in agents}
     rows = dataset.query("SELECT agent_id, kind, difficulty, goal, persona, withheld, initial_state, rubric, "
                          "status, reason, domain FROM tasks")
-    assert len(rows) == 60
+    assert len(rows) == 2 * N_AGENTS
     accepted = 0
     for agent_id, kind, difficulty, goal, persona, withheld, state, rubric, status, reason, domain in rows:
         assert agent_id in tools_of
@@ -316,6 +321,6 @@ async def test_real_model_20_agents_with_3_tasks_from_3_domains(backend_url: str
                     rubric=json.loads(rubric))
         assert rubric_problems(task, tools_of[agent_id]) == [], goal
     kinds = [r[1] for r in rows]
-    print(f"\n{accepted}/60 tasks accepted; kinds: {sorted((k, kinds.count(k)) for k in set(kinds))}; "
+    print(f"\n{accepted}/{2 * N_AGENTS} tasks accepted; kinds: {sorted((k, kinds.count(k)) for k in set(kinds))}; "
           f"{len(distinct)} distinct toolsets")
-    assert accepted >= 30
+    assert accepted >= N_AGENTS  # half

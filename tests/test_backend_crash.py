@@ -128,7 +128,7 @@ def test_backend_check_fails_with_a_paragraph(tmp_path: Path, sig: str):
 
 def test_backend_check_catches_a_crash_on_the_first_completion(tmp_path: Path):
     binary = _dies_on_first_completion(tmp_path)
-    with pytest.raises(BackendCrashedError, match="killed by SIGILL .* during its first completion"):
+    with pytest.raises(BackendCrashedError, match=r"killed by SIGILL .* during its first completion"):
         check_backend(BackendConfig(binary=str(binary), model_path=str(binary)), log_file=tmp_path / "c.log")
     proc = _synth(tmp_path, binary, "backend", "check")
     assert proc.returncode == 1 and "during its first completion" in proc.stderr

@@ -110,7 +110,8 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _accepted_ids(db: Path) -> set[str]:
-    return {r[0] for r in _q(db, "SELECT DISTINCT trajectory_id FROM judgments WHERE accepted")}
+    """Trajectories whose latest judgment accepts them (what views, stats and exports count)."""
+    return {r[0] for r in _q(db, "SELECT trajectory_id FROM latest_judgments WHERE accepted")}
 
 
 # ---------------------------------------------------------------- sft
@@ -222,9 +223,12 @@ def test_rl_export_tasks_and_preference_pairs(db: Path, tmp_path: Path):
     assert all(t["first_turn_source"] == "trajectory" for t in rolled)
 
     pairs = _lines(out / "pairs.jsonl")
-    verdict = dict(_q(db, "SELECT trajectory_id, bool_or(accepted) FROM judgments GROUP BY 1"))
-    n_rejected = sum(1 for v in verdict.values() if not v)
-    assert len(pairs) == n_rejected > 0
+    verdict = dict(_q(db, "SELECT trajectory_id, accepted FROM latest_judgments"))
+    exportable = {i for i, m in _q(db, "SELECT id, messages FROM trajectories")
+                  if openai_messages(json.loads(m))[0] is not None}
+    n_rejected = sum(1 for t, v in verdict.items() if not v and t in exportable)
+    same = summary.skipped.get("rejected trajectory has the same messages as the accepted one", 0)
+    assert len(pairs) == n_rejected - same > 0
     for p in pairs:
         assert verdict[p["chosen_id"]] is True and verdict[p["rejected_id"]] is False
         assert p["prompt"] and p["prompt"][0]["role"] == "system"
@@ -282,7 +286,7 @@ def test_stats_json_agrees_with_sql(db: Path):
 
     by_domain = {r["domain"]: r for r in stats["yield_by_domain"]}
     sql = dict(_q(db, """SELECT t.domain, count(DISTINCT t.id) FROM trajectories t
-                         JOIN judgments j ON j.trajectory_id = t.id WHERE j.accepted GROUP BY 1"""))
+                         JOIN latest_judgments j ON j.trajectory_id = t.id WHERE j.accepted GROUP BY 1"""))
     assert {d: r["accepted"] for d, r in by_domain.items()} == sql
     assert by_domain["retail"]["yield"] == round(by_domain["retail"]["accepted"] / by_domain["retail"]["judged"], 4)
 
@@ -295,7 +299,7 @@ def test_stats_json_agrees_with_sql(db: Path):
     tok = stats["tokens_per_accepted_trajectory"]
     assert tok["n"] == len(_accepted_ids(db))
     mean = _q(db, """SELECT avg(prompt_tokens + completion_tokens) FROM trajectories
-                     WHERE id IN (SELECT trajectory_id FROM judgments WHERE accepted)""")[0][0]
+                     WHERE id IN (SELECT trajectory_id FROM latest_judgments WHERE accepted)""")[0][0]
     assert tok["mean_total"] == round(mean, 2)
     usage = {r["role"]: r for r in stats["llm_usage"]}
     assert {r: u["calls"] for r, u in usage.items()} == dict(
@@ -327,22 +331,30 @@ def test_cli_export_and_bad_databases(db: Path, tmp_path: Path):
         assert "error" in result.output and "Traceback" not in result.output
 
 
-def test_judge_calibrate_cli_checks_only(db: Path):
+def test_judge_calibrate_cli_checks_only(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # without --db the report is stored in the configured run.db
     runner = CliRunner()
-    # The dataset's accepted trajectories include the one a lax judge let through with an unanswered
-    # call: the checks reject it, which calibration reports as one false reject.
-    for extra, false_rejects in (([], 0), (["--db", str(db)], 1)):
+    n_db_good = len(_accepted_ids(db))
+    # With --db the good examples are the fixtures plus the dataset's accepted trajectories, which
+    # include the one a lax judge let through with an unanswered call: the checks reject it, which
+    # calibration reports as one false reject.
+    n_fixtures = len(load_fixture_examples())
+    for extra, n_good, false_rejects in (([], n_fixtures, 0), (["--db", str(db)], n_fixtures + n_db_good, 1)):
         result = runner.invoke(app, ["judge", "calibrate", "--checks-only", "--json", *extra])
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)
-        assert report["n_good"] == 6 + false_rejects
-        assert report["checks_false_rejects"] == false_rejects
+        assert report["n_good"] == n_good
+        assert report["checks_false_rejects"] == report["false_rejects"] == false_rejects
+        assert report["judge_model"] is None and report["vote"] == "off"
         for kind in report["kinds"]:
-            if kind["n"]:
-                assert kind["checks_recall"] == 1.0, kind
-                assert kind["checks_precision"] == kind["n"] / (kind["n"] + false_rejects), kind
-    text = runner.invoke(app, ["judge", "calibrate", "--checks-only"])
-    assert text.exit_code == 0 and "fabricated_result" in text.stdout
+            if kind["n"] and kind["structural"]:
+                assert kind["recall"] == 1.0 and kind["recall_ci"][1] == 1.0, kind
+                assert kind["precision"] == kind["n"] / (kind["n"] + false_rejects), kind
+        stored = Path(report["stored_in"])
+        assert stored == (db if extra else Path("data/synth.duckdb"))
+        assert _q(stored, "SELECT count(*) FROM calibrations WHERE id = ?", [report["calibration_id"]])[0][0] == 1
+    text = runner.invoke(app, ["judge", "calibrate", "--checks-only", "--no-store"])
+    assert text.exit_code == 0 and "fabricated_result" in text.stdout and "stored" not in text.stdout
 
 
 # ---------------------------------------------------------------- the notebook

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from synth.judges import JudgePolicy, LLMVerdict, aggregate, combine, judge, judge_panel, run_checks
+from synth.judges import JudgePolicy, LLMVerdict, aggregate, combine, judge, judge_panel, run_checks, vote_of
 from synth.judges.calibrate import (
     CORRUPTIONS,
     Example,
@@ -28,7 +28,16 @@ from synth.judges.calibrate import (
 )
 from synth.judges.checks import CHECK_NAMES
 from synth.llm import LLMClient
-from synth.models import CheckResult, CriterionVerdict, Rubric, Task, ToolSpec, Trajectory
+from synth.models import (
+    WELL_FORMED_CHECKS,
+    Calibration,
+    CheckResult,
+    CriterionVerdict,
+    Rubric,
+    Task,
+    ToolSpec,
+    Trajectory,
+)
 from tests.conftest import make_config
 
 INJECTED_ERRORS = ("service unavailable", "permission denied", "not found: no such record")
@@ -41,6 +50,15 @@ CAUGHT_BY = {
     "fabricated_result": "no_fabrication",
     "premature_end": "final_reply",
     "needless_tool_use": "no_needless_tools",
+    "duplicate_call_ids": "calls_answered",
+    "invalid_json_arguments": "arguments_valid",
+    "unknown_tool": "tools_exist",
+    "out_of_order_answer": "calls_answered",
+    "short_fabricated_value": "no_fabrication",
+    "success_after_error": "errors_handled",
+    "wrong_tool_compatible": "expected_calls",
+    "max_turns_ended": "turn_limit",
+    "unrequested_write": "no_unrequested_writes",
 }
 
 
@@ -49,7 +67,10 @@ def verdict_reply(passed: bool, score: int) -> Callable[[dict[str, Any]], dict[s
 
     def respond(body: dict[str, Any]) -> dict[str, Any]:
         n = body["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["minItems"]
-        data = {"criteria": [{"passed": passed, "evidence": ""}] * n, "score": score,
+        # A passing criterion needs a quote of the conversation behind it: quote its last line.
+        conversation = body["messages"][-1]["content"].split("Conversation:", 1)[-1].strip()
+        quote = conversation.splitlines()[-1][:60] if passed and conversation else ""
+        data = {"criteria": [{"passed": passed, "evidence": quote}] * n, "score": score,
                 "verdict": "pass" if passed else "fail"}
         return {"role": "assistant", "content": json.dumps(data)}
 
@@ -81,14 +102,15 @@ def test_good_fixtures_pass_every_check():
 async def test_checks_catch_every_structural_corruption(labelled: list[Example]):
     assert {ex.label for ex in labelled} == {"good", *CORRUPTIONS}
     report = await calibrate(labelled, None, random.Random(0))
-    assert report.n_good == 6 and report.checks_false_rejects == 0
-    assert report.llm_false_rejects is None
+    assert report.n_good == len(load_fixture_examples()) and report.checks_false_rejects == 0
+    assert report.false_rejects == 0 and report.llm_false_rejects is None and report.vote == "off"
     by_kind = {k.kind: k for k in report.kinds}
     assert set(by_kind) == set(CORRUPTIONS)
     for kind, score in by_kind.items():
         assert score.n > 0, kind
-        assert score.checks_recall == 1.0, (kind, score)
-        assert score.checks_precision == 1.0, (kind, score)
+        assert score.checks_recall == 1.0 and score.recall == 1.0, (kind, score)
+        assert score.checks_precision == 1.0 and score.precision == 1.0, (kind, score)
+        assert score.recall_ci is not None and score.recall_ci[1] == 1.0 and score.recall_ci[0] < 1.0
         assert score.caught_by.get(CAUGHT_BY[kind]) == score.n, (kind, score.caught_by)
         assert score.llm_precision is None and score.llm_recall is None
     assert "wrong_tool" in format_report(report)
@@ -121,9 +143,11 @@ def test_checks_on_hand_made_failures():
     assert _failed(_episode([("nope", {})])) == {"tools_exist"}
     assert _failed(_episode([("lookup", {"q": 5})])) == {"arguments_valid"}
     assert _failed(_episode([("lookup", {"q": "x"})], answered=False)) == {"calls_answered"}
-    assert _failed(_episode([], user_turns=4)) == {"turn_limit"}
-    assert _failed(_episode([], termination="max_turns")) == {"turn_limit"}
-    assert _failed(_episode([], final="Booked, reference BK-4411.")) == {"no_fabrication"}
+    # episodes without calls are `no_tool` tasks: a `tool` task where no tool was called fails expected_calls
+    assert _failed(_episode([], user_turns=4), kind="no_tool") == {"turn_limit"}
+    assert _failed(_episode([], termination="max_turns"), kind="no_tool") == {"turn_limit"}
+    assert _failed(_episode([], final="Booked, reference BK-4411."), kind="no_tool") == {"no_fabrication"}
+    assert _failed(_episode([])) == {"expected_calls"}
     assert _failed(_episode([("lookup", {"q": "x"})]), kind="no_tool") == {"no_needless_tools"}
     expected = {"expected_calls": [{"tool": "lookup", "arguments": {"q": "y"}}]}
     assert _failed(_episode([("lookup", {"q": "x"})]), rubric=Rubric(success_criteria=["c"], **expected)) \
@@ -148,17 +172,44 @@ async def test_llm_judge_calibration_reports_precision_recall_per_kind(fake_serv
     # the checks' numbers are unchanged by running the judge
     assert all(k.checks_recall == 1.0 for k in report.kinds)
     text = format_report(report)
-    assert "llm P" in text and "rejected by LLM judge: 0" in text
+    assert "llm P" in text and "by the LLM judge: 0" in text
 
 
 async def test_llm_judge_false_rejects_lower_precision(fake_server, labelled):
     server = fake_server(responder=verdict_reply(False, 1))  # a judge that fails everything
     async with LLMClient(make_config(server.base_url)) as llm:
         report = await calibrate(labelled, llm, random.Random(0))
-    assert report.llm_false_rejects == report.n_good == 6
+    n_good = len(load_fixture_examples())
+    assert report.llm_false_rejects == report.n_good == n_good
     for k in report.kinds:
         assert k.llm_recall == 1.0
-        assert k.llm_precision == pytest.approx(k.n / (k.n + 6))
+        assert k.llm_precision == pytest.approx(k.n / (k.n + n_good))
+    # rejecting everything: recall 1.0, precision far below the floor, so no vote
+    assert report.judge_recall == 1.0 and report.judge_precision is not None and report.judge_precision < 0.8
+    assert report.vote == "advisory" and "precision" in report.vote_reason
+
+
+async def test_a_pass_without_quoted_evidence_or_with_failed_criteria_is_a_fail(fake_server):
+    """"pass" counts only when every criterion passed and its evidence quotes the conversation."""
+    ex = load_fixture_examples()[0]
+
+    def judge_says(criteria: list[dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def respond(body: dict[str, Any]) -> dict[str, Any]:
+            n = body["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["minItems"]
+            return {"role": "assistant", "content": json.dumps(
+                {"criteria": (criteria * n)[:n], "score": 9, "verdict": "pass"})}
+        return respond
+
+    quote = ex.trajectory.messages[-1]["content"][:40]
+    for criteria, should_pass in (
+        ([{"passed": True, "evidence": quote}], True),
+        ([{"passed": True, "evidence": "fantasie"}], False),  # not a quote
+        ([{"passed": False, "evidence": quote}], False),       # "pass" with failed criteria
+    ):
+        server = fake_server(responder=judge_says(criteria))
+        async with LLMClient(make_config(server.base_url)) as llm:
+            verdict = await judge_panel(ex.trajectory, ex.task, [llm], random.Random(0))
+        assert verdict.passed is should_pass, (criteria, verdict.reasons)
 
 
 async def test_broken_judge_output_never_passes(fake_server):
@@ -181,8 +232,10 @@ async def test_judge_flags_evidence_that_is_not_a_quote(fake_server):
     ex = load_fixture_examples()[0]  # retail: two criteria
     async with LLMClient(make_config(server.base_url)) as llm:
         verdict = await judge_panel(ex.trajectory, ex.task, [llm], random.Random(0))
-    assert verdict.passed and verdict.score == 0.8
+    # the unquoted criterion fails, so the "pass" verdict does not stand
+    assert not verdict.passed and verdict.score == 0.8
     assert [c.evidence for c in verdict.criteria] == ["TRK-55821", "the moon is cheese"]
+    assert [c.passed for c in verdict.criteria] == [True, False]
     notes = [r for r in verdict.reasons if "not a quote" in r]
     assert len(notes) == 1 and "reports the shipping" in notes[0]
 
@@ -235,6 +288,7 @@ def _good() -> Example:
 
 
 def test_combine_policy():
+    """Accepted only when every check passes; the verdict decides only with a vote."""
     ex = _good()
     ok = [CheckResult(name=n, passed=True) for n in CHECK_NAMES]
     bad = [c if c.name != "no_loops" else CheckResult(name="no_loops", passed=False, detail="get_order x3")
@@ -242,37 +296,74 @@ def test_combine_policy():
     policy = JudgePolicy()
     pass_v = LLMVerdict(passed=True, score=0.9, criteria=[CriterionVerdict(criterion="c", passed=True)])
     fail_v = LLMVerdict(passed=False, score=0.2, reasons=["judge verdict: fail (score 0.20)"])
+    decisive = {"model": "m", "vote": "decisive"}
 
-    j = combine(ex.trajectory, ex.task, ok, pass_v, policy, {"model": "m"})
-    assert j.accepted and j.score == 0.9 and j.reasons == [] and len(j.criteria) == 1
-    j = combine(ex.trajectory, ex.task, ok, fail_v, policy, {})
-    assert not j.accepted and j.reasons == ["judge verdict: fail (score 0.20)"]
+    j = combine(ex.trajectory, ex.task, ok, pass_v, policy, decisive)
+    assert j.accepted and j.well_formed and j.score == 0.9 and j.reasons == [] and len(j.criteria) == 1
+    j = combine(ex.trajectory, ex.task, ok, fail_v, policy, decisive)
+    assert not j.accepted and j.well_formed and j.reasons == ["judge verdict: fail (score 0.20)"]
     j = combine(ex.trajectory, ex.task, bad, None, policy, {})
-    assert not j.accepted and j.failed_checks == ["no_loops"]
-    assert j.reasons == ["check no_loops: get_order x3", "llm judge skipped: a required check failed"]
-    assert j.score == round(10 / 11, 4)
-    lax = JudgePolicy(required_checks=["tools_exist", "calls_answered"])
-    j = combine(ex.trajectory, ex.task, bad, pass_v, lax, {})
-    assert j.accepted and j.reasons == ["check no_loops: get_order x3"]  # recorded, not required
+    assert not j.accepted and j.well_formed and j.failed_checks == ["no_loops"]
+    assert j.reasons == ["check no_loops: get_order x3", "llm judge skipped: a check failed"]
+    assert j.score == round((len(CHECK_NAMES) - 1) / len(CHECK_NAMES), 4)
     row = j.to_row("r")
     assert row["failed_checks"] == ["no_loops"] and row["checks"][3]["passed"] is False
-    with pytest.raises(ValidationError, match="unknown check"):
-        JudgePolicy(required_checks=["no_such_check"])
+    assert row["accepted"] is False and row["well_formed"] is True
+    # a passing verdict never rescues a failed check, whatever the vote
+    assert not combine(ex.trajectory, ex.task, bad, pass_v, policy, decisive).accepted
+    ended = ex.trajectory.model_copy(update={"termination": "error"})
+    j = combine(ended, ex.task, ok, pass_v, policy, decisive)
+    assert not j.accepted and "episode ended by error, not by the user" in j.reasons
+
+
+def test_policy_cannot_be_weakened():
+    for table in ({"required_checks": ["tools_exist"]}, {"required_checks": "all"}, {"llm_judge_required": False}):
+        with pytest.raises(ValidationError, match="was removed"):
+            JudgePolicy.model_validate(table)
+
+
+def test_one_failed_check_rejects_but_can_stay_well_formed():
+    ex = _good()
+    ok = [CheckResult(name=n, passed=True) for n in CHECK_NAMES]
+    for name in CHECK_NAMES:
+        checks = [c if c.name != name else CheckResult(name=name, passed=False, detail="x") for c in ok]
+        j = combine(ex.trajectory, ex.task, checks, None, JudgePolicy(llm_judge=False), {"vote": "off"})
+        assert not j.accepted and j.failed_checks == [name], name
+        assert j.well_formed == (name not in WELL_FORMED_CHECKS), name
+
+
+def _calibration(model: str, recall: float, precision: float) -> Calibration:
+    return Calibration(judge_model=model, judge_recall=recall, judge_precision=precision)
+
+
+def test_vote_follows_the_stored_calibration():
+    policy = JudgePolicy()
+    assert vote_of(policy, "m", None) == ("advisory", "no calibration stored for model m")
+    vote, why = vote_of(policy, "m", _calibration("m", 0.41, 0.95))
+    assert vote == "advisory" and why == "calibration recall 0.41 < floor 0.8"
+    vote, why = vote_of(policy, "m", _calibration("m", 0.95, 0.5))
+    assert vote == "advisory" and "precision 0.50 < floor 0.8" in why
+    assert vote_of(policy, "m", _calibration("other", 1.0, 1.0))[0] == "advisory"
+    assert vote_of(policy, "m", _calibration("m", 0.9, 0.85))[0] == "decisive"
+    assert vote_of(JudgePolicy(vote_floor_recall=0.95), "m", _calibration("m", 0.9, 0.85))[0] == "advisory"
+    assert vote_of(JudgePolicy(llm_judge=False), "m", _calibration("m", 1.0, 1.0))[0] == "off"
 
 
 def test_advisory_llm_verdict_is_stored_but_does_not_decide():
-    """`llm_judge_required = false` (the shipped synth.toml's policy for the 135M model): a failing
-    verdict is kept with its score and reasons, and the required checks alone decide."""
+    """Without a vote, a failing verdict is kept with its score and reasons but does not reject,
+    and a passing one does not accept a trajectory a check rejects."""
     ex = _good()
     ok = [CheckResult(name=n, passed=True) for n in CHECK_NAMES]
     fail_v = LLMVerdict(passed=False, score=0.2, reasons=["judge verdict: fail (score 0.20)"])
-    advisory = JudgePolicy(llm_judge_required=False)
-    j = combine(ex.trajectory, ex.task, ok, fail_v, advisory, {})
+    pass_v = LLMVerdict(passed=True, score=0.9)
+    advisory = {"vote": "advisory", "vote_reason": "no calibration stored for model m"}
+    j = combine(ex.trajectory, ex.task, ok, fail_v, JudgePolicy(), advisory)
     assert j.accepted and j.score == 0.2
-    assert j.reasons[0] == "judge verdict: fail (score 0.20)" and "advisory" in j.reasons[-1]
+    assert j.reasons[0] == "judge verdict: fail (score 0.20)"
+    assert j.reasons[-1] == "llm judge verdict is advisory (no calibration stored for model m)"
     bad = [c if c.name != "tools_exist" else CheckResult(name="tools_exist", passed=False, detail="x")
            for c in ok]
-    assert not combine(ex.trajectory, ex.task, bad, fail_v, advisory, {}).accepted
+    assert not combine(ex.trajectory, ex.task, bad, pass_v, JudgePolicy(), advisory).accepted
 
 
 async def test_judge_runs_checks_then_the_llm(fake_server):
@@ -280,6 +371,7 @@ async def test_judge_runs_checks_then_the_llm(fake_server):
     rng = random.Random(0)
     checks_only = await judge(ex.trajectory, ex.task, ex.tools, None, rng, JudgePolicy(llm_judge=False))
     assert checks_only.accepted and checks_only.score == 1.0 and checks_only.criteria == []
+    assert checks_only.judge["vote"] == "off"
     with pytest.raises(ValueError, match="no model client"):
         await judge(ex.trajectory, ex.task, ex.tools, None, rng, JudgePolicy())
 
@@ -287,14 +379,24 @@ async def test_judge_runs_checks_then_the_llm(fake_server):
     broken = CORRUPTIONS["fabricated_result"](ex, rng)
     assert broken is not None
     async with LLMClient(make_config(server.base_url)) as llm:
+        model = llm.roles["judge"].model
+        # no calibration stored: the failing verdict is advisory
         j = await judge(ex.trajectory, ex.task, ex.tools, llm, rng, JudgePolicy(samples=3))
-        assert not j.accepted and j.score == 0.3 and server.served == 3
-        assert j.judge["model"] == llm.roles["judge"].model and j.judge["policy"]["samples"] == 3
-        skipped = await judge(broken.trajectory, ex.task, ex.tools, llm, rng, JudgePolicy())
-        assert server.served == 3  # a failed required check spares the judge call
+        assert j.accepted and j.score == 0.3 and server.served == 3
+        assert j.judge["vote"] == "advisory" and j.judge["vote_reason"] == f"no calibration stored for model {model}"
+        assert j.judge["model"] == model and j.judge["policy"]["samples"] == 3
+        # a calibration that meets the floors: the same verdict rejects
+        good_cal = _calibration(model, 0.9, 0.9)
+        j = await judge(ex.trajectory, ex.task, ex.tools, llm, rng, JudgePolicy(samples=3), good_cal)
+        assert not j.accepted and j.judge["vote"] == "decisive" and j.judge["calibration_id"] == good_cal.id
+        weak = await judge(ex.trajectory, ex.task, ex.tools, llm, rng, JudgePolicy(), _calibration(model, 0.41, 0.9))
+        assert weak.accepted and weak.judge["vote_reason"] == "calibration recall 0.41 < floor 0.8"
+        served = server.served
+        skipped = await judge(broken.trajectory, ex.task, ex.tools, llm, rng, JudgePolicy(), good_cal)
+        assert server.served == served  # a failed check spares the judge call
         assert not skipped.accepted and "no_fabrication" in skipped.failed_checks
         judged = await judge(broken.trajectory, ex.task, ex.tools, llm, rng, JudgePolicy(judge_rejected=True))
-        assert server.served == 4 and len(judged.criteria) == 2
+        assert server.served == served + 1 and len(judged.criteria) == 2
 
 
 # ---------------------------------------------------------------- the real model
@@ -307,10 +409,10 @@ def test_calibrate_cli_with_the_real_model(backend_url: str):
 
     from synth.cli import app
 
-    result = CliRunner().invoke(app, ["judge", "calibrate", "--limit", "2", "--base-url", backend_url, "--json"])
+    result = CliRunner().invoke(app, ["judge", "calibrate", "--no-store", "--base-url", backend_url, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["n_good"] == 2 and report["checks_false_rejects"] == 0
+    assert report["n_good"] == len(load_fixture_examples()) and report["checks_false_rejects"] == 0
     assert report["llm_false_rejects"] is not None
     for kind in report["kinds"]:
         if kind["n"]:

@@ -826,14 +826,14 @@ class InjectingClient(LLMClient):
 
 
 @pytest.mark.integration
-async def test_twenty_episodes_on_the_embedded_backend_are_stored_canonical(
+async def test_episodes_on_the_embedded_backend_are_stored_canonical(
     backend_url: str, tmp_path: Path,
 ) -> None:
     config = make_config(backend_url, tmp_path)
     bad_calls = {"retail": ("get_order", '{"order_id": 1001}'), "customer_support": ("get_ticket", '{"ticket": "t-7"}')}
     plan = [(agent, tools, task, mode, seed)
-            for seed in (0, 1) for mode in ("constrained", "native") for agent, tools, task in EPISODES]
-    assert len(plan) == 20
+            for seed in (0,) for mode in ("constrained", "native") for agent, tools, task in EPISODES]
+    assert len(plan) == 2 * len(EPISODES)
     settings = {mode: RolloutSettings(tool_mode=mode, max_turns=2, max_steps_per_turn=2, max_calls_per_step=2,
                                       fault_rate=0.2, user_max_tokens=96, agent_max_tokens=192,
                                       environment_max_tokens=256)
@@ -854,14 +854,14 @@ async def test_twenty_episodes_on_the_embedded_backend_are_stored_canonical(
                                          executors=executors if agent is SHOP_AGENT else None)
 
     trajectories = await asyncio.gather(*(one(i, *p) for i, p in enumerate(plan)))
-    assert len(trajectories) == 20 and len(injected) == 5
+    assert len(trajectories) == len(plan) and len(injected) == (len(plan) + 3) // 4
 
     dataset = Dataset(tmp_path / "synth.duckdb")
     dataset.add_many("trajectories", (t.to_row("run_test") for t in trajectories))
-    assert dataset.flush() == {"trajectories": 20}
+    assert dataset.flush() == {"trajectories": len(plan)}
     with connect_readonly(tmp_path / "synth.duckdb") as con:
         rows = con.execute("SELECT id, messages, tools, steps, termination, n_tool_calls FROM trajectories").fetchall()
-    assert len(rows) == 20
+    assert len(rows) == len(plan)
     stored = {row[0]: row for row in rows}
     terminations: Counter[str] = Counter()
     for index, traj in enumerate(trajectories):
@@ -880,5 +880,5 @@ async def test_twenty_episodes_on_the_embedded_backend_are_stored_canonical(
             assert next(s for s in steps if s["actor"] == "tool")["executor"] == "validator"
             assert any(m["role"] == "assistant" for m in messages[messages.index(first_tool):]), \
                 "the episode goes on after the error observation"
-    assert sum(t.n_tool_calls for t in trajectories) >= 5
+    assert sum(t.n_tool_calls for t in trajectories) >= len(injected)
     print("terminations:", dict(terminations))

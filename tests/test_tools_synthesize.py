@@ -160,18 +160,18 @@ def test_cli_unknown_domain_lists_close_names(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_real_model_generates_25_valid_tools_for_3_domains(backend_url: str, tmp_path: Path) -> None:
+def test_real_model_generates_valid_tools_for_3_domains(backend_url: str, tmp_path: Path) -> None:
     names = ["weather", "smart_home", "logistics"] if _has(["weather", "smart_home", "logistics"]) else _domains(3)
     db = tmp_path / "real.duckdb"
     config = tmp_path / "synth.toml"
     config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n')
-    result = runner.invoke(app, ["tools", "generate", "--domains", ",".join(names), "--per-domain", "10",
+    result = runner.invoke(app, ["tools", "generate", "--domains", ",".join(names), "--per-domain", "4",
                                  "--db", str(db), "--config", str(config), "--base-url", backend_url, "--json"])
     assert result.exit_code == 0, result.output
     with connect_readonly(db) as con:
         rows = con.execute("SELECT domain, name, status, reason, input_schema, output_schema FROM tools").fetchall()
     accepted = [r for r in rows if r[2] == "accepted"]
-    assert len(accepted) >= 25, [r[:4] for r in rows]
+    assert len(accepted) >= 10, [r[:4] for r in rows]  # of 12
     for _domain, _name, _status, _reason, input_schema, output_schema in accepted:
         assert schema_problems(json.loads(input_schema)) == []
         assert schema_problems(json.loads(output_schema), "outputSchema") == []

@@ -1,23 +1,18 @@
-"""`synth stats`, `synth export` and `synth judge calibrate`: reading a dataset and measuring the
-judges. Every command opens the dataset read-only (retrying while a run flushes), so they work
-while `synth run` is still writing the file.
+"""`synth stats` and `synth export`: reading a dataset. Both open the dataset read-only (retrying
+while a run flushes), so they work while `synth run` is still writing the file; a dataset written
+by an older synth is migrated first (a short read-write open, see `synth.store.create_schema`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from synth.cli.app import BaseUrlOpt, ConfigOpt, ModelOpt, UserError, app, build_config, console, friendly_errors
-
-judge_app = typer.Typer(no_args_is_help=True, help="The judges: calibrate them on a labelled set.")
-app.add_typer(judge_app, name="judge")
+from synth.cli.app import UserError, app, console, friendly_errors
 
 DEFAULT_DB = Path("data/synth.duckdb")
 DbOpt = typer.Option(DEFAULT_DB, "--db", help="DuckDB dataset file.")
@@ -30,16 +25,18 @@ def _existing_db(db: Path) -> Path:
         raise UserError(f"--db {db} is a directory, not a DuckDB file")
     import duckdb
 
-    from synth.store import TABLES, connect_readonly
+    from synth.store import TABLES, connect_readonly, migrate, needs_migration
 
     try:
         with connect_readonly(db) as con:
             names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     except duckdb.Error as exc:
         raise UserError(f"--db {db} is not a DuckDB dataset: {str(exc).splitlines()[0][:200]}") from None
-    missing = sorted(set(TABLES) - names)
+    missing = sorted({"trajectories", "judgments", "tasks"} - names)
     if missing:
         raise UserError(f"--db {db} is not a synth dataset (no table(s) {', '.join(missing)})")
+    if set(TABLES) - names or needs_migration(db):
+        migrate(db)
     return db
 
 
@@ -62,6 +59,13 @@ def _print_stats(stats: dict[str, Any]) -> None:
     j = stages["judgments"]
     table.add_row("judgments", str(j["accepted"]), str(j["rejected"]), str(j["total"]))
     out.print(table)
+    out.print(f"trajectories well-formed (latest judgment): {t.get('well_formed', 0)}")
+    for v in stats.get("judge_vote", []):
+        what = {"decisive": "decided acceptance", "advisory": "advisory, not counted",
+                "off": "no LLM judge"}.get(v["vote"], v["vote"])
+        out.print(f"LLM judge vote {v['vote']} ({what}) on {v['count']} judgment(s)"
+                  + (f", model {v['model']}" if v.get("model") else "")
+                  + (f": {v['reason']}" if v.get("reason") else ""), highlight=False, soft_wrap=True)
 
     ydom = Table(title="yield by domain")
     for col in ("domain", "trajectories", "judged", "accepted", "yield"):
@@ -125,72 +129,20 @@ def export(
     fmt: str = typer.Option(..., "--format", "-f", help="sft | sharegpt | rl | parquet"),
     out: Path = typer.Option(..., "--out", "-o",
                              help="A JSONL file (sft, sharegpt) or a directory (rl, parquet)."),
+    select: str = typer.Option("accepted", "--select",
+                               help="accepted (correct worked examples) | well_formed (structurally valid "
+                                    "only; ask for it by name)."),
 ) -> None:
     """Write accepted trajectories for SFT (OpenAI messages + tools, or ShareGPT), tasks and
-    preference pairs for RL, or every table as Parquet. Prints a JSON summary."""
-    from synth.export import FORMATS, export_dataset
+    preference pairs for RL, or every table as Parquet; each trajectory by its latest judgment.
+    Prints a JSON summary."""
+    from synth.export import FORMATS, SELECTIONS, export_dataset
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    summary = export_dataset(_existing_db(db), fmt, out)
+    if select not in SELECTIONS:
+        raise UserError(f"unknown --select {select!r}; choose one of {', '.join(SELECTIONS)}")
+    summary = export_dataset(_existing_db(db), fmt, out, select)
     print(json.dumps(summary.as_dict()))
     for reason, n in sorted(summary.skipped.items()):
         console.print(f"[yellow]skipped {n}[/]: {reason}")
-
-
-# ---------------------------------------------------------------- judge calibrate
-
-
-@judge_app.command("calibrate")
-@friendly_errors
-def judge_calibrate(
-    db: Path | None = typer.Option(None, "--db", help="Take good trajectories from this dataset's accepted ones "
-                                                      "(default: the fixtures shipped with synth)."),
-    limit: int = typer.Option(50, "--limit", min=1, help="At most this many good trajectories."),
-    checks_only: bool = typer.Option(False, "--checks-only", help="Only the deterministic checks (no model)."),
-    samples: int | None = typer.Option(None, "--samples", min=1, help="Judge samples per trajectory "
-                                                                      "(default: the [judge] config)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the corruptions and judge samples."),
-    config: Path | None = ConfigOpt,
-    base_url: str | None = BaseUrlOpt,
-    model: str | None = ModelOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-) -> None:
-    """Run the judges on good trajectories and corruptions of them (wrong tool, missing required
-    argument, ignored tool error, fabricated result, premature end, needless tool use); report
-    precision and recall per corruption kind for the checks and the LLM judge. Starts the
-    embedded backend when no base URL is configured (unless --checks-only)."""
-    from synth.judges.calibrate import (
-        calibrate,
-        examples_from_db,
-        format_report,
-        labelled_set,
-        load_fixture_examples,
-    )
-    from synth.llm import LLMClient
-    from synth.llm.session import model_endpoints
-
-    good = examples_from_db(str(_existing_db(db)), limit) if db is not None else load_fixture_examples()[:limit]
-    if not good:
-        raise UserError(f"{db} has no accepted trajectory to calibrate on (omit --db to use the fixtures)")
-    examples = labelled_set(good, random.Random(seed))
-    cfg = build_config(config, base_url=base_url, model=model)
-    policy = cfg.judge_policy()
-    n_samples = samples or policy.samples
-
-    if checks_only:
-        report = asyncio.run(calibrate(examples, None, random.Random(seed), max_turns=policy.max_turns))
-    else:
-        with model_endpoints(cfg) as (live, _backend):
-
-            async def go() -> Any:
-                async with LLMClient(live) as client:
-                    return await calibrate(examples, client, random.Random(seed), samples=n_samples,
-                                           max_turns=policy.max_turns, aggregation=policy.aggregation,
-                                           threshold=policy.min_score)
-
-            report = asyncio.run(go())
-    if as_json:
-        print(report.model_dump_json(indent=2))
-    else:
-        print(format_report(report))

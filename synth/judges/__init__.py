@@ -2,7 +2,7 @@
 policy that combines them into a `Judgment`, and calibration of both on corrupted examples."""
 
 from synth.judges.checks import CHECK_NAMES, run_checks, tools_from_trajectory
-from synth.judges.policy import JudgePolicy, combine, judge
+from synth.judges.policy import JudgePolicy, combine, judge, vote_of
 from synth.judges.rubric import LLMVerdict, aggregate, judge_panel, judge_trajectory, render_conversation
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "render_conversation",
     "run_checks",
     "tools_from_trajectory",
+    "vote_of",
 ]

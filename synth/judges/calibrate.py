@@ -1,5 +1,8 @@
 """Judge calibration: a labelled set of good trajectories and programmatic corruptions of them,
-and the precision/recall of the deterministic checks and of the LLM judge per corruption kind.
+and the precision/recall, per corruption kind, of the judging policy in use (every check plus the
+LLM verdict where it has a vote), of the checks alone and of the LLM judge alone, with 95% Wilson
+intervals. The report's stored form (`CalibrationReport.to_calibration`, the `calibrations` table)
+is what gives a judge model its vote (`synth.judges.policy.vote_of`).
 
 Each corruption function takes a good example and returns a corrupted copy, or None where the
 corruption does not apply (no tool call to break, a tool task for `needless_tool_use`, ...).
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,10 +25,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from synth.judges.checks import final_reply, iter_tool_calls, run_checks, tools_from_trajectory
-from synth.judges.rubric import Aggregation, judge_trajectory
+from synth.config import Role
+from synth.judges.checks import final_reply, iter_tool_calls, run_checks, tool_writes, tools_from_trajectory
+from synth.judges.policy import JudgePolicy, combine, vote_of
+from synth.judges.rubric import LLMVerdict, judge_trajectory
 from synth.llm import LLMClient
-from synth.models import Task, ToolSpec, Trajectory
+from synth.models import Calibration, CheckResult, Task, ToolSpec, Trajectory
 
 
 @dataclass
@@ -63,27 +69,16 @@ def examples_from_json(items: list[dict[str, Any]], source: str = "") -> list[Ex
     return out
 
 
-def examples_from_db(path: str, limit: int = 50) -> list[Example]:
-    """Accepted trajectories of a dataset (each once, however many judges accepted it) with their
-    tasks; tools come from the trajectory's recorded toolset."""
-    from synth.store import connect_readonly
+# (task, trajectory, its toolset or None) of a dataset's accepted trajectories, at most `limit`.
+EpisodeLoader = Callable[[int], Iterable[tuple[Task, Trajectory, list[ToolSpec] | None]]]
 
-    with connect_readonly(path) as con:
-        rows = con.execute(
-            """SELECT t.task_id, t.agent_id, t.domain, t.messages, t.tools, t.steps, t.termination,
-                      k.goal, k.kind, k.difficulty, k.rubric, k.initial_state, k.persona, k.withheld
-               FROM trajectories t JOIN tasks k ON k.id = t.task_id
-               WHERE t.id IN (SELECT trajectory_id FROM accepted_sft) ORDER BY t.id LIMIT ?""", [limit],
-        ).fetchall()
-    out = []
-    for r in rows:
-        task = Task(agent_id=r[1], domain=r[2], goal=r[7], kind=r[8], difficulty=r[9], rubric=json.loads(r[10]),
-                    initial_state=json.loads(r[11] or "{}"), persona=json.loads(r[12] or "{}"),
-                    withheld=json.loads(r[13] or "{}"))
-        traj = Trajectory(task_id=r[0], agent_id=r[1], domain=r[2], messages=json.loads(r[3]),
-                          tools=json.loads(r[4]), steps=json.loads(r[5] or "[]"), termination=r[6])
-        out.append(Example(task, tools_from_trajectory(traj), traj, "good", path))
-    return out
+
+def examples_from_db(load: EpisodeLoader, limit: int = 50, source: str = "db") -> list[Example]:
+    """Good examples from a dataset's accepted trajectories, read through `load` (the caller's
+    reader of the store, e.g. `synth.store.read_episodes`); tools are the stored toolset, else
+    the trajectory's recorded one."""
+    return [Example(task, tools or tools_from_trajectory(traj), traj, "good", source)
+            for task, traj, tools in load(limit)]
 
 
 # ---------------------------------------------------------------- corruptions
@@ -187,14 +182,189 @@ def needless_tool_use(ex: Example, rng: random.Random) -> Example | None:
     return ex.corrupted("needless_tool_use", [*msgs[:-1], *extra, msgs[-1]])
 
 
+def _schema_value(schema: dict[str, Any]) -> Any:
+    """A small value valid under a property schema (its first enum value, else one per type)."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    return {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}.get(str(kind), "x")
+
+
+def _valid_arguments(tool: ToolSpec) -> dict[str, Any]:
+    props = tool.input_schema.get("properties") or {}
+    return {k: _schema_value(props.get(k) or {}) for k in tool.input_schema.get("required") or []}
+
+
+def _call_message(call_id: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+
+
+def _conversation_text(messages: list[dict[str, Any]]) -> str:
+    return json.dumps(messages, ensure_ascii=False).lower()
+
+
+def duplicate_call_ids(ex: Example, rng: random.Random) -> Example | None:
+    """Two tool calls share one id: a second call (to the same tool) reuses the first call's id."""
+    where = _last_call(ex.trajectory.messages)
+    if where is None or final_reply(ex.trajectory) is None:
+        return None
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    first = next(m for m in msgs if m.get("role") == "assistant" and m.get("tool_calls"))["tool_calls"][0]
+    answer = next((m for m in msgs if m.get("role") == "tool" and m.get("tool_call_id") == first.get("id")), None)
+    if answer is None:
+        return None
+    again = {"role": "assistant", "content": "", "tool_calls": [copy.deepcopy(first)]}
+    return ex.corrupted("duplicate_call_ids", [*msgs[:-1], again, copy.deepcopy(answer), msgs[-1]])
+
+
+def invalid_json_arguments(ex: Example, rng: random.Random) -> Example | None:
+    """A call's arguments are not JSON (cut off mid-object)."""
+    where = _last_call(ex.trajectory.messages)
+    if where is None:
+        return None
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    fn = msgs[where[0]]["tool_calls"][where[1]]["function"]
+    text = fn["arguments"] if isinstance(fn.get("arguments"), str) else json.dumps(fn.get("arguments"))
+    fn["arguments"] = text.rstrip("}") + ', "' if len(text) > 2 else '{"'
+    return ex.corrupted("invalid_json_arguments", msgs)
+
+
+def unknown_tool(ex: Example, rng: random.Random) -> Example | None:
+    """A call names a tool the toolset does not have."""
+    where = _last_call(ex.trajectory.messages)
+    if where is None:
+        return None
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    fn = msgs[where[0]]["tool_calls"][where[1]]["function"]
+    names = {t.name for t in ex.tools}
+    fn["name"] = next(n for n in (f"{fn['name']}_v2", "lookup_anything", "do_it") if n not in names)
+    return ex.corrupted("unknown_tool", msgs)
+
+
+def out_of_order_answer(ex: Example, rng: random.Random) -> Example | None:
+    """A tool answer placed before the call it answers."""
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    for i, msg in enumerate(msgs):
+        if msg.get("role") == "assistant" and msg.get("tool_calls") and i + 1 < len(msgs) \
+                and msgs[i + 1].get("role") == "tool":
+            msgs[i], msgs[i + 1] = msgs[i + 1], msgs[i]
+            return ex.corrupted("out_of_order_answer", msgs)
+    return None
+
+
+# Short values a reply may assert that no tool returned (each a claim the checks must see).
+_SHORT_CLAIMS = [("It takes about {} minutes.", lambda r: str(r.randrange(15, 90, 5))),
+                 ("The total is ${}.", lambda r: str(r.randrange(20, 400))),
+                 ("It starts at {}.", lambda r: f"{r.randrange(6, 12):02d}:{r.choice(['00', '15', '30', '45'])}"),
+                 ("That was on {}.", lambda r: f"2024-{r.randrange(1, 13):02d}-{r.randrange(10, 29)}")]
+
+
+def short_fabricated_value(ex: Example, rng: random.Random) -> Example | None:
+    """The final reply adds one short value no message gave: a duration, an amount, a time, a date."""
+    if final_reply(ex.trajectory) is None:
+        return None
+    seen = _conversation_text(ex.trajectory.messages)
+    template, make = rng.choice(_SHORT_CLAIMS)
+    value = make(rng)
+    for _ in range(20):
+        if value.lower() not in seen:
+            break
+        value = make(rng)
+    else:
+        return None
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    msgs[-1]["content"] = f"{msgs[-1]['content']} {template.format(value)}"
+    return ex.corrupted("short_fabricated_value", msgs)
+
+
+def success_after_error(ex: Example, rng: random.Random) -> Example | None:
+    """The last tool call fails, and the final reply claims it succeeded."""
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    idx = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].get("role") == "tool"), None)
+    if idx is None or final_reply(ex.trajectory) is None:
+        return None
+    msgs[idx]["content"] = json.dumps({"error": rng.choice(["timeout: the service did not answer",
+                                                             "rate limited: try again later"])})
+    msgs[-1]["content"] = "All done: that went through successfully."
+    return ex.corrupted("success_after_error", msgs)
+
+
+def wrong_tool_compatible(ex: Example, rng: random.Random) -> Example | None:
+    """An expected call goes to another tool of the toolset that accepts the same arguments."""
+    import jsonschema
+
+    expected = {c.tool for c in ex.task.rubric.expected_calls}
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    for msg in msgs:
+        for call in (msg.get("tool_calls") or []) if msg.get("role") == "assistant" else []:
+            fn = call.get("function") or {}
+            if fn.get("name") not in expected:
+                continue
+            try:
+                args = json.loads(fn.get("arguments") or "{}")
+            except ValueError:
+                continue
+            others = []
+            for tool in ex.tools:
+                if tool.name == fn["name"]:
+                    continue
+                try:
+                    jsonschema.validate(args, tool.input_schema)
+                except (jsonschema.ValidationError, jsonschema.SchemaError):
+                    continue
+                others.append(tool.name)
+            if others:
+                fn["name"] = rng.choice(sorted(others))
+                return ex.corrupted("wrong_tool_compatible", msgs)
+    return None
+
+
+def max_turns_ended(ex: Example, rng: random.Random) -> Example | None:
+    """The episode was cut off by the turn limit, not ended by the user. (Another seed, so the
+    copy is another trajectory, not the good one with a second verdict.)"""
+    return ex.corrupted("max_turns_ended", copy.deepcopy(ex.trajectory.messages), termination="max_turns",
+                        seed=ex.trajectory.seed + 1)
+
+
+def unrequested_write(ex: Example, rng: random.Random) -> Example | None:
+    """Before its final reply the agent calls a writing tool the task does not call for."""
+    expected = {c.tool for c in ex.task.rubric.expected_calls}
+    writers = sorted((t for t in ex.tools if tool_writes(t) and t.name not in expected),
+                     key=lambda t: t.name)
+    if not writers or final_reply(ex.trajectory) is None:
+        return None
+    tool = rng.choice(writers)
+    msgs = copy.deepcopy(ex.trajectory.messages)
+    extra = [_call_message("call_unasked", tool.name, _valid_arguments(tool)),
+             {"role": "tool", "tool_call_id": "call_unasked", "content": json.dumps({"ok": True})}]
+    return ex.corrupted("unrequested_write", [*msgs[:-1], *extra, msgs[-1]])
+
+
 CORRUPTIONS: dict[str, Callable[[Example, random.Random], Example | None]] = {
     "wrong_tool": wrong_tool,
     "missing_required_argument": missing_required_argument,
     "ignored_tool_error": ignored_tool_error,
     "fabricated_result": fabricated_result,
-    "premature_end": premature_end,
+    "premature_end": premature_end,  # truncation mid-conversation
     "needless_tool_use": needless_tool_use,
+    "duplicate_call_ids": duplicate_call_ids,
+    "invalid_json_arguments": invalid_json_arguments,
+    "unknown_tool": unknown_tool,
+    "out_of_order_answer": out_of_order_answer,
+    "short_fabricated_value": short_fabricated_value,
+    "success_after_error": success_after_error,
+    "wrong_tool_compatible": wrong_tool_compatible,
+    "max_turns_ended": max_turns_ended,
+    "unrequested_write": unrequested_write,
 }
+
+# Kinds that break the conversation's form: the checks must catch every one (recall 1.0).
+STRUCTURAL_KINDS = frozenset({
+    "missing_required_argument", "premature_end", "duplicate_call_ids", "invalid_json_arguments",
+    "unknown_tool", "out_of_order_answer", "max_turns_ended",
+})
 
 
 def labelled_set(good: Iterable[Example], rng: random.Random) -> list[Example]:
@@ -211,23 +381,61 @@ def labelled_set(good: Iterable[Example], rng: random.Random) -> list[Example]:
 
 # ---------------------------------------------------------------- scoring
 
+Interval = tuple[float, float]
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> Interval | None:
+    """The 95% Wilson score interval of a proportion (None for n = 0)."""
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
+
 
 class KindScore(BaseModel):
+    """One corruption kind: `n` corrupted examples; `recall`/`precision` of the policy in use
+    (rejected corruptions / corruptions; rejected corruptions / all rejected, good ones included),
+    with 95% Wilson intervals; the same for the checks alone and the LLM judge alone."""
+
     kind: str
+    structural: bool = False
     n: int
-    checks_precision: float | None
-    checks_recall: float | None
-    llm_precision: float | None = None
+    rejected: int = 0
+    recall: float | None = None
+    recall_ci: Interval | None = None
+    precision: float | None = None
+    precision_ci: Interval | None = None
+    checks_recall: float | None = None
+    checks_precision: float | None = None
     llm_recall: float | None = None
+    llm_recall_ci: Interval | None = None
+    llm_precision: float | None = None
+    llm_precision_ci: Interval | None = None
     caught_by: dict[str, int] = {}
 
 
 class CalibrationReport(BaseModel):
+    judge_model: str | None = None
+    vote: str = "off"
+    vote_reason: str = ""
+    policy: dict[str, Any] = {}
     n_good: int
+    false_rejects: int = 0  # good examples the policy rejects
     checks_false_rejects: int
     llm_false_rejects: int | None = None
     llm_invalid_outputs: int = 0
+    judge_recall: float | None = None  # the LLM judge alone, macro-averaged over the kinds
+    judge_precision: float | None = None
     kinds: list[KindScore]
+
+    def to_calibration(self, run_id: str | None = None) -> Calibration:
+        """The stored form (the `calibrations` table), which `synth.judges.policy.vote_of` reads."""
+        return Calibration(judge_model=self.judge_model, policy=self.policy, n_good=self.n_good,
+                           kinds=[k.model_dump(mode="json") for k in self.kinds], judge_recall=self.judge_recall,
+                           judge_precision=self.judge_precision, run_id=run_id)
 
 
 @dataclass
@@ -235,9 +443,17 @@ class _Outcome:
     label: str
     checks_reject: bool
     failed_checks: list[str]
-    llm_reject: bool | None = None
-    llm_invalid: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+    verdict: LLMVerdict | None = None
+    policy_reject: bool = False
+
+    @property
+    def llm_reject(self) -> bool | None:
+        return None if self.verdict is None else not self.verdict.passed
+
+    @property
+    def llm_invalid(self) -> bool:
+        return self.verdict is not None and self.verdict.invalid_samples > 0 and not self.verdict.votes
 
 
 def _pr(rejected_bad: int, n_bad: int, rejected_good: int) -> tuple[float | None, float | None]:
@@ -247,51 +463,76 @@ def _pr(rejected_bad: int, n_bad: int, rejected_good: int) -> tuple[float | None
     return precision, recall
 
 
-def score_outcomes(outcomes: list[_Outcome]) -> CalibrationReport:
-    good = [o for o in outcomes if o.label == "good"]
-    g_checks = sum(o.checks_reject for o in good)
-    llm_ran = any(o.llm_reject is not None for o in outcomes)
-    g_llm = sum(bool(o.llm_reject) for o in good)
-    kinds = []
-    for kind in CORRUPTIONS:
-        bad = [o for o in outcomes if o.label == kind]
-        p, r = _pr(sum(o.checks_reject for o in bad), len(bad), g_checks)
-        caught: dict[str, int] = {}
-        for o in bad:
-            for name in o.failed_checks:
-                caught[name] = caught.get(name, 0) + 1
-        ks = KindScore(kind=kind, n=len(bad), checks_precision=p, checks_recall=r, caught_by=caught)
-        if llm_ran:
-            ks.llm_precision, ks.llm_recall = _pr(sum(bool(o.llm_reject) for o in bad), len(bad), g_llm)
-        kinds.append(ks)
-    return CalibrationReport(
-        n_good=len(good), checks_false_rejects=g_checks, llm_false_rejects=g_llm if llm_ran else None,
-        llm_invalid_outputs=sum(o.llm_invalid for o in outcomes), kinds=kinds,
-    )
+def _kind_score(kind: str, bad: list[_Outcome], good: list[_Outcome], llm_ran: bool) -> KindScore:
+    n = len(bad)
+    rej = sum(o.policy_reject for o in bad)
+    g_rej = sum(o.policy_reject for o in good)
+    p, r = _pr(rej, n, g_rej)
+    cp, cr = _pr(sum(o.checks_reject for o in bad), n, sum(o.checks_reject for o in good))
+    caught: dict[str, int] = {}
+    for o in bad:
+        for name in o.failed_checks:
+            caught[name] = caught.get(name, 0) + 1
+    ks = KindScore(kind=kind, structural=kind in STRUCTURAL_KINDS, n=n, rejected=rej, recall=r,
+                   recall_ci=wilson(rej, n), precision=p, precision_ci=wilson(rej, rej + g_rej),
+                   checks_recall=cr, checks_precision=cp, caught_by=caught)
+    if llm_ran:
+        l_rej = sum(bool(o.llm_reject) for o in bad)
+        l_good = sum(bool(o.llm_reject) for o in good)
+        ks.llm_precision, ks.llm_recall = _pr(l_rej, n, l_good)
+        ks.llm_recall_ci, ks.llm_precision_ci = wilson(l_rej, n), wilson(l_rej, l_rej + l_good)
+    return ks
+
+
+def _macro(values: list[float | None]) -> float:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 4) if known else 0.0
 
 
 async def calibrate(
-    examples: list[Example], llm: LLMClient | None, rng: random.Random, *, samples: int = 1, max_turns: int = 12,
-    aggregation: Aggregation = "majority", threshold: float = 0.5,
+    examples: list[Example], llm: LLMClient | None, rng: random.Random, policy: JudgePolicy | None = None,
 ) -> CalibrationReport:
-    """Run the checks (and the LLM judge when `llm` is given) on a labelled set and score them.
-    Judge calls for all examples run concurrently (the client bounds them per endpoint); each
-    example's samples are seeded from `rng` in order, so a report is reproducible."""
+    """Score the judging `policy` (default: the default policy) on a labelled set: every check,
+    and, when `llm` is given, the rubric judge on every example (even those a check rejects, so
+    its own recall is measured), whose vote follows from this very calibration (`vote_of`).
+    Judge calls run concurrently (the client bounds them per endpoint); each example's samples
+    are seeded from `rng` in order, so a report is reproducible."""
+    policy = policy or JudgePolicy()
     outcomes = []
     for ex in examples:
-        checks = run_checks(ex.trajectory, ex.task, ex.tools, max_turns=max_turns)
+        checks = run_checks(ex.trajectory, ex.task, ex.tools, max_turns=policy.max_turns)
         failed = [c.name for c in checks if not c.passed]
-        outcomes.append(_Outcome(ex.label, bool(failed), failed))
+        outcomes.append(_Outcome(ex.label, bool(failed), failed, checks))
+    model = None
     if llm is not None:
+        model = llm.roles[Role.JUDGE].model
         seeds = [rng.randrange(2**31) for _ in examples]
         verdicts = await asyncio.gather(*(
-            judge_trajectory(ex.trajectory, ex.task, llm, random.Random(seed), samples,
-                             aggregation=aggregation, threshold=threshold)
+            judge_trajectory(ex.trajectory, ex.task, llm, random.Random(seed), policy.samples,
+                             aggregation=policy.aggregation, threshold=policy.min_score)
             for ex, seed in zip(examples, seeds, strict=True)))
         for outcome, verdict in zip(outcomes, verdicts, strict=True):
-            outcome.llm_reject = not verdict.passed
-            outcome.llm_invalid = verdict.invalid_samples > 0 and not verdict.votes
-    return score_outcomes(outcomes)
+            outcome.verdict = verdict
+    llm_ran = llm is not None
+    good = [o for o in outcomes if o.label == "good"]
+    by_kind = {kind: [o for o in outcomes if o.label == kind] for kind in CORRUPTIONS}
+    judge_scores = [_kind_score(k, bad, good, llm_ran) for k, bad in by_kind.items() if bad]
+    judge_recall = _macro([k.llm_recall for k in judge_scores]) if llm_ran else None
+    judge_precision = _macro([k.llm_precision for k in judge_scores]) if llm_ran else None
+    measured = Calibration(judge_model=model, judge_recall=judge_recall, judge_precision=judge_precision)
+    active = policy if llm_ran else policy.model_copy(update={"llm_judge": False})
+    vote, why = vote_of(active, model, measured)
+    info = {"model": model, "vote": vote, "vote_reason": why}
+    for ex, o in zip(examples, outcomes, strict=True):
+        o.policy_reject = not combine(ex.trajectory, ex.task, o.checks, o.verdict, active, info).accepted
+    kinds = [_kind_score(kind, bad, good, llm_ran) for kind, bad in by_kind.items()]
+    return CalibrationReport(
+        judge_model=model, vote=vote, vote_reason=why, policy=policy.describe(), n_good=len(good),
+        false_rejects=sum(o.policy_reject for o in good), checks_false_rejects=sum(o.checks_reject for o in good),
+        llm_false_rejects=sum(bool(o.llm_reject) for o in good) if llm_ran else None,
+        llm_invalid_outputs=sum(o.llm_invalid for o in outcomes), judge_recall=judge_recall,
+        judge_precision=judge_precision, kinds=kinds,
+    )
 
 
 def format_report(report: CalibrationReport) -> str:
@@ -300,13 +541,25 @@ def format_report(report: CalibrationReport) -> str:
     def f(v: float | None) -> str:
         return "  -  " if v is None else f"{v:5.2f}"
 
-    lines = [f"good examples: {report.n_good}; rejected by checks: {report.checks_false_rejects}"
-             + ("" if report.llm_false_rejects is None else f"; rejected by LLM judge: {report.llm_false_rejects}")]
+    def ci(v: Interval | None) -> str:
+        return "     -     " if v is None else f"[{v[0]:.2f},{v[1]:.2f}]"
+
+    lines = [f"good examples: {report.n_good}; rejected by the policy: {report.false_rejects} "
+             f"(by checks: {report.checks_false_rejects}"
+             + ("" if report.llm_false_rejects is None else f"; by the LLM judge: {report.llm_false_rejects}") + ")"]
+    if report.judge_model is not None:
+        lines.append(f"LLM judge {report.judge_model}: recall {f(report.judge_recall)}, precision "
+                     f"{f(report.judge_precision)} (macro over kinds); vote: {report.vote} ({report.vote_reason})")
+    else:
+        lines.append("LLM judge not run: the checks alone decide")
     if report.llm_invalid_outputs:
         lines.append(f"LLM judge gave no valid output on {report.llm_invalid_outputs} example(s) (counted as reject)")
-    lines.append(f"{'corruption':<27}{'n':>3}  {'chk P':>5}  {'chk R':>5}  {'llm P':>5}  {'llm R':>5}  caught by")
+    lines.append(f"{'corruption':<28}{'n':>4}  {'recall':>5} {'95% CI':<13} {'prec':>5} {'95% CI':<13} "
+                 f"{'llm R':>5}  {'llm P':>5}  caught by")
     for k in report.kinds:
         caught = ", ".join(f"{n}:{c}" for n, c in sorted(k.caught_by.items(), key=lambda x: -x[1]))
-        lines.append(f"{k.kind:<27}{k.n:>3}  {f(k.checks_precision)}  {f(k.checks_recall)}  "
-                     f"{f(k.llm_precision)}  {f(k.llm_recall)}  {caught}")
+        name = k.kind + (" *" if k.structural else "")
+        lines.append(f"{name:<28}{k.n:>4}  {f(k.recall)} {ci(k.recall_ci):<13} {f(k.precision)} "
+                     f"{ci(k.precision_ci):<13} {f(k.llm_recall)}  {f(k.llm_precision)}  {caught}")
+    lines.append("(* structural: the checks must catch every one)")
     return "\n".join(lines)

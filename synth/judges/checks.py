@@ -3,27 +3,54 @@
 `run_checks(trajectory, task, tools)` returns one `CheckResult` per check, always in the order of
 `CHECK_NAMES`, so a stored judgment lists every check (passed or not) and the dataset can count
 failures per check. A check that does not apply (e.g. `expected_calls` for a rubric without
-expected calls) passes with a detail saying why.
+expected calls) passes with a detail saying why; a failed check's detail names the fault (the
+call, its id, the message index, the value), so one line of a judgment says what went wrong.
 
-The trajectory is the canonical OpenAI chat format (see `synth.models.Trajectory`): assistant
-messages with `tool_calls` whose `arguments` are JSON strings, `tool` messages with
-`tool_call_id`. A tool observation counts as an error when its step record has `error` or
-`fault` set, when its content is JSON with an `error` key (or `"isError": true`), or when its
-text starts with "error".
+The trajectory is the canonical OpenAI chat format (see `synth.judges.messages`). A tool
+observation is an error when its step record has `error` or `fault` set, when its content is
+JSON with an `error` key (or `"isError": true`), or when its text starts with "error".
+
+What each check accepts, in short (the function docstrings say why):
+- `calls_answered`: every call answered once, after its call and before the next turn;
+- `turn_limit`: ended by the user (`user_done`), within `max_turns` user turns;
+- `expected_calls`: the rubric's calls were made and did not return errors;
+- `checkpoints`: each checkpoint appears as a whole phrase in one tool result or assistant text;
+- `no_fabrication`: every value the agent asserts was seen earlier (whole-token match);
+- `errors_handled`: the first text after an error acknowledges it, no text claims it worked;
+- `no_unrequested_writes`: every call of a writing tool is one the task asks for;
+- `final_state`: the world ends in the task's expected state, where it states one.
+A conversation read from a file without a termination gets one from `infer_termination`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import jsonschema
 
-from synth.models import CheckResult, ExpectedCall, Task, ToolSpec, Trajectory
+from synth.judges.messages import (
+    ToolCall,
+    answer_problems,
+    answers,
+    is_error_observation,
+    iter_tool_calls,
+    message_text,
+    stop_marker,
+)
+from synth.judges.messages import final_reply as _final_reply_of
+from synth.models import CheckResult, ExpectedCall, Task, Termination, ToolSpec, Trajectory
+from synth.rollout.world import merge_patch
+
+__all__ = [
+    "CHECK_NAMES", "DEFAULT_MAX_TURNS", "ToolCall", "claims", "final_reply", "infer_termination",
+    "is_error_observation", "iter_tool_calls", "run_checks", "tool_writes", "tools_from_trajectory",
+]
 
 DEFAULT_MAX_TURNS = 12
 LOOP_THRESHOLD = 3
@@ -40,86 +67,480 @@ CHECK_NAMES = (
     "no_fabrication",
     "errors_handled",
     "no_needless_tools",
+    "final_state",
+    "no_unrequested_writes",
 )
 
-# Words with which a reply admits that something went wrong (so an error was not ignored).
-_ACKNOWLEDGE = re.compile(
-    r"\b(error|errors|fail|failed|failure|unable|could not|couldn't|cannot|can't|not found|"
-    r"unavailable|sorry|unfortunately|problem|issue|try again|retry|timed out|timeout|denied|"
-    r"not able|wasn't able|was not able|didn't work|did not work)\b",
-    re.I,
-)
-# Tokens that look like identifiers (letters, a separator, digits: o-17, ORD_2231, cnf-48213), or
-# letters glued to 3+ digits (ORD12345), or numbers with 3+ digits (1,250.00 -> 125000).
-_ID_TOKEN = re.compile(r"\b[A-Za-z][A-Za-z0-9]*[-_][A-Za-z0-9_-]*\d[A-Za-z0-9_-]*\b|\b[A-Za-z]{1,6}\d{3,}\b")
-_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One call made by the agent, flattened out of an assistant message."""
-
-    index: int  # position of the assistant message in trajectory.messages
-    id: str
-    name: str
-    arguments_text: str
-    arguments: dict[str, Any] | None  # None when the text is not a JSON object
-
-
-def _text(content: Any) -> str:
-    """A message's content as plain text (content may be None, a string or OpenAI parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
-    return json.dumps(content, ensure_ascii=False)
-
-
-def iter_tool_calls(messages: list[dict[str, Any]]) -> Iterator[ToolCall]:
-    for i, msg in enumerate(messages):
-        if msg.get("role") != "assistant":
-            continue
-        for call in msg.get("tool_calls") or []:
-            fn = call.get("function") or {}
-            raw = fn.get("arguments")
-            args: dict[str, Any] | None
-            if isinstance(raw, dict):  # tolerate decoded arguments, judge the content
-                text, args = json.dumps(raw), raw
-            else:
-                text = raw if isinstance(raw, str) else ""
-                try:
-                    parsed = json.loads(text) if text.strip() else {}
-                except ValueError:
-                    parsed = None
-                args = parsed if isinstance(parsed, dict) else None
-            yield ToolCall(i, str(call.get("id") or ""), str(fn.get("name") or ""), text, args)
-
-
-def is_error_observation(message: dict[str, Any], step_errors: set[str]) -> bool:
-    """True when a `tool` message reports a failure (see the module docstring)."""
-    if message.get("tool_call_id") in step_errors:
-        return True
-    text = _text(message.get("content")).strip()
-    if text.lower().startswith("error"):
-        return True
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and (bool(data.get("error")) or data.get("isError") is True)
+# The only termination that means the task ran its course: the user ended the conversation
+# satisfied. `user_stuck` (the user gave up), `agent_gave_up`, `max_turns` and `error` do not.
+USER_ENDED: frozenset[str] = frozenset({"user_done"})
 
 
 def final_reply(trajectory: Trajectory) -> str | None:
-    """The text of the last message when it is an assistant reply without tool calls."""
-    if not trajectory.messages:
+    """The text of the trajectory's last message when it is an assistant reply without calls."""
+    return _final_reply_of(trajectory.messages)
+
+
+def infer_termination(messages: list[dict[str, Any]]) -> Termination:
+    """The termination to record for a conversation read from a file that gives none: `user_done`
+    when it ends normally (an assistant reply without calls after the last user message, every
+    call answered), else `error`. A missing field must not make a cut-off conversation look
+    finished, nor a finished one look cut off. The tau-bench convention of a user ending the
+    episode with a stop marker after the agent's reply (`messages.STOP_MARKERS`) is read as the
+    user ending it: `###STOP###` and `###TRANSFER###` (handed to a human) as `user_done`,
+    `###OUT-OF-SCOPE###` (the user's scenario cannot go on) as `user_stuck`."""
+    if _final_reply_of(messages) is None or answer_problems(messages):
+        return "error"
+    if messages and stop_marker(messages[-1]) == "###OUT-OF-SCOPE###":
+        return "user_stuck"
+    return "user_done"
+
+
+# ---------------------------------------------------------------- words
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_NEGATION = re.compile(r"\b(not|never|no longer|without|avoid|refrain|don't|doesn't|shouldn't|mustn't|nor)\b|n't\b",
+                       re.I)
+
+
+def _stem(word: str) -> str:
+    """A crude English stem, enough to match a tool's verb or noun to the words of a goal
+    (`cancel`, `cancelled`, `cancellation`; `reminder`, `reminders`; `create`, `creation`)."""
+    w = word.lower()
+    w = {"paid": "pay", "sent": "send", "bought": "buy", "made": "make"}.get(w, w)
+    stripped = False
+    for suffix, repl in (("ifications", "ify"), ("ification", "ify"), ("ations", ""), ("ation", ""),
+                         ("ions", ""), ("ion", ""), ("ments", ""), ("ment", ""), ("ings", ""), ("ing", ""),
+                         ("ied", "y"), ("ies", "y"), ("ed", ""), ("es", "e"), ("al", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= (4 if suffix.startswith("ation") else 3):
+            w, stripped = w[: -len(suffix)] + repl, True
+            break
+    else:
+        if w.endswith("s") and not w.endswith(("ss", "us", "is")) and len(w) > 3:
+            w = w[:-1]
+    if stripped and len(w) > 3 and w[-1] == w[-2] and w[-1] not in "aeiou":
+        w = w[:-1]  # cancell(ed) -> cancel, transferr(ed) -> transfer, but address stays
+    if len(w) > 3 and w.endswith("e"):
+        w = w[:-1]  # create -> creat, to meet creation -> creat
+    if w.endswith("i") and len(w) > 3:
+        w = w[:-1] + "y"  # modifi -> modify
+    return w
+
+
+def _name_words(name: str) -> list[str]:
+    """`cancelOrder`, `cancel-order`, `cancel_order` -> ["cancel", "order"]."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
+
+
+# Verbs that name reading when they lead a tool's name; the first word wins over any later one
+# (`get_transfer_status` reads).
+_READ_VERBS = frozenset({
+    "get", "list", "search", "find", "read", "fetch", "retrieve", "lookup", "look", "show", "view", "describe",
+    "query", "check", "count", "calculate", "compute", "estimate", "validate", "verify", "preview", "browse",
+    "load", "think", "inspect", "summarize", "download", "export",
+})
+# Groups of verbs that ask for the same kind of write: a goal saying "schedule" calls for
+# `create_event`, "change" for `modify_address`, "cancel" for `delete_booking`.
+_WRITE_GROUPS: tuple[frozenset[str], ...] = tuple(frozenset(g.split()) for g in (
+    "create add new register book place open insert make submit schedule post save upload reserve setup",
+    "update set edit modify change rename patch assign move reschedule switch upgrade downgrade replace adjust",
+    "delete remove drop unregister cancel close archive unsubscribe revoke",
+    "send email message notify share forward invite reply publish",
+    "pay charge purchase buy checkout",
+    "transfer wire",
+    "return refund",
+    "exchange swap",
+    "approve reject grant complete mark enable disable toggle reset apply redeem subscribe",
+    "execute run start stop deploy install merge push commit write",
+))
+_WRITE_VERBS = frozenset().union(*_WRITE_GROUPS)
+
+
+def _tool_verbs(name: str) -> list[str]:
+    """The write verbs in a tool's name (none when its first word is a read verb)."""
+    words = _name_words(name)
+    if not words or words[0] in _READ_VERBS:
+        return []
+    return [w for w in words if w in _WRITE_VERBS]
+
+
+def _tool_nouns(name: str) -> list[str]:
+    """Stems of the non-verb words of a tool's name: what it acts on."""
+    return [_stem(w) for w in _name_words(name)
+            if w not in _WRITE_VERBS and w not in _READ_VERBS and len(w) > 2 and w not in ("by", "for", "all")]
+
+
+def tool_writes(tool: ToolSpec) -> bool:
+    """Whether calling `tool` changes the world. MCP annotations decide when present
+    (`readOnlyHint`, `destructiveHint`); then `side_effect` when the tool states it (`"write"`
+    always counts; `"read"` only when set explicitly, since it is the model's default); else the
+    verbs of its name: a read verb first (`get_`, `list_`, `search_`) reads, a write verb anywhere
+    (`cancel_order`, `order_cancel`, `send_certificate`) writes."""
+    annotations = tool.annotations
+    if annotations.get("readOnlyHint") is True:
+        return False
+    if annotations.get("readOnlyHint") is False or annotations.get("destructiveHint") is True:
+        return True
+    if tool.side_effect == "write":
+        return True
+    if "side_effect" in tool.model_fields_set:
+        return False
+    return bool(_tool_verbs(tool.name))
+
+
+# ---------------------------------------------------------------- claims and known values
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTH_RE = (r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+             r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_ISO_DATE = re.compile(r"(?<![\w-])(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?!\d)")
+_US_DATE = re.compile(r"(?<![\w/.-])(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?![\w/])")
+_MONTH_DAY = re.compile(rf"\b{_MONTH_RE}\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}})\b)?", re.I)
+_DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH_RE}\b(?:,?\s+(\d{{4}})\b)?", re.I)
+_CLOCK = re.compile(r"(?<![\d:.])(\d{1,2}):(\d{2})(?::\d{2}(?:\.\d+)?)?(?:\s*([ap])\.?\s?m\b\.?)?(?![\d:])", re.I)
+_HOUR = re.compile(r"(?<![\d:.])(\d{1,2})\s*([ap])\.?\s?m\b\.?", re.I)
+_MONEY = re.compile(
+    rf"[$€£¥]\s?({_NUM})|\b(?:usd|eur|gbp)\s?({_NUM})|(?<![\w.])({_NUM})\s?(?:usd|eur|gbp|dollars?|euros?|pounds?|bucks)\b",
+    re.I)
+_DURATION = re.compile(
+    rf"(?<![\w.])({_NUM})(?:\s?-\s?|\s)?(?:business\s+|working\s+|calendar\s+)?"
+    r"(seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|nights?|weeks?|months?|years?)\b", re.I)
+_LIST_MARKER = re.compile(r"(?m)^\s*(?:\d{1,2}[.)]|[-*•])\s+")
+_TOKEN = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d])|[A-Za-z0-9]+(?:[-_.#/][A-Za-z0-9]+)*")
+_ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th)$", re.I)
+_NUMBER_UNIT = re.compile(r"^(\d+(?:\.\d+)?)([a-z]{1,3})$", re.I)
+_DIGIT_GROUPS = re.compile(r"^[\d.,]+(?:[-/][\d.,]+)+$")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A value asserted in a text: `kind` (number, money, duration, time, date, id), the words as
+    written, and the normalised keys any one of which, seen earlier, supports it."""
+
+    kind: str
+    surface: str
+    keys: tuple[str, ...]
+    amount: Decimal | None = None  # numbers and money: the value, for sums of known amounts
+
+
+def _number(raw: str) -> Decimal | None:
+    try:
+        return Decimal(raw.replace(",", ""))
+    except InvalidOperation:
         return None
-    last = trajectory.messages[-1]
-    if last.get("role") != "assistant" or last.get("tool_calls"):
+
+
+def _num_key(value: Decimal) -> str:
+    """`1,250.00` and `1250` -> `n:1250`; `12.50` -> `n:12.5`."""
+    if value == value.to_integral_value():
+        return f"n:{int(value)}"
+    return "n:" + format(value.normalize(), "f")
+
+
+def _date_claim(surface: str, year: str | None, month: int, day: int) -> Claim | None:
+    if not (1 <= month <= 12 and 1 <= day <= 31):
         return None
-    text = _text(last.get("content")).strip()
-    return text or None
+    key = f"d:{month:02d}-{day:02d}"
+    if year is None:
+        return Claim("date", surface, (key,))
+    y = int(year) + (2000 if len(year) == 2 else 0)
+    return Claim("date", surface, (f"d:{y}-{month:02d}-{day:02d}",))
+
+
+def _time_claim(surface: str, hour: int, minute: int, half: str | None) -> Claim | None:
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if half.lower() == "p" else 0)
+        return Claim("time", surface, (f"t:{hour:02d}:{minute:02d}",)) if minute < 60 else None
+    if hour > 23 or minute > 59:
+        return None
+    keys = [f"t:{hour:02d}:{minute:02d}"]
+    if 1 <= hour <= 11:  # "9:00" may be the 21:00 of a tool result
+        keys.append(f"t:{hour + 12:02d}:{minute:02d}")
+    return Claim("time", surface, tuple(keys))
+
+
+def _amount_claim(kind: str, surface: str, raw: str) -> Claim | None:
+    value = _number(raw)
+    return None if value is None else Claim(kind, surface, (_num_key(value),), value)
+
+
+def _month(name: str) -> int:
+    return _MONTHS[name[:3].lower()]
+
+
+_EXTRACTORS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Claim | None]], ...] = (
+    (_ISO_DATE, lambda m: _date_claim(m[0], m[1], int(m[2]), int(m[3]))),
+    (_US_DATE, lambda m: _date_claim(m[0], m[3], int(m[1]), int(m[2]))),
+    (_MONTH_DAY, lambda m: _date_claim(m[0], m[3], _month(m[1]), int(m[2]))),
+    (_DAY_MONTH, lambda m: _date_claim(m[0], m[3], _month(m[2]), int(m[1]))),
+    (_CLOCK, lambda m: _time_claim(m[0], int(m[1]), int(m[2]), m[3])),
+    (_HOUR, lambda m: _time_claim(m[0], int(m[1]), 0, m[2])),
+    (_MONEY, lambda m: _amount_claim("money", m[0], m[1] or m[2] or m[3])),
+    (_DURATION, lambda m: _amount_claim("duration", m[0], m[1])),
+)
+
+
+def _token_claims(token: str) -> list[Claim]:
+    """Claims of one plain token: a number, digit groups (`5-7`, `555-0123`), a number with a unit
+    (`100GB`), or an identifier (letters and digits: `ev-3391`, `#W2378156`, `ZFA04Y`)."""
+    has_digit = any(ch.isdigit() for ch in token)
+    if not has_digit or _ORDINAL.match(token):
+        return []
+    if re.fullmatch(_NUM, token):
+        claim = _amount_claim("number", token, token)
+        return [claim] if claim else []
+    if _DIGIT_GROUPS.match(token):
+        return [c for part in re.split(r"[-/]", token) if part.strip(".,")
+                for c in _token_claims(part.strip(".,"))]
+    unit = _NUMBER_UNIT.match(token)
+    if unit:
+        claim = _amount_claim("number", token, unit[1])
+        return [claim] if claim else []
+    return [Claim("id", token, ("id:" + re.sub(r"[-_.#/]", "", token.lower()),))]
+
+
+def claims(text: str) -> list[Claim]:
+    """Every value `text` asserts: dates, times, money, durations (each normalised: "9:30 am" is
+    `t:09:30`, "March 14" is `d:03-14`, "$1,250.00" is `n:1250`), then numbers and identifiers
+    among the remaining whole tokens. The digits of an identifier are not a number of their own
+    (`ev-3391` does not assert 3391), and list markers ("1.", "- ") are not claims."""
+    out: list[Claim] = []
+    rest = _LIST_MARKER.sub(" ", text)
+    for pattern, build in _EXTRACTORS:
+        pieces: list[str] = []
+        last = 0
+        for m in pattern.finditer(rest):
+            claim = build(m)
+            if claim is None:
+                continue
+            out.append(claim)
+            pieces += [rest[last:m.start()], " " * (m.end() - m.start())]
+            last = m.end()
+        rest = "".join(pieces) + rest[last:]
+    for m in _TOKEN.finditer(rest):
+        out += _token_claims(m[0].rstrip("."))
+    return out
+
+
+def _is_asserted(claim: Claim) -> bool:
+    """Which claims the agent must back: dates, times and money always; numbers, durations and
+    identifiers with two digits or more. A single digit is a count, a list marker or a rating that
+    a reply may restate in its own words ("2 items", "step 3"): too weak to tell fabrication from
+    paraphrase, and the cost of flagging it is rejecting correct trajectories."""
+    if claim.kind in ("date", "time", "money"):
+        return True
+    if claim.kind == "id":
+        return sum(ch.isdigit() for ch in claim.surface) >= 2
+    return len(re.sub(r"\D", "", claim.keys[0]).lstrip("0")) >= 2
+
+
+def _json_values(body: str) -> list[str]:
+    """The keys and scalar values of a JSON tool result as text, one item each (so escaped unicode
+    and `1250.0` read as written); none when `body` is not JSON."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    parts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                parts.append(str(k))
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif value is not None and not isinstance(value, bool):
+            parts.append(str(value))
+
+    walk(data)
+    return parts
+
+
+def _json_text(body: str) -> str:
+    """A tool result's text followed by its decoded JSON values, one per line."""
+    return "\n".join([body, *_json_values(body)])
+
+
+def _column_totals(body: str) -> set[Decimal]:
+    """Sums of the numbers under one key of a JSON tool result (the prices of an order's items):
+    a reply may state their total."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return set()
+    columns: dict[str, list[Decimal]] = defaultdict(list)
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            columns[key].append(Decimal(str(value)))
+
+    walk(data, "")
+    return {sum(v, Decimal(0)) for v in columns.values() if len(v) >= 2}
+
+
+class _Known:
+    """What the agent could legitimately know at a point of the conversation: every key claimed by
+    the system, user and tool messages so far and by the arguments of its own calls, the date and
+    time parts as numbers, and the amounts a reply may derive (a sum or difference of two amounts,
+    a column total of one tool result)."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.amounts: set[Decimal] = set()
+        self.id_words: dict[str, set[str]] = defaultdict(set)  # digits -> words of identifiers ending in them
+
+    def add(self, text: str, *, tool_result: bool = False) -> None:
+        body = _json_text(text) if tool_result else text
+        for m in _WORDED_ID.finditer(body):
+            self.id_words[m[2]].add(" ".join(_name_words(m[1])))
+        for claim in claims(body):
+            self.keys.update(claim.keys[:1] if claim.kind == "time" else claim.keys)  # "9:00" seen is not 21:00
+            if claim.kind == "date":
+                self.keys.update(f"n:{int(p)}" for p in re.findall(r"\d+", claim.keys[0]))
+                self.keys.add("d:" + claim.keys[0][-5:])
+            elif claim.kind == "time":
+                self.keys.update(f"n:{int(p)}" for p in re.findall(r"\d+", claim.keys[0]))
+            elif claim.amount is not None:
+                self.amounts.add(claim.amount)
+        if tool_result:
+            totals = _column_totals(text)
+            self.amounts |= totals
+            self.keys.update(_num_key(v) for v in totals)
+
+    def supports(self, claim: Claim, text: str = "") -> bool:
+        if any(k in self.keys for k in claim.keys):
+            return True
+        if claim.kind == "number" and self._restates_id(claim, text):
+            return True
+        if claim.kind == "date" and len(claim.keys[0]) > 7:  # a year the texts give apart from the day
+            key = claim.keys[0]
+            return f"d:{key[-5:]}" in self.keys and f"n:{int(key[2:6])}" in self.keys
+        if claim.amount is not None and (claim.kind == "money" or claim.amount != claim.amount.to_integral_value()):
+            return any(claim.amount - a in self.amounts or a - claim.amount in self.amounts for a in self.amounts)
+        return False
+
+    def _restates_id(self, claim: Claim, text: str) -> bool:
+        """`text` names an identifier seen earlier by its words and digits, the separator written
+        out ("Gift Card 6276644" for `gift_card_6276644`, "certificate #7504069"): the words must
+        stand right before the number, so a bare `3391` is still not backed by `ev-3391`."""
+        digits = claim.surface.replace(",", "")
+        for words in self.id_words.get(digits, ()):
+            sep = r"[\s_-]+"
+            pattern = (r"(?<![\w-])" + sep.join(re.escape(w) for w in words.split())
+                       + r"[\s_-]*(?:#|no\.?|number|id)?[\s:#-]*" + re.escape(claim.surface) + r"(?![\w-])")
+            if re.search(pattern, text, re.I):
+                return True
+        return False
+
+
+# An identifier made of words and a digit group (`gift_card_6276644`, `ev-3391`, `Order #123`):
+# group 1 its words, group 2 its digits.
+_WORDED_ID = re.compile(r"(?<![\w-])((?:[A-Za-z]+[_-])*[A-Za-z]+)[_-](\d{2,})(?![\w-])")
+
+
+# ---------------------------------------------------------------- the checks
+
+
+class _Context:
+    """What several checks need, computed once."""
+
+    def __init__(self, trajectory: Trajectory, task: Task, tools: list[ToolSpec], max_turns: int) -> None:
+        self.trajectory = trajectory
+        self.task = task
+        self.tools = {t.name: t for t in tools}
+        self.max_turns = max_turns
+        self.messages = trajectory.messages
+        self.calls = list(iter_tool_calls(self.messages))
+        step_errors = {s.tool_call_id for s in trajectory.steps
+                       if s.actor == "tool" and s.tool_call_id and (s.error or s.fault)}
+        self.answer_at = answers(self.messages)
+        self.errors = {cid for cid, i in self.answer_at.items()
+                       if is_error_observation(self.messages[i], step_errors)}
+
+    def succeeded(self, call: ToolCall) -> bool:
+        """The call was answered, and not with an error."""
+        return call.id in self.answer_at and call.id not in self.errors
+
+    def where(self, call: ToolCall) -> str:
+        return f"{call.describe()} (call {call.id or 'without id'}, message {call.index})"
+
+
+def _result(name: str, problems: list[str], ok_detail: str = "") -> CheckResult:
+    if problems:
+        return CheckResult(name=name, passed=False, detail="; ".join(problems))
+    return CheckResult(name=name, passed=True, detail=ok_detail)
+
+
+def _check_tools_exist(ctx: _Context) -> CheckResult:
+    problems = [f"{c.name!r} is not in the toolset: {ctx.where(c)}" for c in ctx.calls if c.name not in ctx.tools]
+    return _result("tools_exist", problems, f"{len(ctx.calls)} call(s), all in the toolset")
+
+
+def _check_arguments_valid(ctx: _Context) -> CheckResult:
+    problems = []
+    for c in ctx.calls:
+        where = f"{c.name} call {c.id or 'without id'} (message {c.index})"
+        if c.arguments is None:
+            problems.append(f"{where}: arguments are not a JSON object: {c.arguments_text[:60]!r}")
+            continue
+        tool = ctx.tools.get(c.name)
+        if tool is None:
+            continue  # tools_exist reports it
+        try:
+            validator_cls = jsonschema.validators.validator_for(tool.input_schema)
+            error = jsonschema.exceptions.best_match(validator_cls(tool.input_schema).iter_errors(c.arguments))
+        except jsonschema.exceptions.SchemaError as exc:
+            problems.append(f"{where}: the tool's inputSchema is invalid: {exc.message[:80]}")
+            continue
+        if error is not None:
+            path = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            problems.append(f"{where}: {path}: {error.message[:120]}")
+    return _result("arguments_valid", problems)
+
+
+def _check_calls_answered(ctx: _Context) -> CheckResult:
+    """Each call is answered by one `tool` message after its assistant message and before the next
+    assistant or user message (`messages.answer_problems`): an answer placed before its call, or
+    after the agent spoke again, is not an observation the agent acted on."""
+    return _result("calls_answered", [p.detail for p in answer_problems(ctx.messages)])
+
+
+def _check_no_loops(ctx: _Context) -> CheckResult:
+    by_call: dict[tuple[str, str], list[ToolCall]] = defaultdict(list)
+    for c in ctx.calls:
+        args = json.dumps(c.arguments, sort_keys=True) if c.arguments is not None else c.arguments_text
+        by_call[(c.name, args)].append(c)
+    loops = [f"{same[0].describe()} made {len(same)} times (messages {', '.join(str(c.index) for c in same)})"
+             for same in by_call.values() if len(same) >= LOOP_THRESHOLD]
+    return _result("no_loops", loops)
+
+
+def _check_turn_limit(ctx: _Context) -> CheckResult:
+    """The user ended the episode (`USER_ENDED`) within `max_turns` user turns. Any other end
+    (the turn budget ran out, a model failed, the agent or the user gave up) means the task did
+    not run its course, however tidy the last message looks."""
+    n = ctx.trajectory.n_turns
+    problems = []
+    if n > ctx.max_turns:
+        problems.append(f"{n} user turns > limit {ctx.max_turns}")
+    termination = ctx.trajectory.termination
+    if termination not in USER_ENDED:
+        problems.append(f"episode ended by {termination}, not by the user ending it (user_done)")
+    return _result("turn_limit", problems, f"{n} user turn(s), ended by {termination}")
 
 
 def _matches(call: ToolCall, expected: ExpectedCall) -> bool:
@@ -138,191 +559,349 @@ def _matches(call: ToolCall, expected: ExpectedCall) -> bool:
     return True
 
 
-# ---------------------------------------------------------------- the checks
-
-
-class _Context:
-    """What several checks need, computed once."""
-
-    def __init__(self, trajectory: Trajectory, task: Task, tools: list[ToolSpec], max_turns: int) -> None:
-        self.trajectory = trajectory
-        self.task = task
-        self.tools = {t.name: t for t in tools}
-        self.max_turns = max_turns
-        self.messages = trajectory.messages
-        self.calls = list(iter_tool_calls(self.messages))
-        self.step_errors = {
-            s.tool_call_id for s in trajectory.steps
-            if s.actor == "tool" and s.tool_call_id and (s.error or s.fault)
-        }
-
-
-def _check_tools_exist(ctx: _Context) -> CheckResult:
-    unknown = sorted({c.name for c in ctx.calls if c.name not in ctx.tools})
-    if unknown:
-        return CheckResult(name="tools_exist", passed=False, detail=f"called unknown tool(s): {', '.join(unknown)}")
-    return CheckResult(name="tools_exist", passed=True, detail=f"{len(ctx.calls)} call(s), all in the toolset")
-
-
-def _check_arguments_valid(ctx: _Context) -> CheckResult:
-    problems = []
-    for c in ctx.calls:
-        if c.arguments is None:
-            problems.append(f"{c.name}: arguments are not a JSON object: {c.arguments_text[:60]!r}")
-            continue
-        tool = ctx.tools.get(c.name)
-        if tool is None:
-            continue  # tools_exist reports it
-        try:
-            validator_cls = jsonschema.validators.validator_for(tool.input_schema)
-            error = jsonschema.exceptions.best_match(validator_cls(tool.input_schema).iter_errors(c.arguments))
-        except jsonschema.exceptions.SchemaError as exc:
-            problems.append(f"{c.name}: the tool's inputSchema is invalid: {exc.message[:80]}")
-            continue
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            problems.append(f"{c.name}: {where}: {error.message[:120]}")
-    if problems:
-        return CheckResult(name="arguments_valid", passed=False, detail="; ".join(problems))
-    return CheckResult(name="arguments_valid", passed=True)
-
-
-def _check_calls_answered(ctx: _Context) -> CheckResult:
-    answers = Counter(m.get("tool_call_id") for m in ctx.messages if m.get("role") == "tool")
-    ids = Counter(c.id for c in ctx.calls)
-    problems = []
-    for call in ctx.calls:
-        if not call.id:
-            problems.append(f"a {call.name} call has no id")
-        elif ids[call.id] > 1:
-            problems.append(f"call id {call.id} is used {ids[call.id]} times")
-        elif answers[call.id] != 1:
-            problems.append(f"{call.name} call {call.id} has {answers[call.id]} tool message(s)")
-    orphans = sorted(str(i) for i in answers if i not in ids)
-    if orphans:
-        problems.append(f"tool message(s) answer no call: {', '.join(orphans)}")
-    if problems:
-        return CheckResult(name="calls_answered", passed=False, detail="; ".join(sorted(set(problems))))
-    return CheckResult(name="calls_answered", passed=True)
-
-
-def _check_no_loops(ctx: _Context) -> CheckResult:
-    seen = Counter((c.name, json.dumps(c.arguments, sort_keys=True) if c.arguments is not None else c.arguments_text)
-                   for c in ctx.calls)
-    loops = [f"{name} x{n}" for (name, _), n in seen.items() if n >= LOOP_THRESHOLD]
-    if loops:
-        return CheckResult(name="no_loops", passed=False, detail=f"same call repeated: {', '.join(sorted(loops))}")
-    return CheckResult(name="no_loops", passed=True)
-
-
-def _check_turn_limit(ctx: _Context) -> CheckResult:
-    n = ctx.trajectory.n_turns
-    if n > ctx.max_turns:
-        return CheckResult(name="turn_limit", passed=False, detail=f"{n} user turns > limit {ctx.max_turns}")
-    if ctx.trajectory.termination in ("max_turns", "error"):
-        return CheckResult(name="turn_limit", passed=False,
-                           detail=f"episode ended by {ctx.trajectory.termination}")
-    return CheckResult(name="turn_limit", passed=True, detail=f"{n} user turn(s)")
+def _describe_expected(e: ExpectedCall) -> str:
+    return f"{e.tool}({json.dumps(e.arguments, sort_keys=True, ensure_ascii=False)})"
 
 
 def _check_expected_calls(ctx: _Context) -> CheckResult:
+    """Each expected call matches a call that succeeded: a call answered with an error did not do
+    what the task needs, whatever the agent said next. A `tool` task without expected calls still
+    needs one call: a conversation that never tried a tool is no worked example of a task that
+    needs tools, however polite its refusals (one whose calls failed may be, when it says so)."""
     rubric = ctx.task.rubric
     if not rubric.expected_calls:
+        if ctx.task.kind == "tool" and not ctx.calls:
+            return _result("expected_calls", ["a tool task, but the agent called no tool"])
         return CheckResult(name="expected_calls", passed=True, detail="rubric expects no particular call")
-    missing = [e for e in rubric.expected_calls if not any(_matches(c, e) for c in ctx.calls)]
-    if missing:
-        desc = ", ".join(f"{e.tool}({json.dumps(e.arguments, sort_keys=True)})" for e in missing)
-        return CheckResult(name="expected_calls", passed=False, detail=f"missing: {desc}")
-    if rubric.ordered:
-        # Greedy in-order matching: each expected call must match a call after the previous match.
+    ok = [c for c in ctx.calls if ctx.succeeded(c)]
+    problems = []
+    for e in rubric.expected_calls:
+        if any(_matches(c, e) for c in ok):
+            continue
+        failed = [c for c in ctx.calls if _matches(c, e)]
+        if failed:
+            problems.append(f"{_describe_expected(e)} only returned errors or no answer: "
+                            + ", ".join(f"call {c.id} (message {c.index})" for c in failed))
+        else:
+            problems.append(f"missing: {_describe_expected(e)}")
+    if problems:
+        return _result("expected_calls", problems)
+    if rubric.ordered:  # greedy in-order matching over the successful calls
         pos = 0
         for e in rubric.expected_calls:
-            found = next((k for k in range(pos, len(ctx.calls)) if _matches(ctx.calls[k], e)), None)
+            found = next((k for k in range(pos, len(ok)) if _matches(ok[k], e)), None)
             if found is None:
-                order = " -> ".join(e.tool for e in rubric.expected_calls)
-                return CheckResult(name="expected_calls", passed=False, detail=f"calls out of order (want {order})")
+                order = " -> ".join(x.tool for x in rubric.expected_calls)
+                return _result("expected_calls", [f"calls out of order: {_describe_expected(e)} comes too early "
+                                                  f"(want {order})"])
             pos = found + 1
-    return CheckResult(name="expected_calls", passed=True)
+    return _result("expected_calls", [])
+
+
+def _phrase(text: str) -> re.Pattern[str]:
+    """A whole-token, case-insensitive pattern of a phrase (any whitespace between its words)."""
+    words = [re.escape(w) for w in text.split()]
+    return re.compile(r"(?<![\w-])" + r"\s+".join(words) + r"(?![\w-])", re.I)
 
 
 def _check_checkpoints(ctx: _Context) -> CheckResult:
+    """Each checkpoint appears as a whole phrase in one tool result or assistant text (`ev-3391`
+    is not found in `prev-33910`, nor across two messages)."""
     points = ctx.task.rubric.checkpoints
     if not points:
         return CheckResult(name="checkpoints", passed=True, detail="rubric has no checkpoints")
-    haystack = "\n".join(
-        _text(m.get("content")) for m in ctx.messages if m.get("role") in ("tool", "assistant")
-    ).lower()
-    missing = [p for p in points if p.strip().lower() not in haystack]
-    if missing:
-        return CheckResult(name="checkpoints", passed=False, detail=f"never appeared: {missing}")
-    return CheckResult(name="checkpoints", passed=True)
+    texts = [t for m in ctx.messages if m.get("role") in ("tool", "assistant")
+             for t in [message_text(m), *(_json_values(message_text(m)) if m.get("role") == "tool" else [])]]
+    missing = [p for p in points if p.strip() and not any(_phrase(p).search(t) for t in texts)]
+    return _result("checkpoints", [f"checkpoint {p!r} never appears in a tool result or reply" for p in missing])
 
 
 def _check_final_reply(ctx: _Context) -> CheckResult:
     if final_reply(ctx.trajectory) is None:
-        last = ctx.messages[-1].get("role") if ctx.messages else "nothing"
-        return CheckResult(name="final_reply", passed=False,
-                           detail=f"the episode ends with {last}, not an assistant reply")
-    return CheckResult(name="final_reply", passed=True)
+        messages = ctx.messages[:-1] if ctx.messages and stop_marker(ctx.messages[-1]) else ctx.messages
+        if not messages:
+            return _result("final_reply", ["the trajectory has no messages"])
+        last = messages[-1]
+        what = "an assistant message with tool calls" if last.get("tool_calls") else \
+            ("an empty assistant message" if last.get("role") == "assistant" else f"a {last.get('role')} message")
+        return _result("final_reply", [f"the episode ends with {what} (message {len(messages) - 1}), "
+                                       "not an assistant reply"])
+    return _result("final_reply", [])
 
 
-def claim_tokens(text: str) -> set[str]:
-    """Identifier-like tokens and numbers of 3+ digits in `text` (numbers without separators)."""
-    found = {m.group(0).lower() for m in _ID_TOKEN.finditer(text)}
-    for m in _NUMBER.finditer(text):
-        digits = m.group(0).replace(",", "")
-        if sum(ch.isdigit() for ch in digits) >= 3:
-            found.add(digits.rstrip("0").rstrip(".") if "." in digits else digits)
-    return found
+# Write verbs too general to say which action a reply claims ("completed", "set", "made").
+_VAGUE_WRITES = frozenset(_stem(v) for v in (
+    "complete", "set", "make", "run", "start", "stop", "execute", "apply", "mark", "close", "open", "save", "write",
+    "push", "commit", "post", "submit", "enable", "disable", "toggle", "reset", "grant", "approve", "reject",
+    "assign", "adjust", "replace", "move", "switch", "merge", "install", "deploy", "new"))
+# Money moves a reply may report as the outcome of any write ("the difference has been refunded").
+_MONEY_WRITES = frozenset(_stem(v) for g in _WRITE_GROUPS if g & {"pay", "refund"} for v in g)
+_ACTION_CLAIM = re.compile(
+    r"\b(?:(?:has|have)\s+(?:now\s+|also\s+|just\s+)?been|(?:is|are)\s+now|successfully|"
+    r"(?:i|we)(?:'ve|\s+have)?(?:\s+(?:now|also|just))?)\s+(?:successfully\s+|now\s+|also\s+)?([a-z]+(?:ed|en|ld|nt))\b",
+    re.I)
+_CONDITIONAL = re.compile(r"^\W*(?:once|if|when|after|before|until|unless|as soon as|whether)\b", re.I)
+
+
+def _action_claims(text: str) -> list[tuple[str, str]]:
+    """(clause, verb stem) for each clause of `text` saying an action was done ("three checked bags
+    have been added", "I've cancelled your order"): a perfect or "successfully" form of a specific
+    write verb, in a clause that is not a question, a condition or a negation."""
+    out = []
+    for clause in _CLAUSE.split(text):
+        if not clause or clause.rstrip().endswith("?") or _CONDITIONAL.search(clause) or _NEGATION.search(clause):
+            continue
+        for m in _ACTION_CLAIM.finditer(clause):
+            stem = _stem(m[1])
+            if stem in _ALL_WRITE_STEMS and stem not in _VAGUE_WRITES:
+                out.append((clause.strip(), stem))
+    return out
 
 
 def _check_no_fabrication(ctx: _Context) -> CheckResult:
-    # Everything the agent could legitimately know, so far: system, user and tool messages.
-    seen: list[str] = []
-    invented: list[str] = []
-    for msg in ctx.messages:
+    """Every value an assistant text asserts (`claims`, `_is_asserted`) was seen before it: in a
+    system, user or tool message, or in the arguments of the agent's own calls (echoing its own
+    query is fine); a sum or difference of two amounts seen, or a column total of a tool result,
+    is seen too. Matching is by whole normalised token, so `3391` is not backed by `ev-3391`, nor
+    `85` by `850`, while `$1,250.00` is backed by `1250` and "9:30 am" by `09:30:00`; an
+    identifier restated with its words ("Gift Card 6276644" for `gift_card_6276644`) is seen.
+    An action is a claim too: a reply saying it was done ("three checked bags have been added",
+    `_action_claims`) needs an earlier call of a writing tool with that verb or one of its group
+    (`_verb_stems`; whether that call worked is `errors_handled`'s to judge), or, for money moved
+    (paid, refunded), any successful write; a state a tool result reports ("cancelled") is no
+    claimed action."""
+    known = _Known()
+    problems = []
+    result_words: set[str] = set()  # stems of the tool results so far: a state they report is no claimed action
+    for i, msg in enumerate(ctx.messages):
         role = msg.get("role")
-        text = _text(msg.get("content"))
         if role in ("system", "user", "tool"):
-            seen.append(text.lower().replace(",", ""))
+            known.add(message_text(msg), tool_result=role == "tool")
+            if role == "tool":
+                result_words.update(_stem(w) for w in _WORD.findall(_json_text(message_text(msg)).lower()))
             continue
-        if role != "assistant" or not text:
+        if role != "assistant":
             continue
-        known = "\n".join(seen)
-        invented += [tok for tok in claim_tokens(text) if tok not in known]
-    if invented:
-        return CheckResult(name="no_fabrication", passed=False,
-                           detail=f"asserted values no tool or user gave: {sorted(set(invented))[:8]}")
-    return CheckResult(name="no_fabrication", passed=True)
+        for call in iter_tool_calls([msg]):
+            known.add(call.arguments_text, tool_result=True)
+        body = message_text(msg)
+        invented = [c.surface for c in claims(body) if _is_asserted(c) and not known.supports(c, body)]
+        if invented:
+            values = ", ".join(repr(v.strip().rstrip(".")) for v in dict.fromkeys(invented))
+            problems.append(f"message {i} (assistant) asserts {values}, which no earlier message or call gave")
+        writes = [c for c in ctx.calls if c.index < i and c.name in ctx.tools and tool_writes(ctx.tools[c.name])]
+        done = [c for c in writes if ctx.succeeded(c)]
+        for clause, stem in _action_claims(body):
+            if (stem in _MONEY_WRITES and done) or any(stem in _verb_stems(c.name) for c in writes) \
+                    or stem in result_words:
+                continue  # a failed call of that tool: `errors_handled` judges what the reply says of it
+            problems.append(f"message {i} (assistant) says {clause[:80]!r}, but no call of a tool that does that "
+                            "succeeded before it")
+            break
+    return _result("no_fabrication", problems)
+
+
+# Words with which a text admits that something went wrong.
+_FAILURE = re.compile(
+    r"\b(errors?|fail|failed|fails|failing|failure|unable|could not|couldn't|cannot|can't|can not|not found|"
+    r"unavailable|try again|retry|retrying|timed out|timeout|time out|denied|not able|wasn't able|was not able|"
+    r"weren't able|didn't work|did not work|does not exist|doesn't exist|no such|no record|not exist|invalid|"
+    r"not valid|isn't valid|not possible|impossible|rejected|declined|went wrong|rate limit|rate-limited|"
+    r"not allowed|not permitted|not eligible|isn't eligible|ineligible|did not go through|didn't go through|"
+    r"not go through|couldn't find|could not find|can't find|cannot find|no longer|already|down|busy|"
+    r"not enough|insufficient|(?:is|are|was|were)n't (?:enough|sufficient|available)|"
+    r"not (?:sufficient|available|accepted|supported)|exceeds?|"
+    r"not (?:been|be) (?:\w+ed|set|sent|made))\b",
+    re.I)
+_APOLOGY = re.compile(r"\b(sorry|unfortunately|apolog\w*|oops|hiccup|glitch|(?<!no )problems?|(?<!no )issues?)\b",
+                      re.I)
+# Words with which a text says an action worked.
+_SUCCESS = re.compile(
+    r"\b(successfully|succeeded|success|done|all set|completed?|confirmed|went through|taken care|took care|"
+    r"(?:is|are|was|were|has been|have been|'s|'re)\s+(?:now\s+|all\s+)?(?:\w+ed|set|sent|made|done|booked|"
+    r"active|in place|on its way)|i(?:'ve| have| just)?\s+(?:\w+ed|set|sent|made|put|booked|paid))\b",
+    re.I)
+_CLAUSE = re.compile(r"(?<=[.!?;:])\s+|\n+|,?\s+\b(?:but|however|although|though|while|whereas)\b", re.I)
+
+
+def _acknowledges(text: str, error: str = "", known: frozenset[str] = frozenset()) -> bool:
+    """`text` admits a failure: a failure or apology word, or it passes the error on to the user,
+    with three words in a row of the error message ("not enough seats on flight") or a value that
+    only the error gave (its "total price is 375", keys not in `known`)."""
+    if _FAILURE.search(text) or _APOLOGY.search(text):
+        return True
+    if not error:
+        return False
+    words = _WORD.findall(error.lower())
+    said = " " + " ".join(_WORD.findall(text.lower())) + " "
+    if any(f" {' '.join(words[k:k + 3])} " in said for k in range(len(words) - 2)):
+        return True
+    news = {k for c in claims(error) if _is_asserted(c) for k in c.keys} - known
+    return bool(news & {k for c in claims(text) for k in c.keys})
+
+
+def _claims_success(text: str, failed: str, other_nouns: set[str]) -> str | None:
+    """The clause of `text` saying that the call of tool `failed` worked, if one does: a clause
+    with a success phrase and no failure or negation word, about that tool (its name's words)
+    or about nothing else of the toolset ("Done!")."""
+    own = set(_tool_nouns(failed)) | {_stem(v) for v in _tool_verbs(failed)}
+    for clause in _CLAUSE.split(text):
+        if not clause or not _SUCCESS.search(clause) or _FAILURE.search(clause) or _NEGATION.search(clause):
+            continue
+        stems = {_stem(w) for w in _WORD.findall(clause.lower())}
+        if stems & own or not stems & (other_nouns - own):
+            return clause.strip()
+    return None
 
 
 def _check_errors_handled(ctx: _Context) -> CheckResult:
-    by_id = {c.id: c for c in ctx.calls}
-    ignored = []
+    """After an error observation, the first assistant text (the next assistant message with
+    content, calls or not) acknowledges the failure, unless the agent called the same tool again
+    successfully before writing any text. And no assistant text after the error claims the failed
+    action worked (even with an apology word in it) until a call of that tool succeeds. A keyword
+    anywhere later is not handling: the user reads the first reply."""
+    by_id = {c.id: c for c in ctx.calls if c.id}
+    all_nouns = {n for name in ctx.tools for n in _tool_nouns(name)}
+    problems = []
     for i, msg in enumerate(ctx.messages):
-        if msg.get("role") != "tool" or not is_error_observation(msg, ctx.step_errors):
+        cid = str(msg.get("tool_call_id") or "")
+        if msg.get("role") != "tool" or cid not in ctx.errors or ctx.answer_at.get(cid) != i:
             continue
-        call = by_id.get(str(msg.get("tool_call_id")))
+        call = by_id.get(cid)
         name = call.name if call else "?"
-        retried = any(c.name == name and c.index > i for c in ctx.calls)
-        later_text = " ".join(
-            _text(m.get("content")) for m in ctx.messages[i + 1:] if m.get("role") == "assistant"
-        )
-        if not retried and not _ACKNOWLEDGE.search(later_text):
-            ignored.append(name)
-    if ignored:
-        return CheckResult(name="errors_handled", passed=False,
-                           detail=f"error from {', '.join(ignored)} neither retried nor acknowledged")
-    return CheckResult(name="errors_handled", passed=True)
+        label = f"the error of {call.describe() if call else 'call ' + cid} (message {i})"
+        texts = [(j, message_text(m)) for j, m in enumerate(ctx.messages) if j > i and m.get("role") == "assistant"
+                 and message_text(m).strip()]
+        fixed_at = next((c.index for c in ctx.calls if c.name == name and c.index > i and ctx.succeeded(c)), None)
+        first = texts[0] if texts else None
+        if first is None:
+            if fixed_at is None:
+                problems.append(f"{label} is never followed by an assistant text")
+            continue
+        seen = frozenset(k for m in ctx.messages[:i] for c in claims(message_text(m)) for k in c.keys) | \
+            frozenset(k for c in claims(call.arguments_text if call else "") for k in c.keys)
+        if (fixed_at is None or fixed_at > first[0]) and not _acknowledges(first[1], message_text(msg), seen):
+            problems.append(f"{label} is not acknowledged by the next reply (message {first[0]}): "
+                            f"{first[1].strip()[:80]!r}")
+            continue
+        for j, body in texts:
+            if fixed_at is not None and j > fixed_at:
+                break
+            claim = _claims_success(body, name, all_nouns)
+            if claim is not None:
+                problems.append(f"message {j} claims success after {label}: {claim[:80]!r}")
+                break
+    return _result("errors_handled", problems)
 
 
 def _check_no_needless_tools(ctx: _Context) -> CheckResult:
     if ctx.task.kind == "tool":
         return CheckResult(name="no_needless_tools", passed=True, detail="task needs tools")
-    if ctx.calls:
-        return CheckResult(name="no_needless_tools", passed=False,
-                           detail=f"{len(ctx.calls)} call(s) on a {ctx.task.kind} task")
-    return CheckResult(name="no_needless_tools", passed=True)
+    calls = ", ".join(ctx.where(c) for c in ctx.calls[:4])
+    return _result("no_needless_tools", [f"{len(ctx.calls)} call(s) on a {ctx.task.kind} task: {calls}"]
+                   if ctx.calls else [])
+
+
+def _state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
+    """Where `actual` falls short of `expected`: every key of an expected object is present with a
+    matching value (extra keys are fine); a null expected value means the key must be gone (JSON
+    merge-patch's delete); other values compare equal (1 == 1.0)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path or '(root)'} is {json.dumps(actual)[:60]}, expected an object"]
+        out = []
+        for key, want in expected.items():
+            where = f"{path}.{key}" if path else str(key)
+            if want is None:
+                if actual.get(key) is not None:
+                    out.append(f"{where} still exists, expected it gone")
+            elif key not in actual:
+                out.append(f"{where} is missing (expected {json.dumps(want, ensure_ascii=False)[:60]})")
+            else:
+                out += _state_mismatches(want, actual[key], where)
+        return out
+    if expected != actual:
+        return [f"{path} is {json.dumps(actual, ensure_ascii=False)[:60]}, "
+                f"expected {json.dumps(expected, ensure_ascii=False)[:60]}"]
+    return []
+
+
+def _final_world(ctx: _Context) -> dict[str, Any]:
+    """The recorded final state; else the task's initial state with the state log replayed."""
+    if ctx.trajectory.final_state:
+        return ctx.trajectory.final_state
+    state: Any = json.loads(json.dumps(ctx.task.initial_state))
+    for entry in ctx.trajectory.state_log:
+        state = merge_patch(state, entry.get("state_update") or {})
+    return state if isinstance(state, dict) else {}
+
+
+def _check_final_state(ctx: _Context) -> CheckResult:
+    """tau2-bench's check: when the task states the world it should end in
+    (`rubric.expected_state`), every expected key has its expected value in the trajectory's final
+    state, so a reply that says "cancelled" over an order that is not fails."""
+    expected = ctx.task.rubric.expected_state
+    if not expected:
+        return CheckResult(name="final_state", passed=True, detail="task states no expected end state")
+    problems = _state_mismatches(expected, _final_world(ctx), "")
+    problems = problems[:6] + ([f"and {len(problems) - 6} more"] if len(problems) > 6 else [])
+    if problems and not (ctx.trajectory.final_state or ctx.trajectory.state_log):
+        problems.insert(0, "the trajectory records no final state nor state log (compared: the initial state)")
+    return _result("final_state", problems)
+
+
+def _clauses(texts: Iterable[str]) -> list[set[str]]:
+    """The stems of each clause of `texts` that does not negate (criteria such as "does not cancel
+    the order" forbid, they do not ask)."""
+    out = []
+    for body in texts:
+        for clause in re.split(r"(?<=[.!?;:])\s+|\n+|,\s+|\band\b|\bthen\b", body):
+            if clause.strip() and not _NEGATION.search(clause):
+                out.append({_stem(w) for w in _WORD.findall(clause.lower())})
+    return out
+
+
+def _verb_stems(name: str) -> set[str]:
+    """Stems of the verbs a task may use to ask for tool `name`: its own write verbs and the rest
+    of their groups (`_WRITE_GROUPS`), or its first word when it has no write verb."""
+    verbs = set(_tool_verbs(name) or _name_words(name)[:1])
+    return {_stem(v) for v in verbs} | {_stem(w) for g in _WRITE_GROUPS if g & verbs for w in g}
+
+
+_ALL_WRITE_STEMS = frozenset(_stem(v) for v in _WRITE_VERBS)
+
+
+def _asked_writes(ctx: _Context) -> set[str]:
+    """Names of the writing tools the task calls for: those of its expected calls, and those a
+    clause of the goal or of a success criterion asks for. A clause asks for a tool when it has
+    the tool's verb or one of its group ("schedule" for `create_event`, "change" for
+    `modify_address`); when several tools fit the verb and the clause names the object of some
+    (a flight of `book_flight`, not a hotel of `book_hotel`), only those. A clause with a write
+    verb that fits no tool ("set a reminder") asks for the tools whose object it names
+    (`add_reminder`). Clauses that negate ("does not cancel the order") ask for nothing."""
+    asked = {e.tool for e in ctx.task.rubric.expected_calls}
+    writers = {name: _verb_stems(name) for name, tool in ctx.tools.items() if name not in asked and tool_writes(tool)}
+    for stems in _clauses([ctx.task.goal, *ctx.task.rubric.success_criteria]):
+        by_verb = [n for n, verbs in writers.items() if verbs & stems]
+        by_noun = [n for n in (by_verb or writers) if set(_tool_nouns(n)) & stems]
+        if by_verb:
+            asked.update(by_noun or by_verb)
+        elif stems & _ALL_WRITE_STEMS:
+            asked.update(by_noun)
+    return asked
+
+
+def _check_no_unrequested_writes(ctx: _Context) -> CheckResult:
+    """Every call of a writing tool (`tool_writes`) is one the task calls for (`_asked_writes`).
+    An unasked cancellation, booking or payment is the worst trajectory there is: it looks
+    helpful and does harm, so it fails even when the call itself errored (the agent tried)."""
+    writes = [c for c in ctx.calls if c.name in ctx.tools and tool_writes(ctx.tools[c.name])]
+    if not writes:
+        return CheckResult(name="no_unrequested_writes", passed=True, detail="no writing call")
+    asked = _asked_writes(ctx)
+    problems = [f"{c.describe()} (call {c.id}, message {c.index}) writes but the task does not ask for it"
+                for c in writes if c.name not in asked]
+    return _result("no_unrequested_writes", problems, f"{len(writes)} writing call(s), all asked for")
 
 
 _CHECKS: dict[str, Callable[[_Context], CheckResult]] = {
@@ -337,6 +916,8 @@ _CHECKS: dict[str, Callable[[_Context], CheckResult]] = {
     "no_fabrication": _check_no_fabrication,
     "errors_handled": _check_errors_handled,
     "no_needless_tools": _check_no_needless_tools,
+    "final_state": _check_final_state,
+    "no_unrequested_writes": _check_no_unrequested_writes,
 }
 assert tuple(_CHECKS) == CHECK_NAMES
 
@@ -352,7 +933,9 @@ def run_checks(
 
 def tools_from_trajectory(trajectory: Trajectory) -> list[ToolSpec]:
     """The toolset recorded in a trajectory, as ToolSpecs. `trajectory.tools` may hold OpenAI
-    function tools (`{"type": "function", "function": {...}}`) or ToolSpec dumps."""
+    function tools (`{"type": "function", "function": {...}}`) or ToolSpec dumps. OpenAI tools
+    say nothing of side effects, so their `side_effect` is left unset (`tool_writes` reads the
+    name)."""
     out = []
     for raw in trajectory.tools:
         fn = raw.get("function") if isinstance(raw.get("function"), dict) else None

@@ -1,10 +1,20 @@
-"""The acceptance policy: which deterministic checks must pass and whether (and how) the rubric
-LLM judge must agree, combined into one stored `Judgment`.
+"""The acceptance policy: one meaning of "accepted", and when the rubric LLM judge has a vote.
 
-A trajectory is accepted when every required check passes and, with `llm_judge` on and
-`llm_judge_required` (the default), the judge (panel) passes it. The judgment keeps every check
-result, the failed checks, the judge's per-criterion verdicts and the reasons (failed checks
-first, then the judge's), so a rejected trajectory explains itself in the dataset.
+A trajectory is **accepted** only when it is a correct worked example of its task:
+- every deterministic check passes (`CHECK_NAMES`, rubric checks included; no configuration can
+  make a check optional), which includes that the episode was ended by the user (`turn_limit`);
+- and, where the LLM judge has a vote, its verdict passes.
+
+The LLM judge **has a vote** only when a stored calibration of that judge model
+(`synth judge calibrate`, passed in as a `Calibration`; this module never reads the store) meets
+the floors of the `[judge]` table (`vote_floor_recall`, `vote_floor_precision`, compared with the
+judge's macro-averaged recall and precision over the corruption kinds). Otherwise its verdict is
+**advisory**: asked for (when `llm_judge` is on), stored with its score, criteria and reasons,
+but it neither accepts nor rejects. `judgment.judge["vote"]` says which ("decisive", "advisory",
+or "off" without an LLM judge) and `judgment.judge["vote_reason"]` why.
+
+`well_formed` is stored beside `accepted`: the structural checks and `no_fabrication`
+(`synth.models.WELL_FORMED_CHECKS`), for users who want structurally valid data from a weak model.
 """
 
 from __future__ import annotations
@@ -12,13 +22,22 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth.config import Role
-from synth.judges.checks import CHECK_NAMES, DEFAULT_MAX_TURNS, run_checks
+from synth.judges.checks import DEFAULT_MAX_TURNS, run_checks
 from synth.judges.rubric import Aggregation, LLMVerdict, judge_trajectory
 from synth.llm import LLMClient
-from synth.models import Judgment, Task, ToolSpec, Trajectory
+from synth.models import WELL_FORMED_CHECKS, Calibration, CheckResult, Judgment, Task, ToolSpec, Trajectory
+
+Vote = Literal["decisive", "advisory", "off"]
+
+_REMOVED_KEYS = {
+    "required_checks": "every check is required: a trajectory is accepted only when all checks pass "
+                       "(export structurally valid data with `synth export --select well_formed`)",
+    "llm_judge_required": "the LLM judge's vote is earned by its stored calibration "
+                          "(see vote_floor_recall / vote_floor_precision and `synth judge calibrate`)",
+}
 
 
 class JudgePolicy(BaseModel):
@@ -26,58 +45,80 @@ class JudgePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    required_checks: list[str] | Literal["all"] = "all"
-    llm_judge: bool = True
-    # False makes the LLM verdict advisory: it is still asked for and stored (score, criteria,
-    # reasons) so it can be filtered on later, but only the required checks decide acceptance.
-    # For judge models too small to be trusted (see `synth judge calibrate`).
-    llm_judge_required: bool = True
+    llm_judge: bool = True  # ask the rubric LLM judge (its verdict decides only with a vote)
     samples: int = Field(1, ge=1, le=16)
     aggregation: Aggregation = "majority"
     min_score: float = Field(0.5, ge=0.0, le=1.0)  # threshold of the `mean` aggregation
     max_turns: int = Field(DEFAULT_MAX_TURNS, ge=1)
-    # Skip the (costly) LLM judge when a required check already rejects the trajectory.
+    # Ask the (costly) LLM judge even when a check already rejects the trajectory.
     judge_rejected: bool = False
+    # The judge's verdict decides only when its stored calibration reaches both floors.
+    vote_floor_recall: float = Field(0.8, ge=0.0, le=1.0)
+    vote_floor_precision: float = Field(0.8, ge=0.0, le=1.0)
 
-    @field_validator("required_checks")
+    @model_validator(mode="before")
     @classmethod
-    def _known_checks(cls, value: list[str] | str) -> list[str] | str:
-        if isinstance(value, list):
-            unknown = sorted(set(value) - set(CHECK_NAMES))
-            if unknown:
-                raise ValueError(f"unknown check(s) {unknown}; known: {', '.join(CHECK_NAMES)}")
-        return value
-
-    def required(self) -> list[str]:
-        return list(CHECK_NAMES) if self.required_checks == "all" else list(self.required_checks)
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in _REMOVED_KEYS.items():
+                if key in data:
+                    raise ValueError(f"'{key}' was removed: {why}; delete it from the [judge] table")
+        return data
 
     def describe(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
+def vote_of(policy: JudgePolicy, model: str | None, calibration: Calibration | None) -> tuple[Vote, str]:
+    """Whether the LLM verdict of `model` decides under `policy` given its stored calibration."""
+    if not policy.llm_judge:
+        return "off", "llm judge off (judge.llm_judge = false)"
+    if calibration is None or calibration.judge_recall is None or calibration.judge_precision is None:
+        return "advisory", f"no calibration stored for model {model}"
+    if calibration.judge_model != model:
+        return "advisory", f"calibration is for model {calibration.judge_model}, not {model}"
+    if calibration.judge_recall < policy.vote_floor_recall:
+        return "advisory", f"calibration recall {calibration.judge_recall:.2f} < floor {policy.vote_floor_recall}"
+    if calibration.judge_precision < policy.vote_floor_precision:
+        return "advisory", (f"calibration precision {calibration.judge_precision:.2f} "
+                            f"< floor {policy.vote_floor_precision}")
+    return "decisive", (f"calibration recall {calibration.judge_recall:.2f}, "
+                        f"precision {calibration.judge_precision:.2f} meet the floors")
+
+
 def combine(
-    trajectory: Trajectory, task: Task, checks: list[Any], verdict: LLMVerdict | None,
+    trajectory: Trajectory, task: Task, checks: list[CheckResult], verdict: LLMVerdict | None,
     policy: JudgePolicy, judge_info: dict[str, Any],
 ) -> Judgment:
-    """The Judgment for given check results and (optional) LLM verdict under `policy`."""
-    required = set(policy.required())
-    failed_required = [c for c in checks if not c.passed and c.name in required]
-    reasons = [f"check {c.name}: {c.detail}" for c in checks if not c.passed]
-    accepted = not failed_required
+    """The Judgment for given check results and (optional) LLM verdict under `policy`.
+    `judge_info["vote"]` ("decisive" / "advisory" / "off", default "advisory") says whether the
+    verdict counts."""
+    vote = judge_info.get("vote", "advisory")
+    failed = [c for c in checks if not c.passed]
+    reasons = [f"check {c.name}: {c.detail}" for c in failed]
+    accepted = bool(checks) and not failed
+    if not checks:
+        reasons.append("no deterministic check was run")
+    if trajectory.termination != "user_done" and not any(c.name == "turn_limit" for c in failed):
+        accepted = False
+        reasons.append(f"episode ended by {trajectory.termination}, not by the user")
     if verdict is not None:
         reasons += verdict.reasons
-        if policy.llm_judge_required:
+        if vote == "decisive":
             accepted = accepted and verdict.passed
         elif not verdict.passed:
-            reasons.append("llm judge verdict is advisory (judge.llm_judge_required = false)")
+            reasons.append(f"llm judge verdict is advisory ({judge_info.get('vote_reason', 'no vote')})")
         score = verdict.score
     else:
         score = sum(c.passed for c in checks) / len(checks) if checks else 0.0
-        if policy.llm_judge:
-            reasons.append("llm judge skipped: a required check failed")
+        if policy.llm_judge and failed:
+            reasons.append("llm judge skipped: a check failed")
+    by_name = {c.name: c.passed for c in checks}
+    well_formed = bool(checks) and all(by_name.get(n, False) for n in WELL_FORMED_CHECKS)
     return Judgment(
-        trajectory_id=trajectory.id, task_id=trajectory.task_id, accepted=accepted, score=round(score, 4),
-        checks=checks, criteria=verdict.criteria if verdict else [], reasons=reasons, judge=judge_info,
+        trajectory_id=trajectory.id, task_id=trajectory.task_id, accepted=accepted, well_formed=well_formed,
+        score=round(score, 4), checks=checks, criteria=verdict.criteria if verdict else [], reasons=reasons,
+        judge=judge_info,
     )
 
 
@@ -88,11 +129,13 @@ async def judge(
     llm: LLMClient | None,
     rng: random.Random,
     policy: JudgePolicy,
+    calibration: Calibration | None = None,
 ) -> Judgment:
-    """Judge one trajectory: deterministic checks, then (per policy) the rubric LLM judge."""
+    """Judge one trajectory: deterministic checks, then (per policy) the rubric LLM judge, whose
+    verdict decides only when `calibration` (the stored one of the judge model, loaded by the
+    caller) earns it a vote."""
     checks = run_checks(trajectory, task, tools, max_turns=policy.max_turns)
-    required = set(policy.required())
-    checks_ok = all(c.passed for c in checks if c.name in required)
+    checks_ok = all(c.passed for c in checks)
     verdict = None
     model = None
     if policy.llm_judge:
@@ -102,5 +145,7 @@ async def judge(
         if checks_ok or policy.judge_rejected:
             verdict = await judge_trajectory(trajectory, task, llm, rng, policy.samples,
                                              aggregation=policy.aggregation, threshold=policy.min_score)
-    info = {"policy": policy.describe(), "model": model}
+    vote, why = vote_of(policy, model, calibration)
+    info = {"policy": policy.describe(), "model": model, "vote": vote, "vote_reason": why,
+            "calibration_id": calibration.id if calibration is not None and vote == "decisive" else None}
     return combine(trajectory, task, checks, verdict, policy, info)

@@ -135,13 +135,24 @@ async def _sample(
     haystack = " ".join(render_conversation(trajectory, 10**9).lower().split())
     verdicts = []
     notes = []
+    unsupported = False
     for text, item in zip(criteria, data["criteria"], strict=False):
         evidence = str(item.get("evidence", ""))
-        verdicts.append(CriterionVerdict(criterion=text, passed=bool(item["passed"]), evidence=evidence))
         quote = " ".join(evidence.lower().split()).strip(" .\"'")
-        if evidence.strip() and quote not in haystack:
+        quoted = bool(quote) and quote in haystack
+        # A criterion passes only with a quote of the conversation behind it: a judge that cannot
+        # point at where the criterion was met has not shown that it was.
+        criterion_passed = bool(item["passed"]) and quoted
+        if bool(item["passed"]) and not quoted:
+            unsupported = True
             notes.append(f"evidence for {text[:40]!r} is not a quote from the conversation")
-    passed = data["verdict"] == "pass"
+        verdicts.append(CriterionVerdict(criterion=text, passed=criterion_passed, evidence=evidence))
+    # "pass" counts only when every criterion passed with quoted evidence: a verdict of pass whose
+    # criteria failed is a contradiction, read as fail.
+    passed = data["verdict"] == "pass" and len(verdicts) == len(criteria) and all(v.passed for v in verdicts)
+    if data["verdict"] == "pass" and not passed:
+        notes.append("judge said pass, but not every criterion passed with a quote from the conversation"
+                     + (" (unquoted evidence)" if unsupported else ""))
     return LLMVerdict(passed=passed, score=int(data["score"]) / 10, criteria=verdicts, reasons=notes,
                       votes=[passed]), ""
 

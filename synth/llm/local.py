@@ -168,7 +168,8 @@ class BackendCrashedError(BackendUnavailableError):
         self.binary = binary
         self.returncode = returncode
         self.log_path = log_path
-        self.signal_name = signal.Signals(-returncode).name if returncode < 0 and -returncode in _signal_numbers() else None
+        known = returncode < 0 and -returncode in _signal_numbers()
+        self.signal_name = signal.Signals(-returncode).name if known else None
         if self.signal_name is not None:
             fix = (f"rebuild it portably with `SYNTH_REBUILD_BACKEND=1 {INSTALL_HINT_CMD}`, "
                    "or point synth at another server with --base-url URL --model NAME")

@@ -180,7 +180,7 @@ class PipelineDriver:
 
     def _finished(self) -> tuple[int, int, set[str]]:
         rows = self.dataset.query(
-            "SELECT t.task_id, j.accepted FROM trajectories t JOIN judgments j ON j.trajectory_id = t.id "
+            "SELECT t.task_id, j.accepted FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id "
             "WHERE t.run_id = ?", [self.run_id],
         )
         return len(rows), sum(1 for _, a in rows if a), {task_id for task_id, _ in rows}

@@ -15,13 +15,13 @@ from typing import Any
 
 from rich.console import Console
 
-from synth.config import SynthConfig
+from synth.config import Role, SynthConfig
 from synth.llm.local import LocalBackend
 from synth.llm.session import model_endpoints
 from synth.pipeline.driver import PipelineDriver, RunSummary
 from synth.pipeline.progress import Progress, ProgressDisplay
 from synth.pipeline.worker import LocalWorkers, RayWorkers
-from synth.store import Dataset
+from synth.store import Dataset, latest_calibration
 
 
 def resolve_domains(names: list[str]) -> list[Any]:
@@ -58,12 +58,15 @@ def _init_ray(address: str | None) -> None:
 async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend: LocalBackend | None,
                  use_ray: bool, show_progress: bool, console: Console) -> RunSummary:
     settings = cfg.run
+    # The judge model's stored calibration decides whether its verdict has a vote (stages never
+    # read the store, so it is loaded here and handed to the workers).
+    calibration = latest_calibration(dataset.path, cfg.llm.role(Role.JUDGE).model)
     workers: RayWorkers | LocalWorkers
     if use_ray:
-        workers = RayWorkers(cfg, settings.workers, settings.worker_concurrency)
+        workers = RayWorkers(cfg, settings.workers, settings.worker_concurrency, calibration)
         await workers.start()
     else:
-        workers = LocalWorkers(cfg)
+        workers = LocalWorkers(cfg, calibration)
     progress = Progress(target=settings.trajectories)
     driver = PipelineDriver(cfg, domains, settings.trajectories, dataset, workers, progress)
     driver.on_failure = lambda line: console.print(f"[yellow]warning:[/] {line}", highlight=False)

@@ -16,7 +16,7 @@ from synth.agents import AgentResult, AgentSettings, ToolsetSampler, store_agent
 from synth.config import Role, RunConfig, SynthConfig
 from synth.judges import judge as judge_with_policy
 from synth.llm import LLMClient
-from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
+from synth.models import Agent, Calibration, Judgment, Task, ToolSpec, Trajectory
 from synth.rollout import ToolExecutor, run_episode
 from synth.store import Dataset
 from synth.tools.repository import store_tools
@@ -64,6 +64,9 @@ async def rollout(agent: Agent, tools: list[ToolSpec], task: Task, llm: LLMClien
                              executors=executors)
 
 
-async def judge(trajectory: Trajectory, task: Task, tools: list[ToolSpec], llm: LLMClient, cfg: SynthConfig,
-                seed: int) -> Judgment:
-    return await judge_with_policy(trajectory, task, tools, llm, random.Random(seed), cfg.judge_policy())
+async def judge(trajectory: Trajectory, task: Task, tools: list[ToolSpec], llm: LLMClient | None, cfg: SynthConfig,
+                seed: int, calibration: Calibration | None = None) -> Judgment:
+    """Judge under the `[judge]` policy; `calibration` is the judge model's stored one (loaded by
+    the driver), which decides whether the LLM verdict has a vote."""
+    return await judge_with_policy(trajectory, task, tools, llm, random.Random(seed), cfg.judge_policy(),
+                                   calibration)

@@ -16,13 +16,14 @@ from typing import Any
 from synth.config import SynthConfig
 from synth.llm import LLMClient, UsageLog
 from synth.llm.usage import CallRecord
-from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
+from synth.models import Agent, Calibration, Judgment, Task, ToolSpec, Trajectory
 from synth.rollout.executors import McpExecutor, McpServerBinding, ToolExecutor, bind_executors
 
 
 class StageWorker:
-    def __init__(self, config: SynthConfig) -> None:
+    def __init__(self, config: SynthConfig, calibration: Calibration | None = None) -> None:
         self.config = config
+        self.calibration = calibration  # the judge model's stored calibration (its vote), or None
         self._llm: LLMClient | None = None
         self._mcp: _LiveMcpServers | None = None
 
@@ -61,7 +62,7 @@ class StageWorker:
 
         executors = await self._executors()
         trajectory = await stages.rollout(agent, tools, task, self.llm, self.config, seed, executors)
-        judgment = await stages.judge(trajectory, task, tools, self.llm, self.config, seed)
+        judgment = await stages.judge(trajectory, task, tools, self.llm, self.config, seed, self.calibration)
         return (trajectory, judgment), self._calls()
 
     async def _executors(self) -> dict[str, ToolExecutor]:
@@ -121,8 +122,8 @@ class _LiveMcpServers:
 class LocalWorkers:
     """One in-process worker; calls are plain awaits on the driver's loop."""
 
-    def __init__(self, config: SynthConfig) -> None:
-        self.worker = StageWorker(config)
+    def __init__(self, config: SynthConfig, calibration: Calibration | None = None) -> None:
+        self.worker = StageWorker(config, calibration)
 
     async def call(self, method: str, *args: Any) -> Any:
         return await getattr(self.worker, method)(*args)
@@ -139,12 +140,13 @@ class RayWorkers:
     never duplicates a row.
     """
 
-    def __init__(self, config: SynthConfig, count: int, max_concurrency: int) -> None:
+    def __init__(self, config: SynthConfig, count: int, max_concurrency: int,
+                 calibration: Calibration | None = None) -> None:
         import ray
 
         actor_cls: Any = ray.remote(StageWorker)
         actor_cls = actor_cls.options(max_concurrency=max_concurrency, max_restarts=3, max_task_retries=3, num_cpus=0)
-        self.actors: list[Any] = [actor_cls.remote(config) for _ in range(count)]
+        self.actors: list[Any] = [actor_cls.remote(config, calibration) for _ in range(count)]
         self.in_flight = [0] * count
 
     async def start(self) -> None:

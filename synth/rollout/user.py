@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from synth.judges.messages import message_text
 from synth.llm import LLMClient
 from synth.models import Task
 from synth.prompts import render
@@ -47,9 +48,7 @@ def key_words(key: str) -> list[str]:
 
 def asked_keys(task: Task, messages: list[dict[str, Any]]) -> list[str]:
     """The withheld keys some agent reply has asked about (see module docstring)."""
-    said = " ".join(
-        str(m.get("content") or "").lower() for m in messages if m.get("role") == "assistant" and m.get("content")
-    )
+    said = " ".join(message_text(m).lower() for m in messages if m.get("role") == "assistant")
     said_words = set(re.split(r"[^a-z0-9]+", said))
     return [key for key in task.withheld if any(w in said_words for w in key_words(key))]
 
@@ -58,9 +57,9 @@ def user_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conversation as the user sees it: roles flipped, tool traffic dropped."""
     view: list[dict[str, Any]] = []
     for m in messages:
-        content = m.get("content")
+        content = message_text(m)
         if m.get("role") == "user":
-            view.append({"role": "assistant", "content": content or ""})
+            view.append({"role": "assistant", "content": content})
         elif m.get("role") == "assistant" and content:
             view.append({"role": "user", "content": content})
     if not view or view[-1]["role"] == "assistant":

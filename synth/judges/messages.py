@@ -1,0 +1,223 @@
+"""Message helpers over the canonical OpenAI chat format, one home for what the judges, the exports
+and the rollout each need to read out of a conversation.
+
+The format (see `synth.models.Trajectory`): `{"role": "system" | "user" | "assistant" | "tool",
+"content": ...}`; assistant messages may carry `tool_calls` (`{"id", "type": "function",
+"function": {"name", "arguments"}}` with JSON-string `arguments`); every call is answered by one
+`tool` message with its `tool_call_id`, after the assistant message that made it and before the
+next assistant or user message (the answers to one batch may come in any order). Every helper
+tolerates broken input (missing keys, `None` content, decoded arguments, OpenAI content parts),
+because judging a malformed conversation must report the fault, not raise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Message = dict[str, Any]
+
+
+def text(content: Any) -> str:
+    """A message's content as plain text. Content may be None, a string, or OpenAI content parts
+    (joined as the model reads them, without a separator); anything else is dumped as JSON."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+    return json.dumps(content, ensure_ascii=False)
+
+
+def message_text(message: Message) -> str:
+    """`text` of a message's `content`."""
+    return text(message.get("content"))
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call made by the agent, flattened out of an assistant message. `arguments` is None when
+    the arguments are not a JSON object (invalid JSON, a list, a string), so checks can say so;
+    an empty argument string counts as `{}`, as OpenAI servers send it for argument-less tools."""
+
+    index: int  # position of the assistant message in the conversation
+    id: str
+    name: str
+    arguments_text: str
+    arguments: dict[str, Any] | None
+
+    def describe(self) -> str:
+        """`name(arguments)` as a person reads it in a failed check's detail."""
+        if self.arguments is None:
+            return f"{self.name}({self.arguments_text[:60]!r})"
+        args = ", ".join(str(v) if isinstance(v, str | int | float) else json.dumps(v) for v in self.arguments.values())
+        return f"{self.name}({args[:80]})"
+
+
+def tool_calls(message: Message, index: int = 0) -> list[ToolCall]:
+    """The tool calls of one message (none unless it is an assistant message)."""
+    if message.get("role") != "assistant":
+        return []
+    out = []
+    for call in message.get("tool_calls") or []:
+        if not isinstance(call, dict):
+            continue
+        fn = call.get("function") or {}
+        raw = fn.get("arguments")
+        args: dict[str, Any] | None
+        if isinstance(raw, dict):  # tolerate decoded arguments, judge the content
+            arguments_text, args = json.dumps(raw, ensure_ascii=False), raw
+        else:
+            arguments_text = raw if isinstance(raw, str) else ""
+            try:
+                parsed = json.loads(arguments_text) if arguments_text.strip() else {}
+            except ValueError:
+                parsed = None
+            args = parsed if isinstance(parsed, dict) else None
+        out.append(ToolCall(index, str(call.get("id") or ""), str(fn.get("name") or ""), arguments_text, args))
+    return out
+
+
+def iter_tool_calls(messages: list[Message]) -> Iterator[ToolCall]:
+    """Every tool call of a conversation, in order."""
+    for i, msg in enumerate(messages):
+        yield from tool_calls(msg, i)
+
+
+# The markers with which a simulated user ends an episode (tau-bench, tau2-bench): the user is done,
+# was handed to a human agent, or was asked for something its scenario does not cover. A final
+# user message ending with one closes the conversation; it is not a turn the agent must answer.
+STOP_MARKERS: tuple[str, ...] = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
+
+
+def stop_marker(message: Message) -> str | None:
+    """The stop marker (`STOP_MARKERS`) a user message ends with ("Thanks! ###STOP###"), if any."""
+    if message.get("role") != "user":
+        return None
+    body = message_text(message).strip()
+    return next((m for m in STOP_MARKERS if body.endswith(m)), None)
+
+
+def final_reply(messages: list[Message]) -> str | None:
+    """The text of the last message when it is an assistant reply without tool calls: what the
+    user was left with. A final user message ending with a stop marker (`stop_marker`) closes the
+    conversation without asking for more, so the reply before it is the final one. None when the
+    conversation ends on anything else."""
+    if messages and stop_marker(messages[-1]) is not None:
+        messages = messages[:-1]
+    if not messages:
+        return None
+    last = messages[-1]
+    if last.get("role") != "assistant" or last.get("tool_calls"):
+        return None
+    reply = message_text(last).strip()
+    return reply or None
+
+
+def is_error_observation(message: Message, step_errors: Collection[str] = frozenset()) -> bool:
+    """True when a `tool` message reports a failure: its call id is in `step_errors` (the ids the
+    rollout's step records mark with `error` or `fault`), its text starts with "error" (tau-bench's
+    `Error: ...`), or it is a JSON object with a truthy `error` key or `"isError": true` (MCP)."""
+    if message.get("tool_call_id") in step_errors:
+        return True
+    body = message_text(message).strip()
+    if body.lower().startswith("error"):
+        return True
+    if not body.startswith("{"):
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and (bool(data.get("error")) or data.get("isError") is True)
+
+
+# ---------------------------------------------------------------- calls and their answers
+
+ProblemKind = Literal["no_id", "duplicate_id", "unanswered", "answered_twice", "early", "late", "orphan"]
+
+
+@dataclass(frozen=True)
+class AnswerProblem:
+    """One break of the one-answer-per-call rule, at message `index` (where it shows: the call for
+    `no_id`/`duplicate_id`/`unanswered`, the tool message otherwise)."""
+
+    kind: ProblemKind
+    index: int
+    call_id: str
+    detail: str
+
+
+def answer_problems(messages: list[Message]) -> list[AnswerProblem]:
+    """Every break of the answering rule (module docstring), in the order they show up.
+
+    A call is open from its assistant message until answered; the next assistant or user message
+    closes the batch, and an open call then is `unanswered`. A tool message answering a closed
+    call is `late` (its call was already reported unanswered), one answering a call made further
+    on is `early`, a second answer is `answered_twice`, one whose id no call has is `orphan`."""
+    all_ids = {c.id for c in iter_tool_calls(messages) if c.id}
+    problems: list[AnswerProblem] = []
+    open_calls: dict[str, ToolCall] = {}
+    made: set[str] = set()
+    answered: set[str] = set()
+
+    def close() -> None:
+        for call in open_calls.values():
+            problems.append(AnswerProblem(
+                "unanswered", call.index, call.id,
+                f"call {call.id} {call.name} (message {call.index}) has no tool message before the next turn"))
+        open_calls.clear()
+
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        if role in ("assistant", "user"):
+            close()
+            for call in tool_calls(msg, i):
+                if not call.id:
+                    problems.append(AnswerProblem("no_id", i, "", f"a {call.name} call (message {i}) has no id"))
+                elif call.id in made:
+                    problems.append(AnswerProblem("duplicate_id", i, call.id,
+                                                  f"call id {call.id} is used again by {call.name} (message {i})"))
+                else:
+                    made.add(call.id)
+                    open_calls[call.id] = call
+        elif role == "tool":
+            cid = str(msg.get("tool_call_id") or "")
+            if cid in open_calls:
+                del open_calls[cid]
+                answered.add(cid)
+            elif cid in answered:
+                problems.append(AnswerProblem("answered_twice", i, cid, f"tool message {i} answers call {cid} again"))
+            elif cid in made:
+                problems.append(AnswerProblem("late", i, cid,
+                                              f"tool message {i} answers call {cid} after a later turn began"))
+            elif cid in all_ids:
+                problems.append(AnswerProblem("early", i, cid,
+                                              f"tool message {i} answers call {cid} before the call is made"))
+            else:
+                problems.append(AnswerProblem("orphan", i, cid,
+                                              f"tool message {i} answers no call (tool_call_id {cid or 'missing'})"))
+    close()
+    return problems
+
+
+def pending_calls(messages: list[Message]) -> list[ToolCall]:
+    """The calls of the last assistant message that no later `tool` message answers yet: what a
+    rollout must still answer before the conversation can go on."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "assistant":
+            answered = {m.get("tool_call_id") for m in messages[index + 1:] if m.get("role") == "tool"}
+            return [c for c in tool_calls(messages[index], index) if c.id not in answered]
+    return []
+
+
+def answers(messages: list[Message]) -> dict[str, int]:
+    """Call id -> index of the first `tool` message answering it (wherever it stands)."""
+    out: dict[str, int] = {}
+    for i, msg in enumerate(messages):
+        if msg.get("role") == "tool":
+            out.setdefault(str(msg.get("tool_call_id") or ""), i)
+    return out

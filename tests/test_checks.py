@@ -1,0 +1,510 @@
+"""The deterministic checks, hole by hole: hand-written correct trajectories pass every check, and a
+corrupted copy of one fails the check that guards against that corruption, with a detail naming
+the fault (the call, the value, the message index). Also the message helpers the checks share with
+the exports and the rollout (`synth.judges.messages`)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from synth.judges.calibrate import load_fixture_examples
+from synth.judges.checks import (
+    CHECK_NAMES,
+    claims,
+    infer_termination,
+    run_checks,
+    tool_writes,
+    tools_from_trajectory,
+)
+from synth.judges.messages import (
+    answer_problems,
+    final_reply,
+    is_error_observation,
+    iter_tool_calls,
+    pending_calls,
+    text,
+)
+from synth.models import Rubric, Task, ToolSpec, Trajectory
+from synth.tools.spec import tool_from_mcp
+
+Messages = list[dict[str, Any]]
+
+
+def _schema(*required: str, **types: str) -> dict[str, Any]:
+    props = {k: {"type": "string"} for k in required} | {k: {"type": t} for k, t in types.items()}
+    return {"type": "object", "properties": props, "required": list(required)}
+
+
+TOOLS = [
+    ToolSpec(name="get_order", description="Look up an order.", domain="retail", input_schema=_schema("order_id"),
+             side_effect="read"),
+    ToolSpec(name="list_orders", description="A customer's orders.", domain="retail",
+             input_schema=_schema("customer_id"), side_effect="read"),
+    ToolSpec(name="cancel_order", description="Cancel an order.", domain="retail",
+             input_schema=_schema("order_id", reason="string"), side_effect="write"),
+    ToolSpec(name="add_reminder", description="Remind the customer.", domain="retail",
+             input_schema=_schema("order_id", minutes_before="integer"), side_effect="write"),
+]
+
+
+def call(cid: str, name: str, **args: Any) -> dict[str, Any]:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def calls(*batch: dict[str, Any], content: str = "") -> dict[str, Any]:
+    return {"role": "assistant", "content": content, "tool_calls": list(batch)}
+
+
+def tool(cid: str, content: Any) -> dict[str, Any]:
+    body = content if isinstance(content, str) else json.dumps(content)
+    return {"role": "tool", "tool_call_id": cid, "content": body}
+
+
+def user(content: str) -> dict[str, Any]:
+    return {"role": "user", "content": content}
+
+
+def say(content: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": content}
+
+
+SYSTEM = {"role": "system", "content": "You are Northwind's support agent. Refunds take 5-7 business days; "
+          "never cancel an order the customer did not ask to cancel."}
+
+# A lookup over several user turns, with a long result and a restated total in another format.
+LOOKUP: Messages = [
+    SYSTEM,
+    user("Hi, what's going on with my orders? Customer id cus-4471."),
+    calls(call("c1", "list_orders", customer_id="cus-4471")),
+    tool("c1", {"orders": [
+        {"order_id": "o-2207", "status": "processing", "placed": "2026-03-14T09:00:00Z", "total": 1250.0,
+         "items": [{"name": "desk", "price": 1200.0}, {"name": "lamp", "price": 50.0}]},
+        {"order_id": "o-1042", "status": "shipped", "tracking": "TRK-55821", "eta": "2026-03-18"}]}),
+    say("You have two orders:\n1. o-2207, placed March 14 at 9:00 am, total $1,250.00, still processing.\n"
+        "2. o-1042, shipped, tracking TRK-55821, expected on March 18."),
+    user("When will o-2207 ship?"),
+    calls(call("c2", "get_order", order_id="o-2207")),
+    tool("c2", {"order_id": "o-2207", "status": "processing", "ship_by": "2026-03-21", "warehouse": "WH-12"}),
+    say("Order o-2207 should ship by 2026-03-21 from warehouse WH-12."),
+]
+
+# A cancellation the task asks for, with a timeout recovered by a retry.
+CANCEL: Messages = [
+    SYSTEM,
+    user("Please cancel my order o-2207."),
+    calls(call("c1", "cancel_order", order_id="o-2207", reason="customer request")),
+    tool("c1", {"error": {"type": "timeout", "message": "order service timed out"}}),
+    calls(call("c2", "cancel_order", order_id="o-2207", reason="customer request")),
+    tool("c2", {"order_id": "o-2207", "status": "cancelled", "refund": 85.0}),
+    say("Order o-2207 is cancelled; $85 goes back to your card within 5-7 business days."),
+]
+
+# A reminder that fails: the agent admits it.
+REMINDER: Messages = [
+    SYSTEM,
+    user("Remind me about order o-2207 30 minutes before delivery."),
+    calls(call("c1", "add_reminder", order_id="o-2207", minutes_before=30)),
+    tool("c1", {"error": {"type": "timeout", "message": "reminder service timed out"}}),
+    say("Sorry, I couldn't set the reminder: the reminder service timed out. Please try again later."),
+]
+
+
+def traj(messages: Messages, termination: str = "user_done", **fields: Any) -> Trajectory:
+    fields.setdefault("tools", [])
+    return Trajectory(task_id="t", agent_id="a", domain="retail", messages=messages,
+                      termination=termination, **fields)
+
+
+def task(goal: str, kind: str = "tool", **rubric: Any) -> Task:
+    return Task(agent_id="a", domain="retail", goal=goal, kind=kind,
+                rubric=Rubric(success_criteria=rubric.pop("criteria", ["The assistant helps"]), **rubric))
+
+
+LOOKUP_TASK = task("Find out the status of the customer's orders and when o-2207 ships.",
+                   expected_calls=[{"tool": "get_order", "arguments": {"order_id": "o-2207"}}],
+                   checkpoints=["TRK-55821", "2026-03-21"])
+CANCEL_TASK = task("Cancel order o-2207.",
+                   expected_calls=[{"tool": "cancel_order", "arguments": {"order_id": "o-2207"}}],
+                   expected_state={"orders": {"o-2207": {"status": "cancelled"}}})
+REMINDER_TASK = task("Set a reminder 30 minutes before order o-2207 arrives.")
+GOOD = [(LOOKUP, LOOKUP_TASK), (CANCEL, CANCEL_TASK), (REMINDER, REMINDER_TASK)]
+CANCELLED_STATE = {"orders": {"o-2207": {"status": "cancelled", "total": 85.0}}}
+
+
+def results(messages: Messages, t: Task, termination: str = "user_done", tools: list[ToolSpec] | None = None,
+            **fields: Any) -> dict[str, Any]:
+    if t is CANCEL_TASK:
+        fields.setdefault("final_state", CANCELLED_STATE)
+    checks = run_checks(traj(messages, termination, **fields), t, TOOLS if tools is None else tools)
+    assert [c.name for c in checks] == list(CHECK_NAMES)
+    return {c.name: c for c in checks}
+
+
+def failed(messages: Messages, t: Task, **kw: Any) -> dict[str, str]:
+    return {name: c.detail for name, c in results(messages, t, **kw).items() if not c.passed}
+
+
+def edited(messages: Messages, index: int, **changes: Any) -> Messages:
+    out = copy.deepcopy(messages)
+    out[index] = {**out[index], **changes}
+    return out
+
+
+# ---------------------------------------------------------------- good trajectories pass
+
+
+@pytest.mark.parametrize(("messages", "t"), GOOD, ids=["lookup", "cancel", "reminder"])
+def test_hand_written_good_trajectories_pass_every_check(messages: Messages, t: Task) -> None:
+    assert failed(messages, t) == {}
+
+
+def test_shipped_fixtures_pass_every_check() -> None:
+    examples = load_fixture_examples()
+    assert len(examples) >= 9
+    for ex in examples:
+        bad = [c for c in run_checks(ex.trajectory, ex.task, ex.tools) if not c.passed]
+        assert bad == [], ex.task.goal
+
+
+# ---------------------------------------------------------------- no_fabrication
+
+
+@pytest.mark.parametrize(("claim", "value"), [
+    ("It will arrive in 45 minutes.", "45 minutes"),
+    ("The delivery fee is $85.", "$85"),
+    ("The courier comes at 10:15.", "10:15"),
+    ("Your reference is 55821.", "55821"),  # only TRK-55821 was seen
+    ("The desk costs 120.", "120"),  # 1200.0 was seen, not 120
+    ("It was placed on March 15.", "March 15"),
+    ("It was placed at 9:00 pm.", "9:00 pm"),  # 09:00 was seen, not 21:00
+    ("Your new order is o-9931.", "o-9931"),
+])
+def test_no_fabrication_flags_short_values_no_message_gave(claim: str, value: str) -> None:
+    bad = failed([*LOOKUP, say(claim)], LOOKUP_TASK)
+    assert set(bad) == {"no_fabrication"}
+    assert f"message {len(LOOKUP)} (assistant)" in bad["no_fabrication"] and repr(value) in bad["no_fabrication"]
+
+
+def test_no_fabrication_whole_tokens_not_substrings() -> None:
+    seen = [SYSTEM, user("Event please."), calls(call("c1", "get_order", order_id="x")),
+            tool("c1", {"event_id": "ev-3391", "fee": 850})]
+    assert "'3391'" in failed([*seen, say("Your event number is 3391.")], REMINDER_TASK)["no_fabrication"]
+    assert "'85'" in failed([*seen, say("The fee is 85.")], REMINDER_TASK)["no_fabrication"]
+    assert failed([*seen, say("Event ev-3391, fee 850.")], REMINDER_TASK) == {}
+
+
+@pytest.mark.parametrize("claim", [
+    "The total is 1250 dollars.",  # 1250.0 in a tool result
+    "Total: €1,250.",
+    "It was placed at 09:00 on 2026-03-14.",  # from 2026-03-14T09:00:00Z
+    "It ships by March 21, 2026.",
+    "The desk and lamp come to $1,250.00, the desk alone $1,200.",
+    "The lamp is $1,150 cheaper than the desk.",  # a difference of two prices
+    "Refunds take 5-7 business days.",  # from the system prompt
+    "I looked up customer cus-4471.",  # its own call argument
+    "1. o-2207\n2. o-1042\nThat's 2 orders.",  # list markers and small counts
+])
+def test_no_fabrication_accepts_restated_values_in_other_formats(claim: str) -> None:
+    assert failed([*LOOKUP, say(claim)], LOOKUP_TASK) == {}
+
+
+def test_claims_normalise_formats() -> None:
+    keys = {c.surface: c.keys for c in claims("At 9:30 am on March 14, 2026 pay $1,250.00 (85 USD) in 45 minutes")}
+    assert keys["9:30 am"] == ("t:09:30",)
+    assert keys["March 14, 2026"] == ("d:2026-03-14",)
+    assert keys["$1,250.00"] == ("n:1250",) and keys["85 USD"] == ("n:85",)
+    assert keys["45 minutes"] == ("n:45",)
+    assert [c.kind for c in claims("order ev-3391")] == ["id"]
+
+
+# ---------------------------------------------------------------- turn_limit
+
+
+@pytest.mark.parametrize("termination", ["max_turns", "error", "agent_gave_up", "user_stuck"])
+def test_turn_limit_only_a_user_ended_episode_passes(termination: str) -> None:
+    bad = failed(LOOKUP, LOOKUP_TASK, termination=termination)
+    assert set(bad) == {"turn_limit"}
+    assert f"episode ended by {termination}" in bad["turn_limit"]
+
+
+def test_infer_termination_for_files_without_one() -> None:
+    assert infer_termination(LOOKUP) == "user_done"
+    assert infer_termination(LOOKUP[:-1]) == "error"  # ends on a tool message
+    assert infer_termination(LOOKUP[:2]) == "error"  # the user spoke last
+
+
+# ---------------------------------------------------------------- calls_answered
+
+
+def test_calls_answered_in_order() -> None:
+    early = [*LOOKUP[:2], LOOKUP[3], LOOKUP[2], *LOOKUP[4:]]  # the answer before its call
+    bad = failed(early, LOOKUP_TASK)
+    assert "calls_answered" in bad
+    assert "tool message 2 answers call c1 before the call is made" in bad["calls_answered"]
+
+    late = [*LOOKUP[:3], say("One moment."), LOOKUP[3], *LOOKUP[4:]]  # answered after the agent spoke again
+    assert "no tool message before the next turn" in failed(late, LOOKUP_TASK)["calls_answered"]
+
+    dup = edited(LOOKUP, 6, tool_calls=[call("c1", "get_order", order_id="o-2207")])
+    dup = edited(dup, 7, tool_call_id="c1")
+    assert "call id c1 is used again by get_order (message 6)" in failed(dup, LOOKUP_TASK)["calls_answered"]
+
+    unknown = edited(LOOKUP, 7, tool_call_id="c9")
+    assert "tool message 7 answers no call (tool_call_id c9)" in failed(unknown, LOOKUP_TASK)["calls_answered"]
+
+    missing = [*LOOKUP[:7], *LOOKUP[8:]]
+    assert "call c2 get_order (message 6) has no tool message" in failed(missing, LOOKUP_TASK)["calls_answered"]
+
+
+def test_answers_to_a_batch_may_come_in_any_order() -> None:
+    batch = [SYSTEM, user("Orders o-2207 and o-1042?"),
+             calls(call("a", "get_order", order_id="o-2207"), call("b", "get_order", order_id="o-1042")),
+             tool("b", {"status": "shipped"}), tool("a", {"status": "processing"}),
+             say("o-2207 is processing and o-1042 has shipped.")]
+    assert answer_problems(batch) == []
+    assert failed(batch, task("Check orders o-2207 and o-1042.")) == {}
+
+
+# ---------------------------------------------------------------- errors_handled
+
+
+@pytest.mark.parametrize("reply", [
+    "No problem, your reminder is set.",
+    "Sorry for the wait! Your reminder is set for 30 minutes before delivery.",
+    "Done!",
+    "Apologies for the delay: the reminder has been created successfully.",
+])
+def test_errors_handled_rejects_success_claimed_after_a_failure(reply: str) -> None:
+    bad = failed(edited(REMINDER, 4, content=reply), REMINDER_TASK)
+    assert set(bad) == {"errors_handled"}
+    assert "add_reminder(o-2207, 30)" in bad["errors_handled"] and "(message 3)" in bad["errors_handled"]
+
+
+def test_errors_handled_looks_at_the_first_text_not_any_later_one() -> None:
+    messages = [*REMINDER[:4], say("Anything else I can do for you?"), user("No."),
+                say("Sorry, there was an error earlier.")]
+    bad = failed(messages, REMINDER_TASK)
+    assert "not acknowledged by the next reply (message 4)" in bad["errors_handled"]
+
+
+def test_errors_handled_accepts_a_successful_retry_before_any_text() -> None:
+    assert failed(CANCEL, CANCEL_TASK) == {}
+    # the retry fails too and the agent claims success anyway
+    both_fail = edited(CANCEL, 5, content=json.dumps({"error": "order service unavailable"}))
+    bad = failed(both_fail, CANCEL_TASK)
+    assert "errors_handled" in bad and "expected_calls" in bad
+
+
+def test_error_observations() -> None:
+    assert is_error_observation(tool("x", {"error": "boom"}))
+    assert is_error_observation(tool("x", "Error: order not found"))
+    assert is_error_observation(tool("x", {"isError": True, "content": []}))
+    assert is_error_observation(tool("x", {"ok": True}), {"x"})  # the step record says so
+    assert not is_error_observation(tool("x", {"error": None, "status": "ok"}))
+    assert not is_error_observation(tool("x", "The error rate is low."))
+
+
+# ---------------------------------------------------------------- expected_calls
+
+
+def test_expected_call_that_errored_does_not_count() -> None:
+    failing = [*REMINDER[:4], say("Sorry, the reminder service timed out, so no reminder was set.")]
+    t = task("Set a reminder for order o-2207.", expected_calls=[{"tool": "add_reminder",
+                                                                   "arguments": {"order_id": "o-2207"}}])
+    bad = failed(failing, t)
+    assert set(bad) == {"expected_calls"}
+    assert 'add_reminder({"order_id": "o-2207"}) only returned errors' in bad["expected_calls"]
+    assert "call c1 (message 2)" in bad["expected_calls"]
+
+
+# ---------------------------------------------------------------- no_unrequested_writes
+
+
+def test_unrequested_cancellation_fails() -> None:
+    messages = [*LOOKUP[:-1], calls(call("c3", "cancel_order", order_id="o-1042")),
+                tool("c3", {"order_id": "o-1042", "status": "cancelled"}), LOOKUP[-1]]
+    bad = failed(messages, LOOKUP_TASK)
+    assert set(bad) == {"no_unrequested_writes"}
+    assert bad["no_unrequested_writes"] == \
+        "cancel_order(o-1042) (call c3, message 8) writes but the task does not ask for it"
+
+
+def test_writes_the_task_asks_for_pass() -> None:
+    # no expected call: the goal's verb asks for it
+    t = task("The customer wants order o-2207 cancelled.")
+    assert "no_unrequested_writes" not in failed(CANCEL, t, final_state=CANCELLED_STATE)
+    # a criterion that forbids the write does not ask for it
+    t = task("Tell the customer about order o-2207.", criteria=["The assistant does not cancel the order"])
+    assert "no_unrequested_writes" in failed(CANCEL, t)
+
+
+def test_the_object_named_picks_among_tools_of_one_verb() -> None:
+    tools = [*TOOLS, ToolSpec(name="cancel_subscription", description="", domain="retail",
+                              input_schema=_schema("order_id"), side_effect="write")]
+    wrong = copy.deepcopy(CANCEL)
+    for i in (2, 4):
+        wrong[i]["tool_calls"][0]["function"]["name"] = "cancel_subscription"
+    t = task("Cancel order o-2207.")
+    assert "no_unrequested_writes" not in failed(CANCEL, t, tools=tools, final_state=CANCELLED_STATE)
+    assert "cancel_subscription(o-2207" in failed(wrong, t, tools=tools)["no_unrequested_writes"]
+
+
+def test_which_tools_write() -> None:
+    def spec(name: str, **kw: Any) -> ToolSpec:
+        return ToolSpec.model_validate({"name": name, "description": "", "domain": "d",
+                                        "inputSchema": {"type": "object"}, **kw})
+
+    assert tool_writes(spec("cancel_order")) and tool_writes(spec("sendCertificate"))
+    assert tool_writes(spec("order_cancel")) and tool_writes(spec("book_reservation"))
+    assert not tool_writes(spec("get_transfer_status")) and not tool_writes(spec("list_all_airports"))
+    assert tool_writes(spec("lookup", side_effect="write"))
+    assert not tool_writes(spec("cancel_preview", side_effect="read"))  # stated, so trusted
+    mcp = tool_from_mcp({"name": "archive", "inputSchema": {"type": "object"},
+                         "annotations": {"destructiveHint": True}}, domain="d")
+    assert tool_writes(mcp)
+    reads = tool_from_mcp({"name": "delete_preview", "inputSchema": {"type": "object"},
+                           "annotations": {"readOnlyHint": True}}, domain="d")
+    assert not tool_writes(reads)
+    # OpenAI tools say nothing about side effects: the name decides
+    openai = traj([], tools=[spec("cancel_order").to_openai(), spec("get_order").to_openai()])
+    assert [tool_writes(t) for t in tools_from_trajectory(openai)] == [True, False]
+
+
+# ---------------------------------------------------------------- no_needless_tools
+
+
+def test_no_tool_task_with_calls_fails() -> None:
+    bad = failed(LOOKUP, task("Say hello.", kind="no_tool"))
+    assert "no_needless_tools" in bad and "list_orders(cus-4471) (call c1, message 2)" in bad["no_needless_tools"]
+
+
+# ---------------------------------------------------------------- final_state
+
+
+def test_final_state_against_the_expected_end_state() -> None:
+    assert results(CANCEL, CANCEL_TASK)["final_state"].passed
+    bad = failed(CANCEL, CANCEL_TASK, final_state={"orders": {"o-2207": {"status": "processing"}}})
+    assert bad == {"final_state": 'orders.o-2207.status is "processing", expected "cancelled"'}
+    gone = failed(CANCEL, CANCEL_TASK, final_state={"orders": {}})
+    assert "orders.o-2207 is missing" in gone["final_state"]
+    assert results(LOOKUP, LOOKUP_TASK)["final_state"].detail == "task states no expected end state"
+
+
+def test_final_state_replays_the_state_log_when_no_final_state_is_recorded() -> None:
+    t = CANCEL_TASK.model_copy(update={"initial_state": {"orders": {"o-2207": {"status": "processing"}}}})
+    log = [{"turn": 0, "tool_call_id": "c2", "tool": "cancel_order", "state_update":
+            {"orders": {"o-2207": {"status": "cancelled"}}}}]
+    checks = {c.name: c for c in run_checks(traj(CANCEL, state_log=log), t, TOOLS)}
+    assert checks["final_state"].passed
+    checks = {c.name: c for c in run_checks(traj(CANCEL), t, TOOLS)}
+    assert not checks["final_state"].passed and "no final state" in checks["final_state"].detail
+
+
+def test_expected_state_is_left_out_of_dumps_when_unset() -> None:
+    """Tasks stored before the field existed keep their ids."""
+    assert "expected_state" not in Rubric(success_criteria=["c"]).model_dump()
+    assert Rubric(success_criteria=["c"], expected_state={"a": 1}).model_dump()["expected_state"] == {"a": 1}
+
+
+# ---------------------------------------------------------------- checkpoints, arguments
+
+
+def test_checkpoints_match_whole_phrases_in_one_message() -> None:
+    t = task("Find order o-1042's tracking.", checkpoints=["trk-55821"])  # case does not matter
+    assert "checkpoints" not in failed(LOOKUP, t)
+    t = task("Find the event.", checkpoints=["ev-3391"])
+    partial = [*LOOKUP[:-1], say("Your event is prev-33910.")]
+    assert failed(partial, t)["checkpoints"] == "checkpoint 'ev-3391' never appears in a tool result or reply"
+    t = task("x", checkpoints=["shipped tracking"])  # "shipped" and "tracking" are in one JSON, not as a phrase
+    assert "checkpoints" in failed(LOOKUP, t)
+
+
+def test_invalid_json_arguments_fail() -> None:
+    broken = copy.deepcopy(LOOKUP)
+    broken[6]["tool_calls"][0]["function"]["arguments"] = '{"order_id": "o-2207"'
+    bad = failed(broken, LOOKUP_TASK)
+    assert "get_order call c2 (message 6): arguments are not a JSON object" in bad["arguments_valid"]
+
+
+# ---------------------------------------------------------------- message helpers
+
+
+def test_message_helpers() -> None:
+    assert text(None) == "" and text([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) == "ab"
+    assert final_reply(LOOKUP) == LOOKUP[-1]["content"] and final_reply(LOOKUP[:-1]) is None
+    assert final_reply([*LOOKUP, say("  ")]) is None
+    found = list(iter_tool_calls(LOOKUP))
+    assert [(c.index, c.id, c.name, c.arguments) for c in found] == [
+        (2, "c1", "list_orders", {"customer_id": "cus-4471"}), (6, "c2", "get_order", {"order_id": "o-2207"})]
+    assert [c.id for c in pending_calls(LOOKUP[:3])] == ["c1"] and pending_calls(LOOKUP) == []
+
+
+@pytest.mark.parametrize(("messages", "kinds"), [
+    (LOOKUP, []),
+    ([*LOOKUP[:2], LOOKUP[3], LOOKUP[2]], ["early", "unanswered"]),
+    ([*LOOKUP[:4], LOOKUP[3]], ["answered_twice"]),
+    ([*LOOKUP[:3], user("hello?"), LOOKUP[3]], ["unanswered", "late"]),
+    ([*LOOKUP[:2], calls(call("", "get_order", order_id="o"))], ["no_id"]),
+    ([tool("zz", "{}")], ["orphan"]),
+])
+def test_answer_problems(messages: Messages, kinds: list[str]) -> None:
+    assert [p.kind for p in answer_problems(messages)] == kinds
+
+
+# ---------------------------------------------------------------- real-conversation conventions
+
+
+@pytest.mark.parametrize("marker", ["###STOP###", "Thanks, that's all! ###STOP###", "###TRANSFER###"])
+def test_a_user_stop_marker_after_the_reply_ends_the_episode(marker: str) -> None:
+    """tau-bench / tau2-bench users end an episode with a stop marker after the agent's reply: the
+    user ended it, and the reply before the marker is the final one."""
+    messages = [*LOOKUP, user(marker)]
+    assert infer_termination(messages) == "user_done"
+    assert final_reply(messages) == LOOKUP[-1]["content"]
+    assert failed(messages, LOOKUP_TASK) == {}
+
+
+def test_a_stop_marker_does_not_hide_a_cut_off_episode() -> None:
+    assert infer_termination([*LOOKUP[:-1], user("###STOP###")]) == "error"  # ends on a tool result
+    assert infer_termination([*LOOKUP, user("###OUT-OF-SCOPE###")]) == "user_stuck"
+    assert final_reply([user("###STOP###")]) is None
+
+
+def test_no_fabrication_accepts_an_identifier_restated_with_its_words() -> None:
+    messages = [SYSTEM, user("Which gift cards do I have?"), calls(call("c1", "list_orders", customer_id="cus-4471")),
+                tool("c1", {"payment_methods": {"gift_card_6276644": {"amount": 113}}}),
+                say("You have Gift Card 6276644 with $113.")]
+    assert "no_fabrication" not in failed(messages, LOOKUP_TASK)
+    bare = edited(messages, 4, content="You have card 6276644 with $113.")
+    assert "'6276644'" in failed(bare, LOOKUP_TASK)["no_fabrication"]
+
+
+def test_errors_handled_accepts_a_reply_that_passes_the_error_on() -> None:
+    """A reply that tells the user what the error said (its words, or a value only it gave) handles it."""
+    for error, reply in [("Error: not enough seats on flight HAT229", "There are not enough seats on HAT229."),
+                         ("Error: payment amount does not add up, total price is 375, but paid 299",
+                          "The total comes to $375 with fees; shall I charge that instead?")]:
+        messages = [*REMINDER[:3], tool("c1", error), say(reply)]
+        assert "errors_handled" not in failed(messages, REMINDER_TASK), reply
+    silent = [*REMINDER[:3], tool("c1", "Error: payment amount does not add up"), say("Let me know what else.")]
+    assert "errors_handled" in failed(silent, REMINDER_TASK)
+
+
+def test_no_fabrication_flags_an_action_no_tool_did() -> None:
+    """"Your reminder has been added" with no reminder call at all is a made-up action; one of a
+    state a tool reported ("has been cancelled" in a result) is not."""
+    made_up = [*LOOKUP, user("Also remind me 30 minutes before."), say("Done: a reminder has been added for o-2207.")]
+    assert "has been added" in failed(made_up, LOOKUP_TASK)["no_fabrication"]
+    reported = [SYSTEM, user("What happened to o-2207?"), calls(call("c1", "get_order", order_id="o-2207")),
+                tool("c1", {"order_id": "o-2207", "status": "cancelled"}), say("Order o-2207 has been cancelled.")]
+    assert "no_fabrication" not in failed(reported, LOOKUP_TASK)
+
+
+def test_a_tool_task_where_no_tool_was_called_fails() -> None:
+    chat = [SYSTEM, user("Cancel order o-2207."), say("I can't look that up, please check your email.")]
+    assert "called no tool" in failed(chat, task("Cancel order o-2207."))["expected_calls"]
+    assert "expected_calls" not in failed(chat, task("Say hello.", kind="no_tool"))
