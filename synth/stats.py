@@ -121,7 +121,7 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
     judge_vote = _dicts(con, """
         SELECT coalesce(judge->>'vote', '(unrecorded)') AS vote, judge->>'vote_reason' AS reason,
                judge->>'model' AS model, count(*) AS count
-        FROM latest_judgments GROUP BY ALL ORDER BY count DESC, vote""")
+        FROM latest_judgments GROUP BY ALL ORDER BY count DESC, vote, model NULLS FIRST, reason NULLS FIRST""")
     yield_rows = _dicts(con, """
         WITH verdict AS (SELECT trajectory_id, accepted FROM latest_judgments)
         SELECT coalesce(t.domain, '(none)') AS domain, count(*) AS trajectories, count(v.trajectory_id) AS judged,

@@ -20,6 +20,7 @@ from synth.agents import (
     synthesize_agent,
     synthesize_agent_and_tasks,
 )
+from synth.judges.checks import state_mismatches
 from synth.llm import LLMClient
 from synth.llm.client import inline_refs
 from synth.models import ExpectedCall, Rubric, Task, ToolSpec
@@ -129,6 +130,16 @@ async def test_planned_tasks_work_with_the_tool_simulator() -> None:
             assert not obs.is_error, (call.tool.name, call.arguments, obs.content)
             assert obs.executor == "simulated"
         assert plan.ordered or len(plan.calls) == 1
+        # The plan's expected end state is what playing its calls leaves behind, and not the start.
+        if any(c.tool.name == "update_order" for c in plan.calls):
+            writes = [c for c in plan.calls if c.tool.name == "update_order"]
+            assert plan.expected_state, plan.calls
+            assert state_mismatches(plan.expected_state, simulator.state, "") == []
+            status = writes[-1].arguments["status"]
+            if plan.initial_state["orders"][writes[-1].entities["order_id"]].get("status") != status:
+                assert state_mismatches(plan.expected_state, plan.initial_state, "") != []
+        else:
+            assert plan.expected_state == {}
 
 
 # ---------------------------------------------------------------- fake backend helpers
@@ -267,9 +278,9 @@ def test_sampler_never_repeats_while_alternatives_exist() -> None:
 # ---------------------------------------------------------------- 3. the real model
 
 
-# Eight agents with two tasks each cover every path (toolset sampling, prompts, task kinds, rubric
+# Six agents with two tasks each cover every path (toolset sampling, prompts, task kinds, rubric
 # validation, storage); more only repeats them at CI's expense.
-N_AGENTS = 8
+N_AGENTS = 6
 
 
 @pytest.mark.integration

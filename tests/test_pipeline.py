@@ -239,7 +239,7 @@ def _stop_own_ray_head(head: subprocess.Popen[bytes], temp_dir: Path) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGTERM)
     try:
-        head.wait(30)
+        head.wait(5)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)

@@ -109,7 +109,7 @@ def test_backend_killed_mid_run_is_restarted_and_the_run_completes(tmp_path: Pat
         pytest.skip(str(exc))
     db = tmp_path / "synth.duckdb"
     env = {**_env(tmp_path), "SYNTH_RUN__TOOLS_PER_DOMAIN": "4", "SYNTH_BACKEND__PARALLEL": "4"}
-    proc = subprocess.Popen(_run_cmd(db, 4, "--no-ray"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(_run_cmd(db, 3, "--no-ray"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 900
@@ -126,4 +126,4 @@ def test_backend_killed_mid_run_is_restarted_and_the_run_completes(tmp_path: Pat
             proc.kill()
     assert proc.returncode == 0, err[-4000:]
     assert "restarting" in err
-    assert json.loads(out.strip().splitlines()[-1])["judged"] == 4
+    assert json.loads(out.strip().splitlines()[-1])["judged"] == 3

@@ -19,6 +19,7 @@ The model then writes the goal, persona and criteria around this plan (`synthesi
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
@@ -31,7 +32,7 @@ import jsonschema
 from synth.agents.validate import entity_reference, singular, snake
 from synth.llm.client import inline_refs
 from synth.models import Difficulty, TaskKind, ToolSpec
-from synth.rollout.world import tool_intent
+from synth.rollout.world import merge_patch, plan_deterministic, tool_intent
 
 FIRST_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Luca")
 LAST_NAMES = ("Ruiz", "Okafor", "Martin", "Patel", "Kaya", "Haddad", "Lee", "Sato", "Costa", "Berg", "Adeyemi")
@@ -362,6 +363,38 @@ class TaskPlan:
     criteria: list[str]
     failure_conditions: list[str]
     idea: str = ""
+    expected_state: dict[str, Any] = field(default_factory=dict)
+
+
+def expected_end_state(calls: list[PlannedCall], initial_state: dict[str, Any]) -> dict[str, Any]:
+    """The world the task must end in, for the `final_state` check (tau2-bench's): each planned
+    update's key arguments, each close's status, each delete's absence, as the simulator's own
+    deterministic path would write them. Left out: creates (the new entity's id is the simulator's
+    choice) and arguments the rubric does not fix (a free-text reason may be worded any way)."""
+    state = copy.deepcopy(initial_state)
+    expected: dict[str, Any] = {}
+    for call in calls:
+        kind = tool_intent(call.tool)[0]
+        if kind not in ("update", "close", "delete"):
+            continue
+        plan = plan_deterministic(call.tool, call.arguments, state, random.Random(0))
+        if plan.entity is None or not plan.state_update:
+            continue
+        for collection, entities in plan.state_update.items():
+            for entity_id, patch in entities.items():
+                want: dict[str, Any] | None
+                if patch is None:
+                    want = None
+                else:
+                    want = {k: v for k, v in patch.items()
+                            if (kind == "close" and k == "status") or call.key_arguments.get(k, object()) == v}
+                    if not want:
+                        continue
+                slot = expected.setdefault(collection, {})
+                before = slot.get(entity_id)
+                slot[entity_id] = {**before, **want} if isinstance(before, dict) and want is not None else want
+        state = merge_patch(state, plan.state_update)
+    return expected
 
 
 def _rank(tool: ToolSpec) -> int:
@@ -551,4 +584,4 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
         criteria.append("If a tool call fails, the assistant retries it or tells the user what went wrong")
         failures.append("The assistant ignores a tool error and claims success")
     return TaskPlan("tool", difficulty, calls, ordered, builder.state, withheld, stated, checkpoints, criteria,
-                    failures)
+                    failures, expected_state=expected_end_state(calls, builder.state))

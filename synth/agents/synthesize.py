@@ -260,6 +260,7 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
         success_criteria=criteria,
         expected_calls=[ExpectedCall(tool=c.tool.name, arguments=c.key_arguments) for c in plan.calls],
         ordered=plan.ordered, checkpoints=plan.checkpoints, failure_conditions=failures,
+        expected_state=plan.expected_state or None,
     )
     return Task(agent_id=agent.id, domain=agent.domain, goal=goal, persona=persona, withheld=plan.withheld,
                 initial_state=plan.initial_state, difficulty=plan.difficulty, kind=plan.kind, rubric=rubric)

@@ -202,6 +202,8 @@ def judge_calibrate(
     db: Path | None = typer.Option(None, "--db", help="Also calibrate on this dataset's accepted trajectories, "
                                                       "and store the report there (default store: run.db)."),
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many accepted trajectories from --db."),
+    fixtures: int | None = typer.Option(None, "--fixtures", min=1,
+                                        help="Use only the first N shipped good trajectories (default: all)."),
     checks_only: bool = typer.Option(False, "--checks-only", "--no-llm",
                                      help="Only the deterministic checks (no model)."),
     samples: int | None = typer.Option(None, "--samples", min=1, help="Judge samples per trajectory "
@@ -229,7 +231,7 @@ def judge_calibrate(
     from synth.llm.session import model_endpoints
     from synth.store import Dataset, read_episodes
 
-    good = load_fixture_examples()
+    good = load_fixture_examples()[:fixtures] if fixtures else load_fixture_examples()
     if db is not None:
         source = _existing_db(db)
 

@@ -802,7 +802,7 @@ def _check_no_needless_tools(ctx: _Context) -> CheckResult:
                    if ctx.calls else [])
 
 
-def _state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
+def state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
     """Where `actual` falls short of `expected`: every key of an expected object is present with a
     matching value (extra keys are fine); a null expected value means the key must be gone (JSON
     merge-patch's delete); other values compare equal (1 == 1.0)."""
@@ -818,7 +818,7 @@ def _state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
             elif key not in actual:
                 out.append(f"{where} is missing (expected {json.dumps(want, ensure_ascii=False)[:60]})")
             else:
-                out += _state_mismatches(want, actual[key], where)
+                out += state_mismatches(want, actual[key], where)
         return out
     if expected != actual:
         return [f"{path} is {json.dumps(actual, ensure_ascii=False)[:60]}, "
@@ -843,7 +843,7 @@ def _check_final_state(ctx: _Context) -> CheckResult:
     expected = ctx.task.rubric.expected_state
     if not expected:
         return CheckResult(name="final_state", passed=True, detail="task states no expected end state")
-    problems = _state_mismatches(expected, _final_world(ctx), "")
+    problems = state_mismatches(expected, _final_world(ctx), "")
     problems = problems[:6] + ([f"and {len(problems) - 6} more"] if len(problems) > 6 else [])
     if problems and not (ctx.trajectory.final_state or ctx.trajectory.state_log):
         problems.insert(0, "the trajectory records no final state nor state log (compared: the initial state)")
