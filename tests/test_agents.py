@@ -130,6 +130,12 @@ async def test_planned_tasks_work_with_the_tool_simulator() -> None:
             assert not obs.is_error, (call.tool.name, call.arguments, obs.content)
             assert obs.executor == "simulated"
         assert plan.ordered or len(plan.calls) == 1
+        # Values the user is told to give are values the expected calls check.
+        told = {*plan.stated.values(), *plan.withheld.values()}
+        for call in plan.calls:
+            for name, value in call.arguments.items():
+                if isinstance(value, str) and value in told and name not in ("query",):
+                    assert call.key_arguments.get(name) == value, (call.tool.name, name, value)
         # The plan's expected end state is what playing its calls leaves behind, and not the start.
         if any(c.tool.name == "update_order" for c in plan.calls):
             writes = [c for c in plan.calls if c.tool.name == "update_order"]

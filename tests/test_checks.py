@@ -508,3 +508,28 @@ def test_a_tool_task_where_no_tool_was_called_fails() -> None:
     chat = [SYSTEM, user("Cancel order o-2207."), say("I can't look that up, please check your email.")]
     assert "called no tool" in failed(chat, task("Cancel order o-2207."))["expected_calls"]
     assert "expected_calls" not in failed(chat, task("Say hello.", kind="no_tool"))
+
+
+# ---------------------------------------------------------------- junk the main job once accepted
+
+
+def test_the_same_assistant_text_twice_in_a_row_is_a_loop():
+    looping = [SYSTEM, user("Where is order o-1042?"), say("The ship was not found. Please try again later."),
+               user("Can you check again?"), say("The ship was not found.  Please try again later.")]
+    results = {c.name: c for c in run_checks(traj(looping), task("Where is order o-1042?"), TOOLS)}
+    assert not results["no_loops"].passed
+    assert "messages 2 and 4 (assistant) say the same" in results["no_loops"].detail
+
+
+def test_an_unserviceable_task_needs_a_reply_that_declines():
+    goal = task("Book me a table at an Italian restaurant tonight.", kind="unserviceable")
+    chatty = [SYSTEM, user("Book me a table at an Italian restaurant tonight."),
+              say("How can I help you? How about a cup of coffee?")]
+    results = {c.name: c for c in run_checks(traj(chatty), goal, TOOLS)}
+    assert not results["declines_unserviceable"].passed
+    assert "cup of coffee" in results["declines_unserviceable"].detail
+    declines = [*chatty[:2], say("Sorry, I can't book restaurants: my tools only handle orders.")]
+    assert all(c.passed for c in run_checks(traj(declines), goal, TOOLS))
+    # other kinds are not asked to decline
+    lookup = {c.name: c for c in run_checks(traj(LOOKUP), LOOKUP_TASK, TOOLS)}
+    assert lookup["declines_unserviceable"].passed

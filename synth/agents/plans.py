@@ -566,6 +566,16 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
         withheld[last] = stated[last]
     for name in withheld:
         stated.pop(name, None)
+    # A value the user gives (stated or withheld) is one the call must use: it joins the call's key
+    # arguments, which the rubric's expected calls (and the expected end state) check.
+    told = {*stated.values(), *withheld.values()}
+    for call in calls:
+        for name, value in call.arguments.items():
+            key = snake(name)
+            free = any(w == key or key.startswith(w + "_") or key.endswith("_" + w) for w in _FREE_TEXT)
+            if (name not in call.key_arguments and not free and not any(w in key for w in _TUNING)
+                    and isinstance(value, str | int | float | bool) and _fact(value) in told):
+                call.key_arguments[name] = value
 
     checkpoints: list[str] = []
     for call in calls:

@@ -69,6 +69,7 @@ CHECK_NAMES = (
     "no_needless_tools",
     "final_state",
     "no_unrequested_writes",
+    "declines_unserviceable",
 )
 
 # The only termination that means the task ran its course: the user ended the conversation
@@ -520,12 +521,24 @@ def _check_calls_answered(ctx: _Context) -> CheckResult:
 
 
 def _check_no_loops(ctx: _Context) -> CheckResult:
+    """No call repeated `LOOP_THRESHOLD` times with the same arguments, and no assistant text
+    said twice in a row (an agent stuck on one sentence is not a worked example)."""
     by_call: dict[tuple[str, str], list[ToolCall]] = defaultdict(list)
     for c in ctx.calls:
         args = json.dumps(c.arguments, sort_keys=True) if c.arguments is not None else c.arguments_text
         by_call[(c.name, args)].append(c)
     loops = [f"{same[0].describe()} made {len(same)} times (messages {', '.join(str(c.index) for c in same)})"
              for same in by_call.values() if len(same) >= LOOP_THRESHOLD]
+    previous: tuple[int, str] | None = None
+    for i, msg in enumerate(ctx.messages):
+        if msg.get("role") != "assistant":
+            continue
+        said = " ".join(message_text(msg).lower().split())
+        if not said:
+            continue
+        if previous is not None and previous[1] == said:
+            loops.append(f"messages {previous[0]} and {i} (assistant) say the same: {said[:60]!r}")
+        previous = (i, said)
     return _result("no_loops", loops)
 
 
@@ -802,6 +815,28 @@ def _check_no_needless_tools(ctx: _Context) -> CheckResult:
                    if ctx.calls else [])
 
 
+# How a reply says plainly that the request is beyond its tools.
+_DECLINE = re.compile(
+    r"\b(can ?not|can'?t|cannot|unable|not able|isn'?t possible|is not possible|not possible|"
+    r"(?:do not|don'?t) have (?:a |any |the )?(?:tool|way|access|ability|function)|no (?:tool|way|access)|"
+    r"outside (?:of )?(?:my|the) (?:scope|capabilities)|not (?:supported|something i can)|beyond (?:my|the))\b",
+    re.I,
+)
+
+
+def _check_declines_unserviceable(ctx: _Context) -> CheckResult:
+    """An `unserviceable` task (its tools cannot do what the user asks) is a worked example only
+    when the assistant says so: some assistant reply states that it cannot do it."""
+    if ctx.task.kind != "unserviceable":
+        return CheckResult(name="declines_unserviceable", passed=True, detail=f"a {ctx.task.kind} task")
+    replies = [(i, message_text(m)) for i, m in enumerate(ctx.messages) if m.get("role") == "assistant"]
+    if any(_DECLINE.search(said) for _, said in replies):
+        return CheckResult(name="declines_unserviceable", passed=True)
+    last = next((f"message {i}: {said[:60]!r}" for i, said in reversed(replies) if said.strip()), "no reply")
+    return _result("declines_unserviceable",
+                   [f"the task is beyond the tools but no assistant reply says it cannot be done (last: {last})"])
+
+
 def state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
     """Where `actual` falls short of `expected`: every key of an expected object is present with a
     matching value (extra keys are fine); a null expected value means the key must be gone (JSON
@@ -918,6 +953,7 @@ _CHECKS: dict[str, Callable[[_Context], CheckResult]] = {
     "no_needless_tools": _check_no_needless_tools,
     "final_state": _check_final_state,
     "no_unrequested_writes": _check_no_unrequested_writes,
+    "declines_unserviceable": _check_declines_unserviceable,
 }
 assert tuple(_CHECKS) == CHECK_NAMES
 
