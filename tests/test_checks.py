@@ -533,3 +533,16 @@ def test_an_unserviceable_task_needs_a_reply_that_declines():
     # other kinds are not asked to decline
     lookup = {c.name: c for c in run_checks(traj(LOOKUP), LOOKUP_TASK, TOOLS)}
     assert lookup["declines_unserviceable"].passed
+
+
+def test_one_sentence_repeated_inside_a_reply_is_a_loop():
+    stuck = [SYSTEM, user("Hello"), say("I can assist you with any project you need to finish. " * 3)]
+    results = {c.name: c for c in run_checks(traj(stuck), task("Say hello back.", kind="no_tool"), TOOLS)}
+    assert not results["no_loops"].passed and "repeats" in results["no_loops"].detail
+
+
+def test_a_user_who_speaks_as_the_assistant_fails_user_in_role():
+    confused = [SYSTEM, user("Awesome, I'm here to help. I'm your AI assistant."), say("Thanks! What do you need?")]
+    results = {c.name: c for c in run_checks(traj(confused), task("Say hello back.", kind="no_tool"), TOOLS)}
+    assert not results["user_in_role"].passed and "message 1 (user)" in results["user_in_role"].detail
+    assert all(c.passed for c in run_checks(traj(LOOKUP), LOOKUP_TASK, TOOLS))

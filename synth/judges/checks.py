@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -70,6 +70,7 @@ CHECK_NAMES = (
     "final_state",
     "no_unrequested_writes",
     "declines_unserviceable",
+    "user_in_role",
 )
 
 # The only termination that means the task ran its course: the user ended the conversation
@@ -539,7 +540,15 @@ def _check_no_loops(ctx: _Context) -> CheckResult:
         if previous is not None and previous[1] == said:
             loops.append(f"messages {previous[0]} and {i} (assistant) say the same: {said[:60]!r}")
         previous = (i, said)
+        sentences = Counter(x for x in (" ".join(part.split()) for part in _SENTENCE_SPLIT.split(said))
+                            if len(x.split()) >= 4)
+        stuck = [x for x, n in sentences.items() if n >= LOOP_THRESHOLD]
+        if stuck:
+            loops.append(f"message {i} (assistant) repeats {stuck[0][:60]!r} {sentences[stuck[0]]} times")
     return _result("no_loops", loops)
+
+
+_SENTENCE_SPLIT = re.compile(r"[.!?\n]+")
 
 
 def _check_turn_limit(ctx: _Context) -> CheckResult:
@@ -837,6 +846,23 @@ def _check_declines_unserviceable(ctx: _Context) -> CheckResult:
                    [f"the task is beyond the tools but no assistant reply says it cannot be done (last: {last})"])
 
 
+# A simulated user who speaks as the assistant ("I'm your AI assistant", "How can I help you?").
+_ASSISTANT_VOICE = re.compile(
+    r"\b(?:i'?m|i am) (?:an? |your |the )?(?:ai |virtual |digital |helpful )?(?:assistant|language model|chatbot)\b"
+    r"|\bas an ai\b|\bhow (?:can|may) i (?:help|assist) you\b",
+    re.I,
+)
+
+
+def _check_user_in_role(ctx: _Context) -> CheckResult:
+    """Every user message speaks as the user: a user who introduces itself as the assistant or
+    offers help makes the conversation a wrong example of how users talk, whatever the agent did."""
+    confused = [f"message {i} (user): {message_text(m)[:60]!r}" for i, m in enumerate(ctx.messages)
+                if m.get("role") == "user" and _ASSISTANT_VOICE.search(message_text(m))]
+    return _result("user_in_role", [f"the user speaks as the assistant in {', '.join(confused[:3])}"]
+                   if confused else [])
+
+
 def state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
     """Where `actual` falls short of `expected`: every key of an expected object is present with a
     matching value (extra keys are fine); a null expected value means the key must be gone (JSON
@@ -954,6 +980,7 @@ _CHECKS: dict[str, Callable[[_Context], CheckResult]] = {
     "final_state": _check_final_state,
     "no_unrequested_writes": _check_no_unrequested_writes,
     "declines_unserviceable": _check_declines_unserviceable,
+    "user_in_role": _check_user_in_role,
 }
 assert tuple(_CHECKS) == CHECK_NAMES
 
