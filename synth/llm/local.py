@@ -303,6 +303,7 @@ def check_backend(config: BackendConfig, log_file: str | Path | None = None) -> 
     """
     small = config.model_copy(update={"parallel": 1, "ctx_per_slot": 512, "port": None})
     backend = LocalBackend(small, log_file=log_file)
+    backend.log_path.unlink(missing_ok=True)  # the log's last lines must be this check's, not an earlier one's
     try:
         backend.start()
         started = time.monotonic()
