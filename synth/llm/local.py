@@ -147,17 +147,23 @@ _SIGNAL_MEANING = {
 }
 
 
+def signal_name(returncode: int) -> str | None:
+    """'SIGILL' when `returncode` is Popen's way of saying the child died of that signal (negative)."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return None
+
+
 def describe_exit(returncode: int) -> str:
-    """'killed by SIGILL (an illegal instruction: ...)' or 'exited with code 1'. A negative
-    returncode is Popen's way of saying the child died of that signal."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        meaning = _SIGNAL_MEANING.get(name)
-        return f"killed by {name}" + (f" ({meaning})" if meaning else "")
-    return f"exited with code {returncode}"
+    """'killed by SIGILL (an illegal instruction: ...)' or 'exited with code 1'."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    name = signal_name(returncode) or f"signal {-returncode}"
+    meaning = _SIGNAL_MEANING.get(name)
+    return f"killed by {name}" + (f" ({meaning})" if meaning else "")
 
 
 class BackendCrashedError(BackendUnavailableError):
@@ -168,8 +174,7 @@ class BackendCrashedError(BackendUnavailableError):
         self.binary = binary
         self.returncode = returncode
         self.log_path = log_path
-        known = returncode < 0 and -returncode in _signal_numbers()
-        self.signal_name = signal.Signals(-returncode).name if known else None
+        self.signal_name = signal_name(returncode)
         if self.signal_name is not None:
             fix = (f"rebuild it portably with `SYNTH_REBUILD_BACKEND=1 {INSTALL_HINT_CMD}`, "
                    "or point synth at another server with --base-url URL --model NAME")
@@ -178,10 +183,6 @@ class BackendCrashedError(BackendUnavailableError):
                    "or point synth at another server with --base-url URL --model NAME")
         super().__init__(f"llama-server ({binary}) {describe_exit(returncode)} {when}; "
                          f"log: {log_path}; fix: {fix}")
-
-
-def _signal_numbers() -> set[int]:
-    return {int(s) for s in signal.Signals}
 
 
 class LocalBackend:
