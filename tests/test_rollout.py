@@ -535,7 +535,7 @@ async def test_constrained_episode_answers_invalid_arguments_with_error_observat
     server = fake_server(responder=play)
     async with _llm(server) as llm:
         traj = await run_episode(SHOP_AGENT, SHOP_TOOLS, STATUS_TASK, llm, seed=1,
-                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0))
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0, user="model"))
     assert_canonical(traj.messages, {t.name for t in SHOP_TOOLS})
     assert traj.termination == "user_done"
     results = tool_results(traj)
@@ -597,7 +597,7 @@ async def test_execute_call_turns_every_bad_call_into_an_observation(
     class Rogue:
         kind = "python"
 
-        async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+        async def call(self, spec: ToolSpec, arguments: dict[str, Any], **context: Any) -> Any:
             raise OSError("socket closed")
 
     server = fake_server(responder=Play())
@@ -643,7 +643,7 @@ async def test_a_failing_backend_ends_the_episode_with_every_call_answered(
                                  status(400, body='{"error": "bad request"}')])
     async with _llm(server) as llm:
         traj = await run_episode(SHOP_AGENT, SHOP_TOOLS, STATUS_TASK, llm, seed=3,
-                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0))
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0, user="model"))
     assert traj.termination == "error"
     assert_canonical(traj.messages, {t.name for t in SHOP_TOOLS})
     assert len([m for m in traj.messages if m["role"] == "tool"]) == 2
@@ -667,7 +667,7 @@ async def test_user_learns_withheld_details_only_once_the_agent_asks(
     server = fake_server(responder=play)
     async with _llm(server) as llm:
         traj = await run_episode(SHOP_AGENT, SHOP_TOOLS, CANCEL_TASK, llm, seed=6,
-                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0))
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0, user="model"))
     first, second = play.user_prompts[:2]
     assert "o-1001" not in first and "order id" in first and "share it only when the assistant asks" in first
     assert "order_id = o-1001" in second and "Ada" in second

@@ -9,7 +9,7 @@ writes text:
   jsonschema; a tool whose arguments cannot be built (an unsatisfiable pattern, say) is skipped;
 - the initial world state: every argument naming an entity (`validate.entity_reference`) gets
   that entity, under the collection name the simulator looks for (`orders` for `order_id`, see
-  `synth.rollout.world.find_collection`), with fields from the tools' schemas, plus one
+  `synth.naming.collection_name`), with fields from the tools' schemas, plus one
   distractor per collection so the agent must pick the right one;
 - what the user states, what they withhold until asked, the rubric's key arguments (ids, enum
   values, dates: what a correct call must repeat exactly), checkpoints (ids that tool results
@@ -29,10 +29,12 @@ from typing import Any
 
 import jsonschema
 
-from synth.agents.validate import entity_reference, singular, snake
+from synth.agents.validate import entity_reference
 from synth.llm.client import inline_refs
 from synth.models import Difficulty, TaskKind, ToolSpec
-from synth.rollout.world import merge_patch, plan_deterministic, tool_intent
+from synth.naming import collection_name, id_key, resource_words, singular, snake
+from synth.naming import tool_intent as name_intent
+from synth.rollout.crud import merge_patch, plan_deterministic
 
 FIRST_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Luca")
 LAST_NAMES = ("Ruiz", "Okafor", "Martin", "Patel", "Kaya", "Haddad", "Lee", "Sato", "Costa", "Berg", "Adeyemi")
@@ -211,18 +213,6 @@ def arguments_valid(tool: ToolSpec, arguments: dict[str, Any]) -> bool:
 # ---------------------------------------------------------------- world state
 
 
-def collection_name(words: list[str]) -> str:
-    """The state key the simulator looks for first for a resource (`["order"]` -> `orders`)."""
-    word = "_".join(words) or "item"
-    if word.endswith(("ss", "us", "sh", "ch", "x")):
-        return word + "es"
-    if word.endswith("s"):
-        return word
-    if word.endswith("y") and word[-2:-1] not in "aeiou":
-        return word[:-1] + "ies"
-    return word + "s"
-
-
 def _id_value(name: str, schema: dict[str, Any], words: list[str], rng: random.Random) -> str | int | None:
     """An id for a new entity that validates against the id argument's schema."""
     prefix = (words[-1][:3] if words else "id").lower()
@@ -256,8 +246,12 @@ def _id_value(name: str, schema: dict[str, Any], words: list[str], rng: random.R
     return None
 
 
+def tool_intent(tool: ToolSpec) -> tuple[str | None, list[str]]:
+    return name_intent(tool.name, tool.side_effect == "write")
+
+
 def _resource_of(tool: ToolSpec) -> list[str]:
-    return [singular(w) for w in tool_intent(tool)[1]]
+    return resource_words(tool_intent(tool)[1])
 
 
 def _record_schema(tool: ToolSpec) -> dict[str, Any] | None:
@@ -322,8 +316,8 @@ class StateBuilder:
             value = _id_value(argument, schema, words, self.rng)
             if value is None:
                 return None
-        id_key = f"{'_'.join(words)}_id"
-        entities[str(value)] = {id_key: value, **self.fields(words)}
+        key = snake(argument)
+        entities[str(value)] = {key if key.endswith("_id") else id_key(words): value, **self.fields(words)}
         self._makers.setdefault(collection, (argument, schema, words))
         return value
 
@@ -505,7 +499,12 @@ _UNSERVICEABLE_IDEAS = (
 def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, rng: random.Random,
               topic: str = "weekly report") -> TaskPlan | None:
     """The deterministic skeleton of one task (see the module docstring); None when `kind` is
-    `tool` and no tool of the toolset gets valid arguments."""
+    `tool` and no tool of the toolset gets valid arguments.
+
+    A `multi_step` or `error_recovery` task gets two or more calls: a `_chain` on one resource,
+    else (a chain tool's arguments did not build) any two tools whose arguments build. Only a
+    toolset where fewer than two tools build degrades it to one call (`multi_step` then becomes
+    `single_call`)."""
     builder = StateBuilder(toolset, rng, topic)
     noun = _noun(toolset)
     if kind != "tool":
@@ -536,6 +535,19 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
             call = build_call(tool, builder, bound)
             if call is not None:
                 calls.append(call)
+        if len(calls) < 2:
+            # A chain tool's arguments did not build: any other tool whose arguments do makes the
+            # pair (unordered), so a multi-call draw stays multi-call wherever two tools build.
+            ordered = False
+            used = {c.tool.name for c in calls}
+            for tool in rng.sample(toolset, len(toolset)):
+                if len(calls) >= 2:
+                    break
+                if tool.name not in used:
+                    call = build_call(tool, builder, bound)
+                    if call is not None:
+                        calls.append(call)
+                        used.add(tool.name)
     if not calls:
         for tool in rng.sample(toolset, len(toolset)):
             call = build_call(tool, builder, bound)

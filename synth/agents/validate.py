@@ -2,7 +2,9 @@
 
 `rubric_problems(task, toolset)` lists every defect, each naming the tool, argument or entity at
 fault; an empty list means the task is usable. Rules:
-- the goal states a request (non-empty, at least three words);
+- the goal states a request (`goal_problems`): non-empty, at least three words, and a natural-
+  language request, not an enumeration fragment ("1. A. 2. C. 3."), a template placeholder
+  (`<order id>`, `{name}`, `order_id_2`, `TBD`) or a string of non-words;
 - the rubric has success criteria, none of them blank;
 - a `tool` task expects at least one call; a `no_tool` or `unserviceable` task expects none;
 - every expected call names a tool of the toolset (by name);
@@ -22,30 +24,37 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import jsonschema
 
 from synth.llm.client import inline_refs
 from synth.models import Task, ToolSpec
-from synth.rollout.world import tool_intent
+from synth.naming import id_resource, resource_words, snake, tool_intent
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _BARE_ID_NAMES = frozenset({"id", "uuid", "identifier"})
 MIN_GOAL_WORDS = 3
+# `synthesize.assemble_task` appends the planned values a goal omits after this marker; they are
+# ids, emails and dates, not words, so the word rules judge only the text before it.
+DETAILS_MARKER = " (Details:"
+MIN_WORD_SHARE = 0.6
 
-
-def snake(name: str) -> str:
-    """`orderId` / `order-id` -> `order_id`."""
-    return _CAMEL.sub("_", name).replace("-", "_").lower()
-
-
-def singular(word: str) -> str:
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+# Template placeholders a model copies from its prompt or leaves unfilled. Bracketed ones hold a
+# short label (letters, spaces, `_`, `-`), so a JSON value like `["a", "b"]` is no placeholder.
+_PLACEHOLDERS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("an angle-bracket placeholder", re.compile(r"<\s*[A-Za-z][\w \-]{0,40}\s*>")),
+    ("a curly-brace placeholder", re.compile(r"\{\s*[A-Za-z_][\w \-]{0,40}\s*\}")),
+    ("a square-bracket placeholder", re.compile(r"\[\s*[A-Za-z_][\w \-]{0,40}\s*\]")),
+    ("a filler token", re.compile(r"(?<![\w-])(?:x{3,}|tbd|tba|n/a|lorem ipsum)(?![\w-])", re.I)),
+)
+# A snake_case identifier: at least two segments joined by `_`.
+_SNAKE = re.compile(r"(?<![\w./@-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w@-])", re.I)
+# An enumeration marker: `1.`, `(2)`, `A.`, `b)`, a bullet, or a bare single letter other than
+# the words "a" and "I".
+_MARKER = re.compile(r"^[(\[]?(?:\d{1,3}|[A-Za-z])[.):\]]$|^[-*•#]+$|^[B-HJ-Zb-z]$")
+_WORD = re.compile(r"^[A-Za-z]+(?:['’-][A-Za-z]+)*$")  # what's, follow-up
+_EDGE_PUNCTUATION = "\"'“”‘’()[]{}<>.,;:!?"
 
 
 def entity_reference(argument: str, tool: ToolSpec) -> list[str] | None:
@@ -53,13 +62,11 @@ def entity_reference(argument: str, tool: ToolSpec) -> list[str] | None:
     -> the tool's own resource), or None when the argument names no existing entity. The id
     argument of a `create_<thing>` tool names the entity it creates, so it refers to nothing."""
     key = snake(argument)
-    kind, resource = tool_intent(tool)
-    resource = [singular(w) for w in resource] or ["item"]
+    kind, resource = tool_intent(tool.name, tool.side_effect == "write")
+    resource = resource_words(resource) or ["item"]
     if key in _BARE_ID_NAMES:
         return None if kind == "create" else resource
-    if not key.endswith("_id") or len(key) <= 3:
-        return None
-    words = [singular(w) for w in key[:-3].split("_") if w]
+    words = id_resource(argument)
     if not words:
         return None
     if kind == "create" and (words == resource or words[-1] == resource[-1]):
@@ -118,14 +125,91 @@ def argument_problems(tool: ToolSpec, arguments: dict[str, Any], where: str) -> 
     return problems
 
 
+def _machine_placeholder(token: str) -> bool:
+    """`order_id_2`, `fleet_shipping_model_id_1`: a snake_case name with an `id` segment or a
+    numbered suffix after at least two word segments (`ord_12345`, one word and a number, is an
+    id shape, not a placeholder)."""
+    parts = token.lower().split("_")
+    if "id" in parts[1:]:
+        return True
+    return parts[-1].isdigit() and sum(p.isalpha() for p in parts[:-1]) >= 2
+
+
+def _placeholder_problems(goal: str, allowed: Iterable[str]) -> list[str]:
+    text = goal
+    for value in sorted({v for v in allowed if v}, key=len, reverse=True):
+        text = text.replace(value, " ")
+    problems = []
+    for label, pattern in _PLACEHOLDERS:
+        found = pattern.search(text)
+        if found:
+            problems.append(f"goal is not a natural-language request: it contains {label} "
+                            f"{found.group(0)!r} where a real value belongs (goal: {goal!r})")
+    machine = [m.group(0) for m in _SNAKE.finditer(text) if _machine_placeholder(m.group(0))]
+    if machine:
+        problems.append(f"goal is not a natural-language request: it contains the machine placeholder "
+                        f"{machine[0]!r} where a real value belongs (goal: {goal!r})")
+    return problems
+
+
+def request_problems(goal: str, allowed: Iterable[str] = ()) -> list[str]:
+    """The request rules alone (no length rule): why `goal` is not a natural-language request.
+
+    - placeholders anywhere in the goal, appended details included (`<order id>`, `{name}`,
+      `[customer]`, `XXX`, `TBD`, `lorem ipsum`, `N/A`, `order_id_2`); a value in `allowed` (the
+      task's own planned ids and values) is never one;
+    - in the text before `DETAILS_MARKER`: an enumeration fragment (at least two list markers or
+      single letters, and no more real words than markers), or mostly non-words (fewer than
+      `MIN_GOAL_WORDS` alphabetic words of two or more letters, or under `MIN_WORD_SHARE` of the
+      tokens).
+
+    Each problem starts "goal is not a natural-language request" and quotes the goal, so a
+    caller can tell these from the other rubric problems (`synthesize_task` replaces such a goal
+    with one composed from the plan instead of rejecting the task)."""
+    problems = _placeholder_problems(goal, allowed)
+    head = goal.split(DETAILS_MARKER, 1)[0]
+    tokens = head.split()
+    if not tokens:
+        return problems
+    markers = sum(bool(_MARKER.match(t)) for t in tokens)
+    words = [w for w in (t.strip(_EDGE_PUNCTUATION) for t in tokens) if len(w) >= 2 and _WORD.match(w)]
+    if markers >= 2 and markers >= len(words):
+        problems.append(f"goal is not a natural-language request: it is an enumeration fragment "
+                        f"({markers} list markers or single letters, {len(words)} real word(s)): {head!r}")
+    elif len(words) < MIN_GOAL_WORDS or len(words) / len(tokens) < MIN_WORD_SHARE:
+        problems.append(f"goal is not a natural-language request: it is mostly non-words "
+                        f"({len(words)} of {len(tokens)} tokens are words): {head!r}")
+    return problems
+
+
+def goal_problems(goal: str, allowed: Iterable[str] = ()) -> list[str]:
+    """Why `goal` states no request a user would make; [] when it does.
+
+    Empty, or under `MIN_GOAL_WORDS` whitespace-separated words ("too short"): reported alone.
+    Otherwise the request rules of `request_problems` (`allowed`: values of the task's plan,
+    which are never placeholders)."""
+    words = goal.split()
+    if not words:
+        return ["goal is empty"]
+    if len(words) < MIN_GOAL_WORDS:
+        return [f"goal {goal!r} is too short to state a request ({len(words)} word(s))"]
+    return request_problems(goal, allowed)
+
+
+def planned_values(task: Task) -> list[str]:
+    """The task's own values as text: expected call arguments, withheld details and entity ids
+    of `initial_state`. A goal may quote them whatever their shape."""
+    values = [str(v) for call in task.rubric.expected_calls for v in call.arguments.values()
+              if isinstance(v, str | int | float) and not isinstance(v, bool)]
+    values += [str(v) for v in task.withheld.values()]
+    if isinstance(task.initial_state, dict):
+        values += [str(eid) for c in task.initial_state.values() if isinstance(c, dict) for eid in c]
+    return values
+
+
 def rubric_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
     """Every reason `task` cannot be used with `toolset` (see the module docstring); [] if none."""
-    problems: list[str] = []
-    words = task.goal.split()
-    if not words:
-        problems.append("goal is empty")
-    elif len(words) < MIN_GOAL_WORDS:
-        problems.append(f"goal {task.goal!r} is too short to state a request ({len(words)} word(s))")
+    problems: list[str] = goal_problems(task.goal, planned_values(task))
     rubric = task.rubric
     if not any(c.strip() for c in rubric.success_criteria):
         problems.append("rubric has no success criteria")

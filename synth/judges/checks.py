@@ -45,7 +45,7 @@ from synth.judges.messages import (
 )
 from synth.judges.messages import final_reply as _final_reply_of
 from synth.models import CheckResult, ExpectedCall, Task, Termination, ToolSpec, Trajectory
-from synth.rollout.world import merge_patch
+from synth.rollout.crud import merge_patch
 
 __all__ = [
     "CHECK_NAMES", "DEFAULT_MAX_TURNS", "ToolCall", "claims", "final_reply", "infer_termination",
@@ -565,7 +565,9 @@ def _check_turn_limit(ctx: _Context) -> CheckResult:
     return _result("turn_limit", problems, f"{n} user turn(s), ended by {termination}")
 
 
-def _matches(call: ToolCall, expected: ExpectedCall) -> bool:
+def call_matches(call: ToolCall, expected: ExpectedCall) -> bool:
+    """`call` is the expected call: same tool, every key argument equal (strings case- and
+    space-insensitively)."""
     if call.name != expected.tool:
         return False
     args = call.arguments or {}
@@ -598,9 +600,9 @@ def _check_expected_calls(ctx: _Context) -> CheckResult:
     ok = [c for c in ctx.calls if ctx.succeeded(c)]
     problems = []
     for e in rubric.expected_calls:
-        if any(_matches(c, e) for c in ok):
+        if any(call_matches(c, e) for c in ok):
             continue
-        failed = [c for c in ctx.calls if _matches(c, e)]
+        failed = [c for c in ctx.calls if call_matches(c, e)]
         if failed:
             problems.append(f"{_describe_expected(e)} only returned errors or no answer: "
                             + ", ".join(f"call {c.id} (message {c.index})" for c in failed))
@@ -611,7 +613,7 @@ def _check_expected_calls(ctx: _Context) -> CheckResult:
     if rubric.ordered:  # greedy in-order matching over the successful calls
         pos = 0
         for e in rubric.expected_calls:
-            found = next((k for k in range(pos, len(ok)) if _matches(ok[k], e)), None)
+            found = next((k for k in range(pos, len(ok)) if call_matches(ok[k], e)), None)
             if found is None:
                 order = " -> ".join(x.tool for x in rubric.expected_calls)
                 return _result("expected_calls", [f"calls out of order: {_describe_expected(e)} comes too early "
@@ -847,7 +849,7 @@ def _check_declines_unserviceable(ctx: _Context) -> CheckResult:
 
 
 # A simulated user who speaks as the assistant ("I'm your AI assistant", "How can I help you?").
-_ASSISTANT_VOICE = re.compile(
+ASSISTANT_VOICE = re.compile(
     r"\b(?:i'?m|i am) (?:an? |your |the )?(?:ai |virtual |digital |helpful )?(?:assistant|language model|chatbot)\b"
     r"|\bas an ai\b|\bhow (?:can|may) i (?:help|assist) you\b",
     re.I,
@@ -858,7 +860,7 @@ def _check_user_in_role(ctx: _Context) -> CheckResult:
     """Every user message speaks as the user: a user who introduces itself as the assistant or
     offers help makes the conversation a wrong example of how users talk, whatever the agent did."""
     confused = [f"message {i} (user): {message_text(m)[:60]!r}" for i, m in enumerate(ctx.messages)
-                if m.get("role") == "user" and _ASSISTANT_VOICE.search(message_text(m))]
+                if m.get("role") == "user" and ASSISTANT_VOICE.search(message_text(m))]
     return _result("user_in_role", [f"the user speaks as the assistant in {', '.join(confused[:3])}"]
                    if confused else [])
 

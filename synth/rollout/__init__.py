@@ -2,17 +2,14 @@
 simulator (with real MCP / Python tools in the loop where bound), recorded as `Trajectory`s."""
 
 from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, action_schema, agent_step
+from synth.rollout.arguments import validate_arguments
+from synth.rollout.crud import merge_patch
 from synth.rollout.episode import RolloutSettings, execute_call, run_episode
 from synth.rollout.executors import McpExecutor, McpServerBinding, PythonExecutor, ToolExecutor, bind_executors
+from synth.rollout.faults import FAULT_KINDS
+from synth.rollout.observation import ToolObservation
 from synth.rollout.user import UserTurn, simulate_user_turn
-from synth.rollout.world import (
-    FAULT_KINDS,
-    ToolObservation,
-    ToolSimulator,
-    merge_patch,
-    simulate_tool_call,
-    validate_arguments,
-)
+from synth.rollout.world import ToolSimulator, simulate_tool_call
 
 __all__ = [
     "FAULT_KINDS",

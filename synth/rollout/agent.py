@@ -24,7 +24,6 @@ reply (the episode reads it as the agent giving up).
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -180,9 +179,8 @@ async def agent_step(
     messages: list[dict[str, Any]],
     llm: LLMClient,
     mode: ToolMode,
-    rng: random.Random,
     *,
-    seed: int | None = None,
+    seed: int,
     force_reply: bool = False,
     max_calls: int = 3,
     call_id_prefix: str = "call",
@@ -191,7 +189,6 @@ async def agent_step(
     """The agent's next step given the canonical conversation (`messages[0]` is its system
     message). `force_reply` allows no calls (the step budget of the turn is spent). Raises
     `StructuredOutputError` (constrained) or another `LLMError` when the model cannot answer."""
-    seed = seed if seed is not None else rng.randrange(2**31)
     if mode == "native":
         return await _native_step(tools, messages, llm, seed=seed, force_reply=force_reply, max_calls=max_calls,
                                   call_id_prefix=call_id_prefix, max_tokens=max_tokens)

@@ -1,13 +1,15 @@
 """One rollout episode: simulated user <-> agent <-> tools, recorded as a `Trajectory`.
 
-Loop: each turn the user simulator speaks (or ends the conversation); then the agent takes up to
+Loop: each turn the user simulator (`user`: scripted by default, the model when configured; it
+sees the world state, so it ends the episode when its goal is done) speaks or ends the
+conversation; then the agent takes up to
 `max_steps_per_turn` steps, each either a batch of tool calls (answered in order, one `tool`
 message per call) or a reply to the user, which ends the turn; the last step of a turn may only
 reply. The episode ends with one of `Termination`:
 - `user_done` / `user_stuck`: the user ended it (satisfied / gave up on the agent); the user's
   closing words are not appended, so a trajectory ends on the agent;
 - `agent_gave_up`: the agent replied with nothing;
-- `max_turns`: the turn budget ran out;
+- `max_turns`: the turn budget ran out, and the user, looking once more, did not end it;
 - `error`: a user or agent reply could not be used (`StructuredOutputError`) or the backend
   failed; the reason is the `error` of the last step, and any call left unanswered gets an error
   `tool` message, so the one-answer-per-call invariant holds even then. (A world model that
@@ -19,6 +21,9 @@ that are not JSON or break the `inputSchema` get an `invalid_arguments` observat
 real tool a `tool_error` one; calls of tools outside the toolset are dropped by the agent step
 (noted in its step's `error`), and `execute_call` answers one that reaches it with `unknown_tool`.
 Each step is a `StepRecord` (executor, injected fault, latency, tokens).
+
+An `error_recovery` task gets a transient fault on the first call of one of its planned tools
+(`planned_fault`), so recovering from an error is part of what the episode shows.
 
 Resume: every model request is seeded from (task id, seed, turn, step, role) and the world's
 rng from (task id, seed), and call ids from (turn, step, index), so re-running an episode sends
@@ -38,10 +43,13 @@ from synth.ids import derive_seed
 from synth.llm import LLMClient, LLMError
 from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
 from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, agent_step
+from synth.rollout.arguments import validate_arguments
 from synth.rollout.executors import McpServerBinding, ToolExecutor
+from synth.rollout.faults import FAULT_KINDS, TRANSIENT_FAULTS
 from synth.rollout.metered import Usage
-from synth.rollout.user import simulate_user_turn
-from synth.rollout.world import FAULT_KINDS, ToolObservation, ToolSimulator, error_observation, validate_arguments
+from synth.rollout.observation import ToolObservation, error_observation
+from synth.rollout.user import UserMode, simulate_user_turn
+from synth.rollout.world import ToolSimulator
 
 
 class RolloutSettings(BaseModel):
@@ -55,6 +63,8 @@ class RolloutSettings(BaseModel):
     fault_rate: float = Field(0.1, ge=0.0, le=1.0, description="share of simulated calls given an injected fault")
     fault_kinds: list[str] = Field(default_factory=lambda: list(FAULT_KINDS))
     tool_mode: ToolMode | None = Field(None, description="None: the agent role's tool_mode")
+    user: UserMode = Field("scripted", description="who plays the user: code (scripted) or the user model")
+    user_rephrase: bool = Field(True, description="scripted user: the model may rephrase the opening request")
     user_max_tokens: int = Field(160, ge=16)
     agent_max_tokens: int = Field(384, ge=16)
     environment_max_tokens: int = Field(320, ge=16)
@@ -79,12 +89,27 @@ def _answer_pending(messages: list[dict[str, Any]], reason: str) -> None:
             return
 
 
+def planned_fault(task: Task, seed: int, real_tools: set[str]) -> tuple[str, str] | None:
+    """(tool, fault kind) an `error_recovery` task's episode injects on the first call of one of
+    its planned (simulated) tools, chosen from the task and seed; None for other tasks. The fault
+    is transient (`TRANSIENT_FAULTS`), so a retry gets past it and the task stays solvable."""
+    if task.difficulty != "error_recovery":
+        return None
+    tools = [e.tool for e in task.rubric.expected_calls if e.tool not in real_tools]
+    if not tools:
+        return None
+    pick = derive_seed(task.id, seed, "planned_fault")
+    return tools[pick % len(tools)], TRANSIENT_FAULTS[(pick // len(tools)) % len(TRANSIENT_FAULTS)]
+
+
 async def execute_call(
     call: ParsedCall, specs: dict[str, ToolSpec], simulator: ToolSimulator,
     executors: dict[str, ToolExecutor], *, turn: int, seed: int,
 ) -> ToolObservation:
-    """Answer one call: unknown tool -> error; bound real executor -> validated then run for real
-    (a write's effect is the real system's, not the simulated state's); else simulated."""
+    """Answer one call: validate once (unknown tool, unparsable or schema-breaking arguments ->
+    an error observation), then dispatch to the tool's executor: the bound real one, else the
+    simulator. A real tool's result is taken into the simulated world too (`absorb_real`), so a
+    real write is seen by later simulated reads."""
     spec = specs.get(call.name)
     if spec is None:
         return error_observation(
@@ -93,17 +118,19 @@ async def execute_call(
     if call.parse_error is not None:
         return error_observation("invalid_arguments", f"{call.name}: arguments are {call.parse_error}", "validator",
                                  path="(root)")
-    executor = executors.get(call.name)
-    if executor is None:
-        return await simulator.call(spec, call.arguments, call_id=call.id, turn=turn, seed=seed)
     invalid = validate_arguments(spec, call.arguments)
     if invalid is not None:
         return invalid
+    executor = executors.get(call.name)
+    if executor is None:  # a backend failure of the world model ends the episode (module docstring)
+        return await simulator.call(spec, call.arguments, call_id=call.id, turn=turn, seed=seed)
     try:
-        return await executor.call(call.name, call.arguments)
-    except Exception as exc:  # an executor that breaks its contract still costs one observation only
+        obs = await executor.call(spec, call.arguments, call_id=call.id, turn=turn, seed=seed)
+    except Exception as exc:  # a real executor that breaks its contract still costs one observation only
         return error_observation("tool_error", f"{call.name}: {type(exc).__name__}: {exc}"[:500],
-                                 "mcp" if getattr(executor, "kind", "") == "mcp" else "python")
+                                 "mcp" if executor.kind == "mcp" else "python")
+    simulator.absorb_real(spec, call.arguments, obs, call_id=call.id, turn=turn)
+    return obs
 
 
 async def run_episode(
@@ -117,8 +144,6 @@ async def run_episode(
 ) -> Trajectory:
     """Roll out `task` with `agent` over `tools`; never raises for a bad model reply (see module
     docstring). `executors` binds tool names to real executors; other tools are simulated."""
-    import random
-
     settings = settings or RolloutSettings()
     executors = executors or {}
     mode: ToolMode = settings.tool_mode or llm.roles[Role.AGENT].tool_mode
@@ -126,8 +151,8 @@ async def run_episode(
     simulator = ToolSimulator(
         task.initial_state, llm, seed=derive_seed(task.id, seed, "world"), fault_rate=settings.fault_rate,
         fault_kinds=settings.fault_kinds, max_tokens=settings.environment_max_tokens,
+        planned_fault=planned_fault(task, seed, set(executors)),
     )
-    rng = random.Random(derive_seed(task.id, seed, "episode"))
     messages: list[dict[str, Any]] = [{"role": "system", "content": agent.system_prompt}]
     steps: list[StepRecord] = []
     termination: Termination = "max_turns"
@@ -137,8 +162,8 @@ async def run_episode(
         for turn in range(settings.max_turns):
             actor = "user"
             user, usage = await simulate_user_turn(
-                task, messages, llm, rng, seed=derive_seed(task.id, seed, turn, "user"),
-                max_tokens=settings.user_max_tokens)
+                task, messages, llm, state=simulator.state, mode=settings.user, rephrase=settings.user_rephrase,
+                seed=derive_seed(task.id, seed, turn, "user"), max_tokens=settings.user_max_tokens)
             steps.append(_step(turn, "user", usage))
             if user.done:
                 termination = "user_stuck" if user.reason == "stuck" else "user_done"
@@ -148,7 +173,7 @@ async def run_episode(
             for step in range(settings.max_steps_per_turn):
                 actor = "agent"
                 result = await agent_step(
-                    agent, tools, messages, llm, mode, rng, seed=derive_seed(task.id, seed, turn, step, "agent"),
+                    agent, tools, messages, llm, mode, seed=derive_seed(task.id, seed, turn, step, "agent"),
                     force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
                     call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
                 )
@@ -168,6 +193,14 @@ async def run_episode(
             if reply is not None and not reply.reply:
                 termination = "agent_gave_up"
                 break
+        else:  # the turn budget is spent: the user still sees whether the last turn got it done
+            actor = "user"
+            user, usage = await simulate_user_turn(
+                task, messages, llm, state=simulator.state, mode=settings.user, rephrase=False,
+                seed=derive_seed(task.id, seed, settings.max_turns, "user"), max_tokens=settings.user_max_tokens)
+            if user.done:
+                steps.append(_step(settings.max_turns, "user", usage))
+                termination = "user_stuck" if user.reason == "stuck" else "user_done"
     except LLMError as exc:
         reason = f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
         _answer_pending(messages, reason)

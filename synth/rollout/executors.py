@@ -27,15 +27,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from synth.models import ToolSpec
 from synth.rollout.metered import Usage
-from synth.rollout.world import ToolObservation, error_observation
+from synth.rollout.observation import ToolObservation, error_observation
 
 
 class ToolExecutor(Protocol):
-    """Runs calls of some tools for real."""
+    """Answers calls of some tools: for real (MCP, Python) or simulated (`world.ToolSimulator`).
+    The arguments it gets have been validated against `spec.input_schema` already; where the
+    call sits in the episode (`call_id`, `turn`, `seed`) is for executors that log or sample."""
 
     kind: str
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolObservation: ...
+    async def call(self, spec: ToolSpec, arguments: dict[str, Any], *, call_id: str | None = None,
+                   turn: int = 0, seed: int | None = None) -> ToolObservation: ...
 
 
 class McpServerBinding(BaseModel):
@@ -112,7 +115,9 @@ class McpExecutor:
     def tool_names(self) -> list[str]:
         return [s.name for s in self.specs]
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolObservation:
+    async def call(self, spec: ToolSpec, arguments: dict[str, Any], *, call_id: str | None = None,
+                   turn: int = 0, seed: int | None = None) -> ToolObservation:
+        name = spec.name
         if self.session is None:
             raise RuntimeError("McpExecutor used outside `async with`")
         started = time.perf_counter()
@@ -148,7 +153,9 @@ class PythonExecutor:
     def tool_names(self) -> list[str]:
         return list(self.registry)
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolObservation:
+    async def call(self, spec: ToolSpec, arguments: dict[str, Any], *, call_id: str | None = None,
+                   turn: int = 0, seed: int | None = None) -> ToolObservation:
+        name = spec.name
         fn = self.registry.get(name)
         if fn is None:
             return error_observation("unknown_tool", f"no Python tool named {name!r}", "python")

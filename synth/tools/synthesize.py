@@ -34,6 +34,7 @@ from synth.ids import derive_seed
 from synth.llm import LLMClient
 from synth.llm.errors import LLMError
 from synth.models import Provenance, ToolSpec
+from synth.naming import singular
 from synth.prompts import render
 from synth.tools.repository import RejectedTool
 from synth.tools.validate import remove_near_duplicates, sanitize_name, tool_problems
@@ -154,13 +155,12 @@ _FILLER = frozenset(
 
 
 def entity_slug(text: str, fallback: str) -> str:
-    """The entity noun as an identifier: first word of snake case, singular-ish."""
+    """The entity noun as an identifier: up to two words of snake case, the last one singular
+    (`synth.naming.singular`, so `status` stays `status`)."""
     words = [w for w in snake_case(text, 40).split("_") if w and w not in _FILLER][:2]
     if not words:
         words = [w for w in snake_case(fallback, 40).split("_") if w and w not in _FILLER][:2] or ["item"]
-    last = words[-1]
-    if len(last) > 3 and last.endswith("s") and not last.endswith("ss"):
-        words[-1] = last[:-1]
+    words[-1] = singular(words[-1])
     return "_".join(words)
 
 

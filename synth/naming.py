@@ -1,0 +1,157 @@
+"""Naming rules for tools and the entities they act on, in one place.
+
+Tool synthesis names tools after an entity (`create_order`), task planning builds the world state
+those tools will find (`orders` for `order_id`), the tool simulator finds a tool's collection and
+the id argument of a call, and task validation checks that ids name entities. All four must agree
+on the same rules, or a planned `get_status` looks for a collection nobody wrote. So the rules live
+here and only here:
+
+- `name_words`: a tool or argument name in any style (`create_issue`, `createIssue`, `issue-create`,
+  `Issues.Create`) as lowercase words;
+- `tool_intent`: which CRUD-like verb a tool name says, with the verb at either end
+  (`issues_create`, `createIssue`), and the resource words around it;
+- `singular` / `plural`: one table of English rules (`status`/`statuses`, `tie`/`ties`,
+  `address`/`addresses`, `policy`/`policies`) that round-trip on the nouns tools use;
+- `collection_name` / `id_key`: the state key of a resource's entities and its id field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+IntentKind = Literal["create", "get", "update", "delete", "close"]
+
+# Verb kinds the simulator can carry out in code. Order matters only for documentation: a word
+# belongs to one kind.
+VERBS: dict[IntentKind, tuple[str, ...]] = {
+    "create": ("create", "add", "new", "register", "book", "place", "open", "insert", "make", "submit",
+               "schedule", "post", "save", "upload"),
+    "get": ("get", "fetch", "read", "retrieve", "lookup", "show", "view", "describe", "load"),
+    "update": ("update", "set", "edit", "modify", "change", "rename", "patch", "assign", "move", "reschedule"),
+    "delete": ("delete", "remove", "drop", "unregister"),
+    "close": ("cancel", "close", "archive"),
+}
+CLOSED_STATUS: dict[str, str] = {"cancel": "cancelled", "close": "closed", "archive": "archived"}
+_VERB_KIND: dict[str, IntentKind] = {verb: kind for kind, verbs in VERBS.items() for verb in verbs}
+
+_IRREGULAR: dict[str, str] = {  # plural -> singular
+    "people": "person", "children": "child", "men": "man", "women": "woman", "feet": "foot",
+    "teeth": "tooth", "mice": "mouse", "geese": "goose", "criteria": "criterion", "phenomena": "phenomenon",
+    "indices": "index", "matrices": "matrix", "vertices": "vertex", "leaves": "leaf", "lives": "life",
+    "knives": "knife", "movies": "movie", "cookies": "cookie", "wives": "wife", "halves": "half",
+    "shelves": "shelf", "wolves": "wolf",
+}
+_IRREGULAR_PLURAL: dict[str, str] = {s: p for p, s in _IRREGULAR.items()}
+# Words that are the same in both numbers, or singular although they end in "s".
+_INVARIANT = frozenset({
+    "data", "media", "metadata", "news", "series", "species", "info", "information", "equipment", "software",
+    "hardware", "feedback", "inventory", "analytics", "settings", "sms", "gps", "dns", "aws", "os", "ios",
+    "status", "bus", "campus", "virus", "bonus", "census", "corpus", "focus", "radius", "canvas", "atlas",
+    "alias", "lens", "gas", "chassis", "analysis", "basis", "crisis", "diagnosis", "thesis", "axis",
+})
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def name_words(name: str) -> list[str]:
+    """Lowercase words of a name in snake, camel, Pascal, kebab or dotted style:
+    `getHTTPStatus` -> ["get", "http", "status"], `issue-create` -> ["issue", "create"]."""
+    spaced = _CAMEL.sub("_", name)
+    return [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
+
+
+def snake(name: str) -> str:
+    """`orderId` / `order-id` / `OrderID` -> `order_id`."""
+    return "_".join(name_words(name))
+
+
+def singular(word: str) -> str:
+    """The singular of an English noun as tools use them (`ties` -> `tie`, `addresses` -> `address`,
+    `statuses` -> `status`, `policies` -> `policy`); a singular noun is returned unchanged."""
+    w = word.lower()
+    if w in _IRREGULAR:
+        return _IRREGULAR[w]
+    if w in _INVARIANT or w in _IRREGULAR_PLURAL or len(w) <= 2:
+        return w
+    if w.endswith("uses") and w[:-2] in _INVARIANT:
+        return w[:-2]  # statuses, buses, viruses
+    if w.endswith("ses") and w[:-3] + "sis" in _INVARIANT:
+        return w[:-3] + "sis"  # analyses, crises
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"  # policies, entries; but ties, lies
+    if w.endswith(("sses", "shes", "ches", "xes", "zzes")):
+        return w[:-3] if w.endswith("zzes") else w[:-2]  # addresses, wishes, batches, boxes
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+def plural(word: str) -> str:
+    """The plural of an English noun (the inverse of `singular`); a plural noun is returned
+    unchanged."""
+    w = word.lower()
+    if w in _IRREGULAR:
+        return w
+    if w in _IRREGULAR_PLURAL:
+        return _IRREGULAR_PLURAL[w]
+    if w.endswith("sis") and w in _INVARIANT:
+        return w[:-3] + "ses"
+    if w in _INVARIANT and not w.endswith(("us", "as")):
+        return w
+    if singular(w) != w:
+        return w
+    if w.endswith(("s", "sh", "ch", "x", "z")):
+        return w + ("zes" if w.endswith("z") and not w.endswith("zz") else "es")
+    if w.endswith("y") and len(w) > 1 and w[-2] not in "aeiou":
+        return w[:-1] + "ies"
+    return w + "s"
+
+
+def tool_intent(name: str, writes: bool = True) -> tuple[IntentKind | None, list[str]]:
+    """(verb kind, resource words) of a tool name, the verb at either end: `create_support_ticket`,
+    `supportTicketCreate` -> ("create", ["support", "ticket"]). The kind is None when neither end is
+    a known verb (then the resource is every word after the first). A "create" verb on a tool that
+    does not write (`make_forecast` that only reads) is no create."""
+    words = name_words(name)
+    if len(words) < 2:
+        return None, words
+    for verb, resource in ((words[0], words[1:]), (words[-1], words[:-1])):
+        kind = _VERB_KIND.get(verb)
+        if kind is not None:
+            return (None if kind == "create" and not writes else kind), resource
+    return None, words[1:]
+
+
+def intent_verb(name: str) -> str | None:
+    """The verb word `tool_intent` matched (`cancel` of `order_cancel`), None when none did."""
+    words = name_words(name)
+    if len(words) < 2:
+        return None
+    return next((w for w in (words[0], words[-1]) if w in _VERB_KIND), None)
+
+
+def resource_words(words: list[str]) -> list[str]:
+    """Resource words with each singularised: `["support", "tickets"]` -> `["support", "ticket"]`."""
+    return [singular(w) for w in words]
+
+
+def collection_name(words: list[str]) -> str:
+    """The state key holding a resource's entities: `["order"]` -> `orders`,
+    `["support", "ticket"]` -> `support_tickets`, `["status"]` -> `statuses`."""
+    words = resource_words(words) or ["item"]
+    return "_".join([*words[:-1], plural(words[-1])])
+
+
+def id_key(words: list[str]) -> str:
+    """The id field of a resource's entities: `["order"]` -> `order_id`."""
+    words = resource_words(words) or ["item"]
+    return f"{words[-1]}_id"
+
+
+def id_resource(argument: str) -> list[str] | None:
+    """The resource an `<thing>_id` / `<thing>Id` argument names (singular words), None for any
+    other argument (a bare `id` names the tool's own resource; the caller knows which)."""
+    words = name_words(argument)
+    if len(words) < 2 or words[-1] != "id":
+        return None
+    return resource_words(words[:-1])

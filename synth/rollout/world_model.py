@@ -1,0 +1,69 @@
+"""The world model: the environment LLM that answers what code cannot (searches, lists, domain
+actions), under a schema.
+
+It returns `{result, state_update}`; `result` is held to the tool's `outputSchema` when it has
+one, and `state_update` is only asked of write tools (a read never changes the world). The
+simulator then keeps the model honest with code (`synth.rollout.crud`): entities the result
+describes join the world, and the update is refused unless it stays in the call's collection.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+
+from synth.llm import LLMClient
+from synth.llm.client import inline_refs
+from synth.models import ToolSpec
+from synth.prompts import render
+from synth.rollout.metered import Usage, structured_with_usage
+
+_STATE_CHARS = 1500
+
+
+def world_model_schema(spec: ToolSpec) -> dict[str, Any]:
+    result_schema = inline_refs(spec.output_schema) if spec.output_schema else {"type": "object"}
+    props: dict[str, Any] = {"result": result_schema}
+    if spec.side_effect == "write":
+        props["state_update"] = {"type": "object"}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def _compact(value: Any, limit: int) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text if len(text) <= limit else text[:limit] + "...(truncated)"
+
+
+async def ask_world_model(
+    spec: ToolSpec, arguments: dict[str, Any], state: dict[str, Any], llm: LLMClient,
+    *, seed: int | None, entity: Any = None, max_tokens: int = 320,
+) -> tuple[Any, dict[str, Any], Usage]:
+    """(result, state_update, usage) from the environment model. Raises StructuredOutputError."""
+    prompt = render(
+        "synth.rollout", "environment.j2", name=spec.name, description=spec.description,
+        write=spec.side_effect == "write", state=_compact(state, _STATE_CHARS),
+        arguments=_compact(arguments, 600), entity=_compact(entity, 600) if entity is not None else "",
+        # Without an outputSchema the result may be an error object, so the documented error modes
+        # are offered; with one, the result must conform and errors come from fault injection.
+        error_modes="" if spec.output_schema else "; ".join(spec.error_modes[:6]),
+    )
+    messages = [{"role": "system", "content": prompt}, {"role": "user", "content": f"Run {spec.name}."}]
+    data, usage = await structured_with_usage(llm, "environment", messages, world_model_schema(spec),
+                                              seed=seed, name="tool_result", max_tokens=max_tokens)
+    update = data.get("state_update") if spec.side_effect == "write" else None
+    return data["result"], update if isinstance(update, dict) else {}, usage
+
+
+def overlay_entity(result: Any, entity: Any, output_schema: dict[str, Any] | None) -> Any:
+    """The model's result with the known entity's fields laid over it, if that still conforms."""
+    if not (isinstance(result, dict) and isinstance(entity, dict)):
+        return result
+    merged = {**result, **{k: v for k, v in entity.items() if k in result}}
+    try:
+        if output_schema and not jsonschema.Draft202012Validator(inline_refs(output_schema)).is_valid(merged):
+            return result
+    except (jsonschema.exceptions.SchemaError, TypeError):
+        return result
+    return merged

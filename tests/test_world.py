@@ -1,0 +1,255 @@
+"""Issue 12: one world that does not contradict itself, one set of naming rules, users who talk
+like users, and error_recovery tasks that meet an error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from synth.agents.plans import plan_task
+from synth.agents.validate import entity_reference
+from synth.llm.fake_server import FakeOpenAIServer
+from synth.models import ExpectedCall, Persona, Rubric, Task
+from synth.naming import collection_name, id_key, name_words, plural, singular, tool_intent
+from synth.rollout import ParsedCall, PythonExecutor, RolloutSettings, ToolSimulator, execute_call, run_episode
+from synth.rollout.crud import absorb_entities, check_state_update, plan_deterministic
+from synth.rollout.user import scripted_turn, user_turn_problem
+from synth.tools.synthesize import entity_slug
+from tests.test_rollout import (
+    GET_ORDER,
+    ORDERS_STATE,
+    SEARCH_ORDERS,
+    SHOP_AGENT,
+    SHOP_TOOLS,
+    Play,
+    _call,
+    _calls,
+    _llm,
+    _say,
+    _tool,
+)
+
+# ---------------------------------------------------------------- one naming module
+
+NAMING = [  # name, writes, expected intent, expected resource
+    ("createIssue", True, "create", ["issue"]),
+    ("issue-create", True, "create", ["issue"]),
+    ("issues_create", True, "create", ["issues"]),
+    ("CreateSupportTicket", True, "create", ["support", "ticket"]),
+    ("get_order", False, "get", ["order"]),
+    ("orderGet", False, "get", ["order"]),
+    ("update-user-address", True, "update", ["user", "address"]),
+    ("order_cancel", True, "close", ["order"]),
+    ("deleteFile", True, "delete", ["file"]),
+    ("list_orders", False, None, ["orders"]),
+    ("make_forecast", False, None, ["forecast"]),
+]
+NOUNS = [  # singular, plural
+    ("status", "statuses"), ("tie", "ties"), ("address", "addresses"), ("policy", "policies"),
+    ("order", "orders"), ("box", "boxes"), ("analysis", "analyses"), ("person", "people"), ("day", "days"),
+    ("batch", "batches"), ("category", "categories"), ("bus", "buses"), ("news", "news"),
+]
+
+
+@pytest.mark.parametrize(("name", "writes", "kind", "resource"), NAMING)
+def test_tool_intent_reads_every_naming_style(name: str, writes: bool, kind: str | None, resource: list[str]) -> None:
+    assert tool_intent(name, writes) == (kind, resource)
+
+
+@pytest.mark.parametrize(("one", "many"), NOUNS)
+def test_singular_and_plural_round_trip(one: str, many: str) -> None:
+    assert singular(many) == one and plural(one) == many
+    assert singular(one) == one and plural(many) == many
+    assert singular(plural(one)) == one
+
+
+def test_every_stage_uses_the_same_names() -> None:
+    """Tool synthesis, planning, validation and the simulator agree on `status`, `ties`, `addresses`."""
+    assert entity_slug("status", "x") == "status" and entity_slug("ties", "x") == "tie"
+    assert entity_slug("addresses", "x") == "address"
+    assert collection_name(["status"]) == "statuses" and collection_name(["ties"]) == "ties"
+    assert id_key(["addresses"]) == "address_id"
+    assert name_words("getHTTPStatus") == ["get", "http", "status"]
+    get_status = _tool("get_status", "Read a status.", {"status_id": {"type": "string"}}, ["status_id"])
+    assert entity_reference("statusId", get_status) == ["status"]
+    plan = plan_task([get_status], "tool", "single_call", __import__("random").Random(1))
+    assert plan is not None and "statuses" in plan.initial_state
+    status_id = plan.calls[0].arguments["status_id"]
+    assert plan_deterministic(get_status, {"status_id": status_id}, plan.initial_state,
+                              __import__("random").Random(0)).decided
+
+
+@pytest.mark.parametrize("name", ["createIssue", "issue-create", "issues_create"])
+async def test_any_naming_style_reaches_the_deterministic_path(name: str) -> None:
+    create = _tool(name, "Open an issue.", {"title": {"type": "string"}}, ["title"], side_effect="write")
+    sim = ToolSimulator({}, llm=None, seed=1)  # type: ignore[arg-type]  # never asks the model
+    obs = await sim.call(create, {"title": "Crash on start"})
+    assert obs.executor == "simulated" and not obs.is_error
+    (issue_id, issue), = sim.state["issues"].items()
+    assert issue == {"issue_id": issue_id, "title": "Crash on start"}
+
+
+# ---------------------------------------------------------------- one world
+
+
+async def test_a_search_result_is_what_a_later_read_finds(fake_server: Callable[..., FakeOpenAIServer]) -> None:
+    """The world model's search lists o-999; `get_order(o-999)` then returns that entity, and an
+    entity the state already held keeps its stored fields in the search result."""
+    found = {"orders": [
+        {"order_id": "o-999", "customer": "Ada Lovelace", "items": [{"sku": "PEN-1", "quantity": 3}],
+         "status": "delivered"},
+        {"order_id": "o-1002", "customer": "Ada Lovelace", "items": [], "status": "lost"},
+    ]}
+    server = fake_server(responder=Play(environment=lambda body: {"result": found}))
+    async with _llm(server) as llm:
+        sim = ToolSimulator(ORDERS_STATE, llm, seed=1)
+        search = await sim.call(SEARCH_ORDERS, {"customer": "Ada Lovelace"}, call_id="c1")
+        read = await sim.call(GET_ORDER, {"order_id": "o-999"}, call_id="c2")
+    assert not read.is_error and read.executor == "simulated"
+    assert read.content == found["orders"][0]
+    assert search.content["orders"][1]["status"] == "shipped"  # the stored o-1002, not the model's "lost"
+    assert sim.state_log[0]["tool"] == "search_orders" and list(sim.state_log[0]["state_update"]["orders"]) == ["o-999"]
+
+
+async def test_a_state_update_outside_its_collection_is_refused(fake_server: Callable[..., FakeOpenAIServer]) -> None:
+    ship = _tool("ship_order", "Ship an order.", {"order_id": {"type": "string"}}, ["order_id"], side_effect="write")
+    rogue = {"result": {"ok": True}, "state_update": {"customers": {"c-1": {"name": "Eve"}}, "orders": {}}}
+    server = fake_server(responder=Play(environment=lambda body: rogue))
+    async with _llm(server) as llm:
+        sim = ToolSimulator(ORDERS_STATE, llm, seed=1)
+        await sim.call(ship, {"order_id": "o-1001"}, call_id="s1")
+    assert "customers" not in sim.state and sim.state["orders"] == ORDERS_STATE["orders"]
+    assert "a call of this tool may change only orders" in sim.state_log[-1]["refused"]
+    assert check_state_update({"orders": {"o-1": {"status": "shipped"}}}, "orders") is None
+    assert check_state_update({"orders": ["o-1"]}, "orders") is not None
+    assert check_state_update({"orders": {"o-1": "gone"}}, "orders") is not None
+
+
+def test_reads_defer_to_the_world_and_real_results_patch_it() -> None:
+    stored = {"order_id": "o-1", "status": "open", "customer": "Ada"}
+    state = {"orders": {"o-1": stored}}
+    result, update = absorb_entities({"order_id": "o-1", "status": "closed"}, ["order"], state)
+    assert result == {"order_id": "o-1", "status": "open"} and update == {}
+    result, update = absorb_entities({"order_id": "o-1", "status": "closed"}, ["order"], state, authoritative=True)
+    assert update == {"orders": {"o-1": {"order_id": "o-1", "status": "closed"}}}
+
+
+async def test_a_real_tool_write_is_seen_by_later_simulated_reads(
+    fake_server: Callable[..., FakeOpenAIServer],
+) -> None:
+    def cancel_order(order_id: str, reason: str = "") -> dict[str, Any]:
+        return {"order_id": order_id, "status": "cancelled", "customer": "Ada Lovelace"}
+
+    server = fake_server(responder=Play())
+    async with _llm(server) as llm:
+        sim = ToolSimulator(ORDERS_STATE, llm, seed=1)
+        specs = {t.name: t for t in SHOP_TOOLS}
+        real = {"cancel_order": PythonExecutor({"cancel_order": cancel_order})}
+        done = await execute_call(ParsedCall("c1", "cancel_order", {"order_id": "o-1001"}, "{}"), specs, sim,
+                                  real, turn=0, seed=1)
+        read = await execute_call(ParsedCall("c2", "get_order", {"order_id": "o-1001"}, "{}"), specs, sim,
+                                  {}, turn=0, seed=2)
+    assert done.executor == "python" and read.executor == "simulated"
+    assert read.content["status"] == "cancelled"
+    assert server.requests == 0
+
+
+# ---------------------------------------------------------------- users who talk like users
+
+ROLE_CONFUSED = "Hello, I'm an AI assistant and I'm ready to help you"
+
+
+@pytest.mark.parametrize(("message", "problem"), [
+    ("", "empty"),
+    ("12:39 am", "not a sentence"),
+    (ROLE_CONFUSED, "role-confused"),
+    ("Your next message to the assistant should be in a sentence", "echoes the prompt"),
+    ("Please cancel my order o-1001.", "repeats"),
+    ("Can you check whether my lamp order shipped?", None),
+])
+def test_bad_user_turns_are_rejected(message: str, problem: str | None) -> None:
+    found = user_turn_problem(message, ["Please cancel my order o-1001."])
+    assert (found is None) if problem is None else (found is not None and found.startswith(problem))
+
+
+WITHHELD_TASK = Task(
+    agent_id=SHOP_AGENT.id, domain="retail", goal="Please cancel my order, I ordered the wrong book.",
+    persona=Persona(name="Ada", patience="low"), withheld={"order_id": "o-1001"},
+    initial_state=ORDERS_STATE, difficulty="single_call",
+    rubric=Rubric(success_criteria=["The assistant cancels order o-1001"],
+                  expected_calls=[ExpectedCall(tool="cancel_order", arguments={"order_id": "o-1001"})],
+                  expected_state={"orders": {"o-1001": {"status": "cancelled"}}}),
+)
+
+
+def test_the_scripted_user_states_answers_confirms_and_ends_on_the_world() -> None:
+    system = {"role": "system", "content": "You are a shop assistant."}
+    opening = scripted_turn(WITHHELD_TASK, [system], ORDERS_STATE)
+    assert opening.message == WITHHELD_TASK.goal and "o-1001" not in opening.message and not opening.done
+    talk = [system, {"role": "user", "content": opening.message},
+            {"role": "assistant", "content": "Sure. What is your order id?"}]
+    answer = scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE)
+    assert answer.message == "Sure, my order id is o-1001." and not answer.done
+    talk += [{"role": "user", "content": answer.message},
+             {"role": "assistant", "content": "Shall I cancel order o-1001 now?"}]
+    confirm = scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE)
+    assert confirm.message.startswith("Yes") and not confirm.done
+    call = {"id": "c1", "type": "function", "function": {"name": "cancel_order",
+                                                         "arguments": json.dumps({"order_id": "o-1001"})}}
+    cancelled = {"orders": {**ORDERS_STATE["orders"],
+                            "o-1001": {**ORDERS_STATE["orders"]["o-1001"], "status": "cancelled"}}}
+    talk += [{"role": "user", "content": confirm.message}, {"role": "assistant", "content": None, "tool_calls": [call]},
+             {"role": "tool", "tool_call_id": "c1", "content": json.dumps(cancelled["orders"]["o-1001"])},
+             {"role": "assistant", "content": "Order o-1001 is cancelled."}]
+    assert not scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE).done  # the world says not yet
+    end = scripted_turn(WITHHELD_TASK, talk, cancelled)
+    assert end.done and end.reason == "satisfied"
+
+
+def test_the_scripted_user_gives_up_after_its_patience() -> None:
+    talk = [{"role": "system", "content": "x"}, {"role": "user", "content": WITHHELD_TASK.goal},
+            {"role": "assistant", "content": "I can help with orders."}]
+    nudge = scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE)
+    assert not nudge.done and nudge.message != WITHHELD_TASK.goal
+    talk += [{"role": "user", "content": nudge.message}, {"role": "assistant", "content": "I can help with orders."}]
+    end = scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE)
+    assert end.done and end.reason == "stuck"
+
+
+async def test_an_episode_with_the_scripted_user_ends_when_the_goal_is_done(
+    fake_server: Callable[..., FakeOpenAIServer],
+) -> None:
+    play = Play(agent=[_say("Sure. What is your order id?"), _calls(_call("cancel_order", order_id="o-1001")),
+                       _say("Done, o-1001 is cancelled.")])
+    server = fake_server(responder=play)
+    async with _llm(server) as llm:
+        traj = await run_episode(SHOP_AGENT, SHOP_TOOLS, WITHHELD_TASK, llm, seed=6,
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0,
+                                                          user_rephrase=False))
+    users = [m["content"] for m in traj.messages if m["role"] == "user"]
+    assert users == [WITHHELD_TASK.goal, "Sure, my order id is o-1001."]
+    assert traj.termination == "user_done" and traj.final_state["orders"]["o-1001"]["status"] == "cancelled"
+    assert play.seen["user"] == 0
+
+
+# ---------------------------------------------------------------- error_recovery tasks meet an error
+
+
+async def test_error_recovery_tasks_get_a_fault_on_a_planned_call(
+    fake_server: Callable[..., FakeOpenAIServer],
+) -> None:
+    task = WITHHELD_TASK.model_copy(update={"difficulty": "error_recovery", "withheld": {},
+                                            "goal": "Please cancel my order o-1001."})
+    play = Play(agent=[_calls(_call("cancel_order", order_id="o-1001")),
+                       _calls(_call("cancel_order", order_id="o-1001")), _say("Order o-1001 is cancelled.")])
+    server = fake_server(responder=play)
+    async with _llm(server) as llm:
+        traj = await run_episode(SHOP_AGENT, SHOP_TOOLS, task, llm, seed=2,
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0,
+                                                          user_rephrase=False))
+    faults = [s for s in traj.steps if s.actor == "tool" and s.fault]
+    assert [(s.tool, s.fault in ("timeout", "rate_limited")) for s in faults] == [("cancel_order", True)]
+    assert traj.termination == "user_done" and traj.final_state["orders"]["o-1001"]["status"] == "cancelled"
