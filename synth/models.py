@@ -134,14 +134,23 @@ class RejectedItem(_Model):
 # ---------------------------------------------------------------- agents and tasks
 
 
+# Who wrote a piece of text: the model, or code that stood in when the model's text was rejected.
+TextSource = Literal["model", "code"]
+
+
 class Agent(_Model):
-    """A system prompt with a toolset: the agent under synthesis."""
+    """A system prompt with a toolset: the agent under synthesis.
+
+    `policy_source`: "code" when none of the model's drafted policies survived screening and the
+    prompt's policies are all written in code from the toolset; "model" otherwise. Provenance
+    only: not part of `id`."""
 
     name: str
     domain: str
     system_prompt: str
     tool_ids: list[str]
     traits: list[str] = Field(default_factory=list)
+    policy_source: TextSource = "model"
 
     @property
     def id(self) -> str:
@@ -151,7 +160,7 @@ class Agent(_Model):
         return {
             "id": self.id, "run_id": run_id, "domain": self.domain, "name": self.name,
             "system_prompt": self.system_prompt, "tool_ids": self.tool_ids, "traits": self.traits,
-            "status": status, "reason": reason,
+            "policy_source": self.policy_source, "status": status, "reason": reason,
         }
 
 
@@ -199,7 +208,9 @@ class Task(_Model):
     `kind`: `tool` tasks need the toolset; `no_tool` tasks should be answered without calls;
     `unserviceable` tasks ask for something the toolset cannot do (the agent should say so).
     `initial_state` is the world the tool simulator starts from: collections of entities keyed
-    by id, e.g. `{"orders": {"o-17": {...}}}`.
+    by id, e.g. `{"orders": {"o-17": {...}}}`. `goal_source`: "code" when the model's goal failed
+    the request rules and code composed the goal from the task's plan; provenance only, not part
+    of `id`.
     """
 
     agent_id: str
@@ -211,6 +222,7 @@ class Task(_Model):
     difficulty: Difficulty = "single_call"
     kind: TaskKind = "tool"
     rubric: Rubric
+    goal_source: TextSource = "model"
 
     @property
     def id(self) -> str:
@@ -222,14 +234,15 @@ class Task(_Model):
             "kind": self.kind, "difficulty": self.difficulty, "goal": self.goal,
             "persona": self.persona.model_dump(), "withheld": self.withheld,
             "initial_state": self.initial_state, "rubric": self.rubric.model_dump(),
-            "status": status, "reason": reason,
+            "goal_source": self.goal_source, "status": status, "reason": reason,
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Task:
         """A `tasks` row (as a column -> value dict) back as a Task."""
         data = _json_fields(row, ("persona", "withheld", "initial_state", "rubric"))
-        keys = ("agent_id", "domain", "goal", "persona", "withheld", "initial_state", "difficulty", "kind", "rubric")
+        keys = ("agent_id", "domain", "goal", "persona", "withheld", "initial_state", "difficulty", "kind", "rubric",
+                "goal_source")
         return cls.model_validate({k: data[k] for k in keys if data.get(k) is not None})
 
 

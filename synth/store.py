@@ -40,13 +40,13 @@ TABLES: dict[str, dict[str, str]] = {
     "agents": {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "domain": "VARCHAR", "name": "VARCHAR",
         "system_prompt": "VARCHAR", "tool_ids": "JSON", "traits": "JSON", "status": "VARCHAR",
-        "reason": "VARCHAR", "created_at": "TIMESTAMP",
+        "reason": "VARCHAR", "created_at": "TIMESTAMP", "policy_source": "VARCHAR",
     },
     "tasks": {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "agent_id": "VARCHAR", "domain": "VARCHAR",
         "kind": "VARCHAR", "difficulty": "VARCHAR", "goal": "VARCHAR", "persona": "JSON",
         "withheld": "JSON", "initial_state": "JSON", "rubric": "JSON", "status": "VARCHAR",
-        "reason": "VARCHAR", "created_at": "TIMESTAMP",
+        "reason": "VARCHAR", "created_at": "TIMESTAMP", "goal_source": "VARCHAR",
     },
     "trajectories": {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "task_id": "VARCHAR", "agent_id": "VARCHAR",
@@ -369,7 +369,7 @@ def read_episodes(path: str | Path, *, accepted_only: bool = False, limit: int |
     with `accepted_only`), in id order."""
     where = "WHERE t.id IN (SELECT trajectory_id FROM accepted_sft)" if accepted_only else ""
     sql = f"""SELECT t.*, k.goal, k.kind, k.difficulty, k.rubric, k.initial_state, k.persona, k.withheld,
-                     k.agent_id AS task_agent_id, k.domain AS task_domain
+                     k.goal_source, k.agent_id AS task_agent_id, k.domain AS task_domain
               FROM trajectories t JOIN tasks k ON k.id = t.task_id {where} ORDER BY t.id"""
     if limit is not None:
         sql += f" LIMIT {int(limit)}"

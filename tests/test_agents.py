@@ -20,6 +20,8 @@ from synth.agents import (
     synthesize_agent,
     synthesize_agent_and_tasks,
 )
+from synth.agents.synthesize import AgentDraft, assemble_agent, compose_goal, draw_plan, tone_of
+from synth.agents.validate import goal_problems
 from synth.judges.checks import state_mismatches
 from synth.llm import LLMClient
 from synth.llm.client import inline_refs
@@ -48,6 +50,14 @@ UPDATE_ORDER = _tool("update_order", {"order_id": ORDER_ID, "status": {"type": "
 SEARCH_ORDERS = _tool("search_orders", {"query": {"type": "string"}, "limit": {"type": "integer", "maximum": 50}},
                       ["query"])
 TOOLSET = [GET_ORDER, UPDATE_ORDER, SEARCH_ORDERS]
+# A typical synthesised support toolset: two resources, reads and writes.
+SUPPORT_TOOLSET = [
+    GET_ORDER, UPDATE_ORDER,
+    _tool("cancel_order", {"order_id": ORDER_ID, "reason": {"type": "string"}}, ["order_id"], "write"),
+    _tool("create_ticket", {"subject": {"type": "string"}, "email": {"type": "string", "format": "email"}},
+          ["subject", "email"], "write"),
+    _tool("list_tickets", {"status": {"type": "string", "enum": ["open", "pending", "closed"]}}, []),
+]
 
 
 def _good_task() -> Task:
@@ -114,6 +124,204 @@ def test_rubric_validation_catches_typical_model_mistakes_and_names_them() -> No
     create = _tool("create_order", {"order_id": ORDER_ID, "item": {"type": "string"}}, ["item"], "write")
     made = _with_rubric(good, expected_calls=[ExpectedCall(tool="create_order", arguments={"order_id": "o-new"})])
     assert rubric_problems(made, [create]) == []
+
+
+GOOD_GOALS = [
+    "Please cancel my order ord-4821, I ordered it twice by mistake.",
+    "What's the weather in Lisbon tomorrow?",
+    "Can you update the status of ticket TCK-55210 to pending?",
+    "I need a follow-up on order ord_12345 before Friday.",
+    "Please summarise /home/ana/docs/weekly_report.txt for me.",
+    # Appended planned details are ids, emails and dates: only the text before them is judged for words.
+    "Please update my order (Details: order id ord-12345; email ana.ruiz@example.com; date 2025-03-04.)",
+]
+
+
+@pytest.mark.parametrize("goal", GOOD_GOALS)
+def test_goal_rules_accept_natural_requests(goal: str) -> None:
+    assert goal_problems(goal) == []
+
+
+@pytest.mark.parametrize(("goal", "named"), [
+    ("1. A. 2. C. 3.", "enumeration fragment"),
+    ("1. A. 2. C. 3. (Details: order id ord-12345.)", "enumeration fragment"),
+    ("a) b) c) get order", "enumeration fragment"),
+    ("Please cancel order <order id> today.", "angle-bracket placeholder '<order id>'"),
+    ("Hi, I am {name} and need my order.", "curly-brace placeholder '{name}'"),
+    ("Refund [customer] for the last order.", "square-bracket placeholder '[customer]'"),
+    ("Cancel order XXX for me please.", "filler token 'XXX'"),
+    ("The delivery date is TBD, please check.", "filler token 'TBD'"),
+    ("lorem ipsum dolor sit amet", "filler token 'lorem ipsum'"),
+    ("Set the region of my account to N/A.", "filler token 'N/A'"),
+    ("Please update fleet_shipping_model_id_1 to active.", "machine placeholder 'fleet_shipping_model_id_1'"),
+    ("Can you cancel order_id_2 right now?", "machine placeholder 'order_id_2'"),
+    # Placeholders count in the appended details too.
+    ("Please update my order now (Details: order id <order id>.)", "angle-bracket placeholder"),
+    ("x7k2 qq9 zz3 ab1 hello", "mostly non-words (1 of 5"),
+    ("ord-1 ord-2 ord-3 ord-4 order status", "mostly non-words (2 of 6"),
+    ("42 17 99 please", "mostly non-words"),
+])
+def test_goal_rules_reject_non_requests_naming_what_and_where(goal: str, named: str) -> None:
+    problems = goal_problems(goal)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("goal is not a natural-language request"), problems
+    assert named in problems[0], problems
+    assert repr(goal.split(" (Details:")[0])[1:-1] in problems[0], problems  # the goal is quoted
+
+
+def test_goal_rules_in_rubric_validation() -> None:
+    good = _good_task()
+    # The old length rule still reports alone; the request rules join the rubric's problems.
+    assert rubric_problems(good.model_copy(update={"goal": "pleasehelpme"}), TOOLSET) == [
+        "goal 'pleasehelpme' is too short to state a request (1 word(s))"]
+    problems = rubric_problems(good.model_copy(update={"goal": "1. A. 2. C. 3."}), TOOLSET)
+    assert len(problems) == 1 and "enumeration fragment" in problems[0], problems
+    # The task's own planned values are never placeholders, whatever their shape.
+    odd_id = good.model_copy(update={
+        "goal": "Please mark my order model_id_1 as shipped.",
+        "initial_state": {"orders": {"model_id_1": {"order_id": "model_id_1", "status": "open"}}},
+        "rubric": good.rubric.model_copy(update={"expected_calls": [ExpectedCall(
+            tool="update_order", arguments={"order_id": "model_id_1", "status": "shipped"})]})})
+    assert rubric_problems(odd_id, TOOLSET) == []
+
+
+FILLER_DRAFT = AgentDraft(name="Shopper", role="An assistant for shop customers and their orders.",
+                          policies=["Is awesome, is awesome", "Is awesome, is awesome!", "Is great and wonderful"],
+                          constraints=["Is awesome, Is awesome, Is awesome", "Beautiful beautiful sky sky"],
+                          tone="Beautiful.", traits=["helpful"])
+
+
+def test_filler_policies_fall_back_to_policies_written_in_code(tmp_path: Path) -> None:
+    agent = assemble_agent(SUPPORT_TOOLSET, FILLER_DRAFT)
+    prompt = agent.system_prompt
+    assert agent.policy_source == "code"
+    assert "awesome" not in prompt.lower() and "beautiful" not in prompt.lower() and "Constraints" not in prompt
+    assert "Tone: clear and friendly." in prompt
+    # The code's policies name the toolset's write tools (confirmation) and its lookups.
+    assert "before calling update_order, cancel_order or create_ticket" in prompt
+    assert "Check the current record with get_order" in prompt
+    # No draft at all: code policies too.
+    assert assemble_agent(SUPPORT_TOOLSET, None).policy_source == "code"
+    # Provenance is stored, not hashed: the same prompt and tools give the same id.
+    assert agent.to_row("r")["policy_source"] == "code"
+    assert agent.model_copy(update={"policy_source": "model"}).id == agent.id
+    dataset = Dataset(tmp_path / "agents.duckdb")
+    dataset.add("agents", agent.to_row("r"))
+    assert dataset.query("SELECT policy_source FROM agents") == [("code",)]
+
+
+def test_related_policies_are_kept_once_and_unrelated_ones_dropped() -> None:
+    draft = AgentDraft(
+        name="Shopper", role="An assistant for shop customers and their orders.",
+        policies=["Always confirm order changes with the customer.",
+                  "Confirm order changes with the customer, always",  # the same words: a near duplicate
+                  "Be kind to animals on sunny days."],  # nothing about the job
+        constraints=["Never share personal data of other customers.",
+                     "Ask the user for missing details instead of guessing them."],  # a code policy already
+        tone="warm and professional", traits=["asks before acting"])
+    agent = assemble_agent(SUPPORT_TOOLSET, draft)
+    prompt = agent.system_prompt
+    assert agent.policy_source == "model"
+    assert prompt.count("onfirm order changes with the customer") == 1
+    assert "animals" not in prompt
+    assert "- Never share personal data of other customers." in prompt
+    assert prompt.count("Ask the user for missing details") == 1
+    assert "Tone: warm and professional." in prompt
+
+
+@pytest.mark.parametrize(("tone", "kept"), [
+    ("Beautiful.", False), ("Awesome", False), ("", False), ("friendly, friendly, friendly", False),
+    ("friendly and concise", True), ("Professional", True), ("calm, patient and precise", True),
+])
+def test_tone_must_describe_a_tone(tone: str, kept: bool) -> None:
+    assert tone_of(tone) == (tone.rstrip(".") if kept else "clear and friendly")
+
+
+def test_at_least_half_of_the_tool_tasks_expect_several_calls() -> None:
+    """The seeded draws of synthesize_task (kind, difficulty, plan) over typical toolsets."""
+    unbuildable = _tool("update_invoice", {"invoice_id": {"type": "string", "pattern": "^(?!)$"}},
+                        ["invoice_id"], "write")  # no value matches: the chain's write cannot be built
+    toolsets = {"support": SUPPORT_TOOLSET, "orders": TOOLSET,
+                "no chain": [_tool("get_weather", {"city": {"type": "string"}}, ["city"]),
+                             _tool("convert_currency", {"amount": {"type": "number"},
+                                                        "currency": {"type": "string"}}, ["amount", "currency"])],
+                "broken chain": [_tool("get_invoice", {"invoice_id": ORDER_ID}, ["invoice_id"]), unbuildable,
+                                 _tool("get_weather", {"city": {"type": "string"}}, ["city"])]}
+    settings = AgentSettings()
+    for name, toolset in toolsets.items():
+        plans = [draw_plan(toolset, settings, seed)[2] for seed in range(200)]
+        tool_plans = [p for p in plans if p is not None and p.kind == "tool"]
+        share = sum(len(p.calls) >= 2 for p in tool_plans) / len(tool_plans)
+        assert len(tool_plans) >= 120 and share >= 0.5, (name, len(tool_plans), share)
+        assert all(p.difficulty == "single_call" for p in tool_plans if len(p.calls) < 2
+                   and p.difficulty != "error_recovery"), name
+    # A multi-step draw whose chain write cannot be built still gets two calls (another pair).
+    for seed in range(20):
+        plan = plan_task(toolsets["broken chain"], "tool", "multi_step", random.Random(seed))
+        assert plan is not None and len(plan.calls) == 2 and plan.difficulty == "multi_step", seed
+        assert "update_invoice" not in {c.tool.name for c in plan.calls}
+
+
+def test_compose_goal_states_the_plan_in_words_without_withheld_values() -> None:
+    seen_withheld = 0
+    for seed in range(40):
+        plan = plan_task(SUPPORT_TOOLSET, "tool", "multi_step", random.Random(seed))
+        assert plan is not None
+        goal = compose_goal(plan)
+        assert goal.startswith("I need to ") and goal_problems(goal) == [], goal
+        for value in plan.withheld.values():
+            assert value not in goal, (goal, plan.withheld)
+            seen_withheld += 1
+        for value in plan.stated.values():
+            assert value in goal, (goal, plan.stated)
+    assert seen_withheld > 0
+    ticket = _tool("update_ticket", {"ticket_id": {"type": "string"},
+                                     "status": {"type": "string", "enum": ["pending"]}}, ["ticket_id", "status"],
+                   "write")
+    plan = plan_task([ticket], "tool", "single_call", random.Random(0))
+    assert plan is not None
+    plan.stated, plan.withheld = {"ticket_id": "TCK-55210", "status": "pending"}, {}
+    assert compose_goal(plan) == "I need to update ticket TCK-55210: set status to pending."
+    plan.stated, plan.withheld = {"status": "pending"}, {"ticket_id": "TCK-55210"}
+    assert compose_goal(plan) == ("I need to update my ticket: set status to pending. "
+                                  "I can tell you the ticket id when you ask.")
+    for kind in ("no_tool", "unserviceable"):
+        other = plan_task(SUPPORT_TOOLSET, kind, "single_call", random.Random(1))
+        assert other is not None and goal_problems(compose_goal(other)) == [], compose_goal(other)
+
+
+async def test_a_goal_that_is_no_request_is_composed_in_code(fake_server: Any, tmp_path: Path) -> None:
+    """Every goal the model writes is an enumeration fragment, repair included: the task is kept
+    with a goal written from its plan, and says so (`goal_source`)."""
+    server = fake_server()
+    prompts: list[str] = []
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        prompts.append(body["messages"][-1]["content"])
+        message = server.default_message(body)
+        data = json.loads(message.get("content") or "{}")
+        if isinstance(data, dict) and "goal" in data:
+            data["goal"] = "1. A. 2. C. 3."
+            data["success_criteria"] = ["The assistant does what the user asked for"]
+            message = {**message, "content": json.dumps(data)}
+        return message
+
+    server.responder = respond
+    settings = AgentSettings(tasks_per_agent=6)
+    async with LLMClient(make_config(server.base_url, None)) as llm:
+        result = await synthesize_agent_and_tasks(SUPPORT_TOOLSET, llm, settings, seed=5)
+    assert result.rejected == [] and len(result.tasks) == 6, [x.reason for x in result.rejected]
+    assert any("enumeration fragment" in p for p in prompts if "has problems" in p)  # one repair round first
+    for task in result.tasks:
+        assert task.goal_source == "code" and "1. A." not in task.goal
+        assert rubric_problems(task, SUPPORT_TOOLSET) == []
+        assert not any(v in task.goal for v in task.withheld.values()), task.goal
+        assert task.model_copy(update={"goal_source": "model"}).id == task.id
+        assert Task.from_row(task.to_row("r")) == task
+
+    dataset = Dataset(tmp_path / "tasks.duckdb")
+    store_agent_result(dataset, "r", result)
+    assert dataset.query("SELECT DISTINCT goal_source FROM tasks") == [("code",)]
 
 
 async def test_planned_tasks_work_with_the_tool_simulator() -> None:

@@ -2,10 +2,15 @@
 
 Agents (`synthesize_agent`): the model drafts a name, role, policies, constraints, tone and traits
 under a schema (`AgentDraft`); code assembles the system prompt from them (`system_prompt.j2`),
-adding the policies every agent needs (use tools only when needed, never invent results, say
-when a request is out of reach, confirm irreversible changes), so no_tool and unserviceable tasks
-have a policy to be judged against. A failed or empty draft falls back to text built from the
-toolset: an agent is always returned. `Agent.id` hashes the toolset and the prompt.
+adding the policies every agent needs (`standard_policies`: use tools only when needed, never
+invent results, say when a request is out of reach, confirm before calling the toolset's write
+tools, named), so no_tool and unserviceable tasks have a policy to be judged against. A 135M model
+often writes filler ("Is awesome, is awesome", tone "Beautiful"), so drafted statements are
+screened (`screen_statements`): empty, repeated (exactly, by the same words, or one phrase said
+twice) and unrelated ones (no word of the toolset, the domain or `POLICY_WORDS`) are dropped, and
+a tone needs a word of `TONE_WORDS`. When no drafted policy survives, or the draft failed, the
+prompt holds only the code's policies and `Agent.policy_source` is "code". An agent is always
+returned. `Agent.id` hashes the toolset and the prompt.
 
 Tasks (`synthesize_tasks`): for each task, a seeded draw picks the kind by the configured shares
 (`tool`, `no_tool`, `unserviceable`) and, for tool tasks, the difficulty; `plans.plan_task` lays
@@ -14,7 +19,11 @@ entity they name, withheld details, checkpoints); the model writes the goal, per
 criteria and failure conditions (`TaskDraft`); code assembles the `Task` (stated details missing
 from the goal are appended to it, so the agent can know them). Then `rubric_problems` checks it:
 a failing task gets `repair_rounds` LLM repair rounds, then is returned as a `RejectedItem` with
-its reasons. A generation error rejects the task with the error; nothing raises.
+its reasons. One exception: when the only problems left are the goal's request rules
+(`validate.request_problems`: an enumeration fragment, a placeholder, non-words), the goal is
+composed in code from the plan (`compose_goal`, first person, stated values only) and the task is
+kept with `Task.goal_source` "code" if it then validates. A generation error rejects the task with
+the error; nothing raises.
 """
 
 from __future__ import annotations
@@ -29,9 +38,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from synth.agents.plans import TOPICS, TaskPlan, plan_task
+from synth.agents.plans import TOPICS, PlannedCall, TaskPlan, plan_task
 from synth.agents.toolsets import application_of
-from synth.agents.validate import MIN_GOAL_WORDS, rubric_problems
+from synth.agents.validate import (
+    DETAILS_MARKER,
+    MIN_GOAL_WORDS,
+    planned_values,
+    request_problems,
+    rubric_problems,
+)
 from synth.config import Role
 from synth.ids import derive_seed
 from synth.llm import LLMClient, LLMError
@@ -44,13 +59,18 @@ from synth.models import (
     Rubric,
     Task,
     TaskKind,
+    TextSource,
     ToolSpec,
 )
+from synth.naming import intent_verb, name_words, tool_intent
 from synth.prompts import render
 
-PROMPT_VERSION = "agents-v1"
+PROMPT_VERSION = "agents-v2"
 _DESCRIPTION_CHARS = 120
-_DIFFICULTY_WEIGHTS: dict[Difficulty, float] = {"single_call": 0.4, "multi_step": 0.4, "error_recovery": 0.2}
+# Multi-call tasks (multi_step, error_recovery) are what agentic training data is short of: they
+# make up 70% of the draws, so that after the few plans that degrade to one call (a toolset where
+# fewer than two tools build) they stay well over half of the tool tasks.
+_DIFFICULTY_WEIGHTS: dict[Difficulty, float] = {"single_call": 0.3, "multi_step": 0.45, "error_recovery": 0.25}
 
 
 # ---------------------------------------------------------------- generation schemas (kept flat)
@@ -157,48 +177,171 @@ def _humanize(name: str) -> str:
 
 # ---------------------------------------------------------------- agents
 
+FALLBACK_TONE = "clear and friendly"
+MAX_NAMED_TOOLS = 4
+# Words that make a statement an assistant policy whatever the toolset (`screen_statements`).
+POLICY_WORDS = frozenset({
+    "confirm", "confirmation", "ask", "verify", "check", "user", "customer", "data", "request", "information",
+    "never", "always", "share", "personal", "private", "privacy", "sensitive", "secure", "security", "tool",
+    "details", "account", "cancel", "change", "delete", "error", "result", "record", "permission", "consent",
+    "approve", "accurate", "invent", "guess", "explain", "report", "escalate", "refund", "update", "create",
+})
+# Words a tone is described with; a tone with none of them ("Beautiful") is no tone.
+TONE_WORDS = frozenset({
+    "friendly", "professional", "polite", "courteous", "concise", "clear", "formal", "informal", "casual", "warm",
+    "helpful", "patient", "calm", "empathetic", "empathic", "supportive", "direct", "neutral", "precise",
+    "respectful", "cheerful", "positive", "informative", "reassuring", "approachable", "efficient",
+    "knowledgeable", "encouraging", "upbeat", "confident", "attentive", "thorough", "brief", "kind",
+    "considerate", "diplomatic", "straightforward", "transparent", "honest", "accurate", "factual", "objective",
+    "relaxed", "enthusiastic", "technical", "plain", "simple", "conversational", "gentle", "firm", "caring",
+    "welcoming", "succinct", "tactful", "engaging", "trustworthy", "reliable", "careful", "practical",
+})
+_STOPWORDS = frozenset({
+    "a", "an", "the", "and", "or", "but", "if", "then", "else", "when", "while", "before", "after", "to", "of",
+    "in", "on", "at", "by", "for", "from", "with", "without", "into", "onto", "about", "as", "is", "are", "was",
+    "were", "be", "been", "being", "am", "do", "does", "did", "done", "have", "has", "had", "it", "its", "this",
+    "that", "these", "those", "there", "here", "they", "them", "their", "you", "your", "yours", "we", "our", "us",
+    "he", "she", "his", "her", "me", "my", "i", "not", "no", "nor", "so", "than", "too", "very", "can", "could",
+    "should", "would", "will", "shall", "may", "might", "must", "all", "any", "each", "every", "some", "such",
+    "only", "just", "also", "more", "most", "other", "own", "same", "what", "which", "who", "whom", "whose",
+    "how", "why", "where", "up", "down", "out", "over", "under", "again", "once", "both", "few", "get", "make",
+    "use", "way", "thing", "things", "lot", "really", "well", "good", "great", "via", "per", "given", "one",
+})
+_CLAUSE = re.compile(r"[,;.!?]+|\s+-\s+")
+
+
+def _stem(word: str) -> str:
+    """A crude stem, the same for both sides of a comparison: `confirmed`, `confirms`,
+    `confirming` -> `confirm`; `cancelled` -> `cancel`; `changes`, `change` -> `chang`."""
+    for suffix in ("ing", "ed", "es", "s", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if len(word) >= 4 and word[-1] == word[-2] and word[-1] not in "aeiou":
+        word = word[:-1]
+    return word
+
+
+def _text_words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def _content_stems(text: str) -> set[str]:
+    return {_stem(w) for w in _text_words(text) if len(w) > 2 and w not in _STOPWORDS}
+
+
+def policy_vocabulary(toolset: list[ToolSpec], domain: str) -> frozenset[str]:
+    """The stems a related policy may use: words of the tools' names and descriptions, of their
+    applications and domains, of `domain`, and `POLICY_WORDS`."""
+    vocabulary = {_stem(w) for w in POLICY_WORDS} | _content_stems(" ".join(name_words(domain)))
+    for tool in toolset:
+        vocabulary |= _content_stems(" ".join([*name_words(tool.name), *name_words(tool.domain),
+                                               *name_words(application_of(tool))]))
+        vocabulary |= _content_stems(tool.description)
+    return frozenset(vocabulary)
+
+
+def repeats_a_phrase(statement: str) -> bool:
+    """True for filler that says one thing over: every clause the same ("Is awesome, is
+    awesome"), or at most half of four or more words distinct."""
+    clauses = [" ".join(_text_words(c)) for c in _CLAUSE.split(statement)]
+    clauses = [c for c in clauses if c]
+    if len(clauses) >= 2 and len(set(clauses)) == 1:
+        return True
+    words = _text_words(statement)
+    return len(words) >= 4 and len(set(words)) * 2 <= len(words)
+
+
+def screen_statements(statements: list[str], vocabulary: frozenset[str], seen: set[frozenset[str]]) -> list[str]:
+    """The statements worth a place in a system prompt, in order. Dropped: empty ones, ones that
+    repeat a phrase (`repeats_a_phrase`), ones with no content word in `vocabulary` (unrelated to
+    the toolset and the job), and repeats of an earlier statement or of one in `seen` (the same
+    content words, in any order: near duplicates). `seen` is extended with the kept ones."""
+    kept = []
+    for statement in statements:
+        stems = frozenset(_content_stems(statement))
+        if not stems or repeats_a_phrase(statement) or not stems & vocabulary or stems in seen:
+            continue
+        seen.add(stems)
+        kept.append(statement)
+    return kept
+
+
+def tone_of(draft_tone: str) -> str:
+    """The drafted tone when it describes one (a word of `TONE_WORDS`, no repeated phrase), else
+    `FALLBACK_TONE`: one vague word ("Beautiful") or filler is no tone."""
+    tone = clean_text(draft_tone, 60).rstrip(".")
+    words = _text_words(tone)
+    if not words or any(len(w) > 20 for w in tone.split()) or repeats_a_phrase(tone):
+        return FALLBACK_TONE
+    if not any(w in TONE_WORDS or w.removesuffix("ly") in TONE_WORDS for w in words):
+        return FALLBACK_TONE
+    return tone
+
+
+def _named(names: list[str]) -> str:
+    shown = names[:MAX_NAMED_TOOLS]
+    text = ", ".join(shown[:-1]) + (" or " if len(shown) > 1 else "") + shown[-1]
+    return text + (" and the like" if len(names) > MAX_NAMED_TOOLS else "")
+
 
 def standard_policies(toolset: list[ToolSpec]) -> list[str]:
+    """The policies every agent of `toolset` follows, in code: tool use, faithful reporting,
+    unserviceable requests, missing details, and (from the toolset) confirming before the write
+    tools, named, and looking records up with the read tools before changing them."""
     policies = [
         "Use a tool only when the request needs it; answer general questions directly.",
         "Report only what tools return; never invent ids, numbers or results.",
         "If a request is beyond what your tools can do, say so plainly and offer what you can do.",
         "Ask the user for missing details instead of guessing them.",
     ]
-    if any(t.side_effect == "write" for t in toolset):
-        policies.append("Confirm the details with the user before a change that cannot be undone.")
+    writes = [t.name for t in toolset if t.side_effect == "write"]
+    lookups = [t.name for t in toolset if t.side_effect == "read" and tool_intent(t.name, False)[0] == "get"]
+    if writes:
+        policies.append(f"Confirm the details with the user before calling {_named(writes)}: "
+                        "these tools change records, and a change may not be undone.")
+    if writes and lookups:
+        policies.append(f"Check the current record with {_named(lookups)} before changing it, "
+                        "and tell the user what changed.")
     return policies
 
 
 def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None) -> Agent:
-    """The agent from a draft (or from the toolset alone when `draft` is None or empty)."""
+    """The agent from a draft (or from the toolset alone when `draft` is None or empty).
+
+    Drafted policies and constraints pass `screen_statements` (against the toolset's vocabulary
+    and the code's own policies, so none is said twice); `policy_source` is "code" when none of
+    the drafted policies survives (the prompt then holds `standard_policies` only)."""
     domain = _main_domain(toolset)
     apps = sorted({application_of(t) for t in toolset if application_of(t)})
     noun = _humanize(apps[0]) if len(apps) == 1 else _humanize(domain)
     name = clean_text(draft.name, 40) if draft else ""
     role = clean_text(draft.role, 160) if draft else ""
-    tone = clean_text(draft.tone, 60).rstrip(".") if draft else ""
-    policies = clean_statements(draft.policies) if draft else []
-    constraints = clean_statements(draft.constraints, most=3) if draft else []
+    tone = tone_of(draft.tone) if draft else FALLBACK_TONE
+    standard = standard_policies(toolset)
+    vocabulary = policy_vocabulary(toolset, domain)
+    seen = {frozenset(_content_stems(p)) for p in standard}
+    policies = screen_statements(clean_statements(draft.policies), vocabulary, seen) if draft else []
+    constraints = screen_statements(clean_statements(draft.constraints, most=3), vocabulary, seen) if draft else []
     traits = clean_list(draft.traits, 40) if draft else []
     if name.lower() in {t.name.lower() for t in toolset}:  # a copied tool name is no agent name
         name = ""
     if len(role.split()) < MIN_GOAL_WORDS:  # a role is a phrase, not a token
         role = ""
-    if any(len(word) > 20 for word in tone.split()):
-        tone = ""
-    traits = [t for t in traits if all(len(word) <= 20 for word in t.split())]
+    traits = [t for t in traits if all(len(word) <= 20 for word in t.split()) and not repeats_a_phrase(t)]
     name = name or f"{noun.title()} Assistant"
     role = role or f"an assistant that helps users with {noun} tasks."
     if not role.endswith((".", "!", "?")):
         role += "."
     prompt = render(
         "synth.agents", "system_prompt.j2", name=name, role=role, domain=_humanize(domain),
-        tool_names=[t.name for t in toolset], policies=[*policies, *standard_policies(toolset)],
-        constraints=constraints, tone=tone or "clear and friendly",
+        tool_names=[t.name for t in toolset], policies=[*policies, *standard],
+        constraints=constraints, tone=tone,
     )
+    source: TextSource = "model" if policies else "code"
     return Agent(name=name, domain=domain, system_prompt=prompt, tool_ids=[t.id for t in toolset],
-                 traits=traits or ["asks for missing details", "reports tool results faithfully"])
+                 traits=traits or ["asks for missing details", "reports tool results faithfully"],
+                 policy_source=source)
 
 
 async def synthesize_agent(toolset: list[ToolSpec], llm: LLMClient, seed: int,
@@ -247,7 +390,7 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
     missing = [(k, v) for k, v in plan.stated.items() if not _mentions(goal, v)]
     if len(goal.split()) >= MIN_GOAL_WORDS and missing:  # a non-request is left for validation to catch
         details = "; ".join(f"{_humanize(k)} {v}" for k, v in missing)
-        goal = f"{goal.rstrip()} (Details: {details}.)"
+        goal = f"{goal.rstrip()}{DETAILS_MARKER} {details}.)"
     p = draft.persona
     persona = Persona(
         name=clean_text(p.name, 30) or "user",
@@ -264,6 +407,65 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
     )
     return Task(agent_id=agent.id, domain=agent.domain, goal=goal, persona=persona, withheld=plan.withheld,
                 initial_state=plan.initial_state, difficulty=plan.difficulty, kind=plan.kind, rubric=rubric)
+
+
+def _call_clause(call: PlannedCall, plan: TaskPlan, said: set[str]) -> str:
+    """`update ticket TCK-55210: set status to pending`, `get my order` (its id withheld),
+    `search orders with query weekly report`: one planned call in words, with the stated values
+    it uses (each non-id value once over the whole goal, in `said`) and no withheld one."""
+    kind, resource = tool_intent(call.tool.name, call.tool.side_effect == "write")
+    verb = intent_verb(call.tool.name)
+    hidden = any(name in plan.withheld for name in call.entities)
+    if verb and resource:
+        action = f"{verb} {'my ' if hidden else ''}{' '.join(resource)}"
+    else:
+        action = " ".join(name_words(call.tool.name))
+    ids: list[str] = []
+    values: list[tuple[str, str]] = []
+    for name in call.arguments:
+        if name in plan.withheld or name not in plan.stated:
+            continue
+        if name in call.entities:
+            ids.append(plan.stated[name])
+        elif name not in said:
+            said.add(name)
+            values.append((_humanize(name), plan.stated[name]))
+    clause = f"{action} {' and '.join(ids)}".rstrip()
+    if values and kind == "update":
+        clause += ": " + ", ".join(f"set {k} to {v}" for k, v in values)
+    elif values:
+        clause += " with " + ", ".join(f"{k} {v}" for k, v in values)
+    return clause
+
+
+def _articles(text: str) -> str:
+    """`a order` -> `an order` (the plan's ideas put "a" before any noun)."""
+    return re.sub(r"\b([Aa]) (?=[aeioAEIO])", r"\1n ", text)  # not before u: a user, a unit
+
+
+_IDEA_OPENINGS = (("ask the assistant to ", "Can you {}?"), ("ask for ", "Could you give me {}?"),
+                  ("ask what ", "What {}?"), ("explain ", "Can you explain {}?"))
+
+
+def compose_goal(plan: TaskPlan) -> str:
+    """A plain first-person goal written in code from `plan`, for when the model's goal is no
+    request (`validate.request_problems`). A tool task names each planned call with its stated
+    values ("I need to update ticket TCK-55210: set status to pending.") and never a withheld
+    value (the user only says they can give it); a no_tool or unserviceable task asks for the
+    plan's idea ("Can you phone someone about a order on my behalf?")."""
+    if plan.kind != "tool" or not plan.calls:
+        idea = plan.idea.strip().rstrip(".") or "understand what you can help me with"
+        for opening, template in _IDEA_OPENINGS:
+            if idea.startswith(opening):
+                rest = re.sub(r"\btheir\b", "my", idea[len(opening):])
+                return _articles(template.format(rest))
+        return _articles(f"I would like help to {idea}.")
+    said: set[str] = set()
+    clauses = [_call_clause(call, plan, said) for call in plan.calls]
+    goal = f"I need to {', then '.join(clauses)}."
+    if plan.withheld:
+        goal += f" I can tell you the {' and '.join(_humanize(k) for k in plan.withheld)} when you ask."
+    return goal
 
 
 def _call_lines(plan: TaskPlan) -> list[dict[str, str]]:
@@ -303,14 +505,33 @@ def _rejected(reason: str, task: Task | None, **data: object) -> RejectedItem:
     return RejectedItem(kind="task", reason=reason[:1000], data=json.loads(json.dumps(payload, default=str)))
 
 
-async def synthesize_task(agent: Agent, toolset: list[ToolSpec], llm: LLMClient, settings: AgentSettings,
-                          seed: int) -> Task | RejectedItem:
-    """One task for `agent` (see the module docstring), or why there is none."""
+def draw_plan(toolset: list[ToolSpec], settings: AgentSettings,
+              seed: int) -> tuple[TaskKind, Difficulty, TaskPlan | None]:
+    """The seeded draws of one task: its kind (by the settings' shares), its difficulty (tool
+    tasks), its topic, then its plan (`plans.plan_task`; None when no tool gets valid arguments).
+    The plan's difficulty may be lower than the drawn one (a multi-step draw that got one call)."""
     rng = random.Random(seed)
     kind = choose_kind(settings, rng)
     difficulty = choose_difficulty(rng) if kind == "tool" else "single_call"
     topic = rng.choice(TOPICS)
-    plan = plan_task(toolset, kind, difficulty, rng, topic=topic)
+    return kind, difficulty, plan_task(toolset, kind, difficulty, rng, topic=topic)
+
+
+def goal_fallback(task: Task, plan: TaskPlan, problems: list[str], toolset: list[ToolSpec]) -> Task | None:
+    """`task` with the goal `compose_goal` writes from `plan` (`goal_source` "code"), when every
+    problem left is a request rule of its goal (`validate.request_problems`) and the composed
+    goal validates; None otherwise (the task stays rejected)."""
+    request = set(request_problems(task.goal, planned_values(task)))
+    if not problems or not request or any(p not in request for p in problems):
+        return None
+    fixed = task.model_copy(update={"goal": compose_goal(plan), "goal_source": "code"})
+    return fixed if not rubric_problems(fixed, toolset) else None
+
+
+async def synthesize_task(agent: Agent, toolset: list[ToolSpec], llm: LLMClient, settings: AgentSettings,
+                          seed: int) -> Task | RejectedItem:
+    """One task for `agent` (see the module docstring), or why there is none."""
+    kind, difficulty, plan = draw_plan(toolset, settings, seed)
     if plan is None:
         return _rejected(
             "no tool of the toolset got schema-valid arguments: " + ", ".join(t.name for t in toolset), None,
@@ -331,11 +552,14 @@ async def synthesize_task(agent: Agent, toolset: list[ToolSpec], llm: LLMClient,
             draft = await _repair_task(agent, plan, task, problems, llm, derive_seed(seed, "repair", round_no),
                                        settings.task_max_tokens)
         except LLMError as exc:
+            fixed = goal_fallback(task, plan, problems, toolset)
+            if fixed is not None:
+                return fixed
             return _rejected(f"{'; '.join(problems)} (repair failed: {str(exc)[:200]})", task)
         task = assemble_task(agent, plan, draft)
         problems = rubric_problems(task, toolset)
     if problems:
-        return _rejected("; ".join(problems), task)
+        return goal_fallback(task, plan, problems, toolset) or _rejected("; ".join(problems), task)
     return task
 
 

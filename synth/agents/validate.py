@@ -137,8 +137,8 @@ def _machine_placeholder(token: str) -> bool:
 
 def _placeholder_problems(goal: str, allowed: Iterable[str]) -> list[str]:
     text = goal
-    for value in sorted({v for v in allowed if v}, key=len, reverse=True):
-        text = text.replace(value, " ")
+    for value in sorted({v for v in allowed if v.strip()}, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){re.escape(value)}(?![\w-])", " ", text)  # whole values only
     problems = []
     for label, pattern in _PLACEHOLDERS:
         found = pattern.search(text)
