@@ -86,3 +86,12 @@ def test_cli_config_show_prints_resolved_roles(tmp_path: Path):
     data = json.loads(proc.stdout)
     assert data["llm"]["resolved_roles"]["judge"]["base_urls"] == ["http://127.0.0.1:9/v1"]
     assert data["llm"]["resolved_roles"]["agent"]["model"] == "m"
+
+
+@pytest.mark.parametrize("module", ["synth.config", "synth.judges.checks", "synth.rollout.user", "synth.naming",
+                                    "synth.agents.plans", "synth.cli.app", "synth.pipeline.worker"])
+def test_each_entry_module_imports_on_its_own(module: str) -> None:
+    """Import order within one test process hides cycles; a fresh interpreter per entry point does not
+    (`synth config show` once died of `synth.config` -> rollout -> judges.checks -> rollout)."""
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -35,12 +35,15 @@ from typing import Any
 import jsonschema
 
 from synth.judges.messages import (
+    ASSISTANT_VOICE,
     ToolCall,
     answer_problems,
     answers,
+    call_matches,
     is_error_observation,
     iter_tool_calls,
     message_text,
+    state_mismatches,
     stop_marker,
 )
 from synth.judges.messages import final_reply as _final_reply_of
@@ -565,24 +568,6 @@ def _check_turn_limit(ctx: _Context) -> CheckResult:
     return _result("turn_limit", problems, f"{n} user turn(s), ended by {termination}")
 
 
-def call_matches(call: ToolCall, expected: ExpectedCall) -> bool:
-    """`call` is the expected call: same tool, every key argument equal (strings case- and
-    space-insensitively)."""
-    if call.name != expected.tool:
-        return False
-    args = call.arguments or {}
-    for key, want in expected.arguments.items():
-        if key not in args:
-            return False
-        got = args[key]
-        if isinstance(want, str) and isinstance(got, str):
-            if want.strip().lower() != got.strip().lower():
-                return False
-        elif want != got:
-            return False
-    return True
-
-
 def _describe_expected(e: ExpectedCall) -> str:
     return f"{e.tool}({json.dumps(e.arguments, sort_keys=True, ensure_ascii=False)})"
 
@@ -848,12 +833,6 @@ def _check_declines_unserviceable(ctx: _Context) -> CheckResult:
                    [f"the task is beyond the tools but no assistant reply says it cannot be done (last: {last})"])
 
 
-# A simulated user who speaks as the assistant ("I'm your AI assistant", "How can I help you?").
-ASSISTANT_VOICE = re.compile(
-    r"\b(?:i'?m|i am) (?:an? |your |the )?(?:ai |virtual |digital |helpful )?(?:assistant|language model|chatbot)\b"
-    r"|\bas an ai\b|\bhow (?:can|may) i (?:help|assist) you\b",
-    re.I,
-)
 
 
 def _check_user_in_role(ctx: _Context) -> CheckResult:
@@ -863,30 +842,6 @@ def _check_user_in_role(ctx: _Context) -> CheckResult:
                 if m.get("role") == "user" and ASSISTANT_VOICE.search(message_text(m))]
     return _result("user_in_role", [f"the user speaks as the assistant in {', '.join(confused[:3])}"]
                    if confused else [])
-
-
-def state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
-    """Where `actual` falls short of `expected`: every key of an expected object is present with a
-    matching value (extra keys are fine); a null expected value means the key must be gone (JSON
-    merge-patch's delete); other values compare equal (1 == 1.0)."""
-    if isinstance(expected, dict):
-        if not isinstance(actual, dict):
-            return [f"{path or '(root)'} is {json.dumps(actual)[:60]}, expected an object"]
-        out = []
-        for key, want in expected.items():
-            where = f"{path}.{key}" if path else str(key)
-            if want is None:
-                if actual.get(key) is not None:
-                    out.append(f"{where} still exists, expected it gone")
-            elif key not in actual:
-                out.append(f"{where} is missing (expected {json.dumps(want, ensure_ascii=False)[:60]})")
-            else:
-                out += state_mismatches(want, actual[key], where)
-        return out
-    if expected != actual:
-        return [f"{path} is {json.dumps(actual, ensure_ascii=False)[:60]}, "
-                f"expected {json.dumps(expected, ensure_ascii=False)[:60]}"]
-    return []
 
 
 def _final_world(ctx: _Context) -> dict[str, Any]:

@@ -13,9 +13,12 @@ because judging a malformed conversation must report the fault, not raise.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from synth.models import ExpectedCall
 
 Message = dict[str, Any]
 
@@ -221,3 +224,55 @@ def answers(messages: list[Message]) -> dict[str, int]:
         if msg.get("role") == "tool":
             out.setdefault(str(msg.get("tool_call_id") or ""), i)
     return out
+
+
+# ---------------------------------------------------------------- what a task asked for
+
+# A simulated user who speaks as the assistant ("I'm your AI assistant", "How can I help you?").
+ASSISTANT_VOICE = re.compile(
+    r"\b(?:i'?m|i am) (?:an? |your |the )?(?:ai |virtual |digital |helpful )?(?:assistant|language model|chatbot)\b"
+    r"|\bas an ai\b|\bhow (?:can|may) i (?:help|assist) you\b",
+    re.I,
+)
+
+
+def call_matches(call: ToolCall, expected: ExpectedCall) -> bool:
+    """`call` is the expected call: same tool, every key argument equal (strings case- and
+    space-insensitively)."""
+    if call.name != expected.tool:
+        return False
+    args = call.arguments or {}
+    for key, want in expected.arguments.items():
+        if key not in args:
+            return False
+        got = args[key]
+        if isinstance(want, str) and isinstance(got, str):
+            if want.strip().lower() != got.strip().lower():
+                return False
+        elif want != got:
+            return False
+    return True
+
+
+def state_mismatches(expected: Any, actual: Any, path: str) -> list[str]:
+    """Where `actual` falls short of `expected`: every key of an expected object is present with a
+    matching value (extra keys are fine); a null expected value means the key must be gone (JSON
+    merge-patch's delete); other values compare equal (1 == 1.0)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path or '(root)'} is {json.dumps(actual)[:60]}, expected an object"]
+        out = []
+        for key, want in expected.items():
+            where = f"{path}.{key}" if path else str(key)
+            if want is None:
+                if actual.get(key) is not None:
+                    out.append(f"{where} still exists, expected it gone")
+            elif key not in actual:
+                out.append(f"{where} is missing (expected {json.dumps(want, ensure_ascii=False)[:60]})")
+            else:
+                out += state_mismatches(want, actual[key], where)
+        return out
+    if expected != actual:
+        return [f"{path} is {json.dumps(actual, ensure_ascii=False)[:60]}, "
+                f"expected {json.dumps(expected, ensure_ascii=False)[:60]}"]
+    return []

@@ -29,8 +29,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from synth.judges.checks import ASSISTANT_VOICE, call_matches, state_mismatches
-from synth.judges.messages import answers, is_error_observation, iter_tool_calls, message_text
+from synth.judges.messages import (
+    ASSISTANT_VOICE,
+    answers,
+    call_matches,
+    is_error_observation,
+    iter_tool_calls,
+    message_text,
+    state_mismatches,
+)
 from synth.llm import LLMClient, LLMError
 from synth.models import Task
 from synth.naming import name_words
