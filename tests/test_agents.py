@@ -134,6 +134,8 @@ GOOD_GOALS = [
     "Please summarise /home/ana/docs/weekly_report.txt for me.",
     # Appended planned details are ids, emails and dates: only the text before them is judged for words.
     "Please update my order (Details: order id ord-12345; email ana.ruiz@example.com; date 2025-03-04.)",
+    "User id u-12 can't log in; please reset my password.",
+    "Customers in Lisbon: could you list them for me?",
 ]
 
 
@@ -160,6 +162,9 @@ def test_goal_rules_accept_natural_requests(goal: str) -> None:
     ("x7k2 qq9 zz3 ab1 hello", "mostly non-words (1 of 5"),
     ("ord-1 ord-2 ord-3 ord-4 order status", "mostly non-words (2 of 6"),
     ("42 17 99 please", "mostly non-words"),
+    ("The user asked the assistant to (Details: new id new-55586.)", "describes the task instead of asking"),
+    ("User wants a forecast for Lisbon tomorrow.", "describes the task instead of asking"),
+    ("Write a task to the user that can be done by them directly", "describes the task instead of asking"),
 ])
 def test_goal_rules_reject_non_requests_naming_what_and_where(goal: str, named: str) -> None:
     problems = goal_problems(goal)

@@ -125,6 +125,19 @@ def argument_problems(tool: ToolSpec, arguments: dict[str, Any], where: str) -> 
     return problems
 
 
+# A goal written about the user or the task, not by the user: "The user wants ...", "Write a task
+# that ...", "The assistant should ...", "Your goal is ...", "The task is ...".
+_NOT_THE_USERS_VOICE = re.compile(
+    r"^\s*(?:the |a )?(?:user|customer|client) (?:wants|asks|asked|needs|needed|requests|requested|would like|is|"
+    r"was|has|had|should|must|will)\b"
+    r"|\b(?:the|this) (?:user|customer) (?:wants|asks|asked|needs|requests|requested|would like|is asking)\b"
+    r"|^\s*(?:write|create|generate|design|make|give) (?:a|an|one|the) (?:task|goal|request|prompt)\b"
+    r"|^\s*(?:the |an? )?(?:ai )?assistant (?:should|must|will|can|needs|is)\b"
+    r"|^\s*(?:your|the|my) (?:goal|task|objective) (?:is|was)\b",
+    re.IGNORECASE,
+)
+
+
 def _machine_placeholder(token: str) -> bool:
     """`order_id_2`, `fleet_shipping_model_id_1`: a snake_case name with an `id` segment or a
     numbered suffix after at least two word segments (`ord_12345`, one word and a number, is an
@@ -158,7 +171,8 @@ def request_problems(goal: str, allowed: Iterable[str] = ()) -> list[str]:
     - placeholders anywhere in the goal, appended details included (`<order id>`, `{name}`,
       `[customer]`, `XXX`, `TBD`, `lorem ipsum`, `N/A`, `order_id_2`); a value in `allowed` (the
       task's own planned ids and values) is never one;
-    - in the text before `DETAILS_MARKER`: an enumeration fragment (at least two list markers or
+    - in the text before `DETAILS_MARKER`: a description of the task instead of the user's own
+      words ("The user wants ...", "Write a task ...", "The assistant should ..."); an enumeration fragment (at least two list markers or
       single letters, and no more real words than markers), or mostly non-words (fewer than
       `MIN_GOAL_WORDS` alphabetic words of two or more letters, or under `MIN_WORD_SHARE` of the
       tokens).
@@ -173,6 +187,10 @@ def request_problems(goal: str, allowed: Iterable[str] = ()) -> list[str]:
         return problems
     markers = sum(bool(_MARKER.match(t)) for t in tokens)
     words = [w for w in (t.strip(_EDGE_PUNCTUATION) for t in tokens) if len(w) >= 2 and _WORD.match(w)]
+    meta = _NOT_THE_USERS_VOICE.search(head)
+    if meta:
+        problems.append(f"goal is not a natural-language request: it describes the task instead of asking "
+                        f"({meta.group(0).strip()!r}); a goal is what the user says: {head!r}")
     if markers >= 2 and markers >= len(words):
         problems.append(f"goal is not a natural-language request: it is an enumeration fragment "
                         f"({markers} list markers or single letters, {len(words)} real word(s)): {head!r}")
