@@ -86,8 +86,10 @@ def backend_config(backend_url: str, tmp_path: Path) -> SynthConfig:
 def one_word_goals(
     server: FakeOpenAIServer, seen: list[str] | None = None
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A responder: the fake server's default replies, but every `goal` is one word (valid under
-    the task schema, rejected by rubric validation). `seen` collects each request's last prompt."""
+    """A responder: the fake server's default replies, but every task draft's `goal` is one word
+    and its `success_criteria` one word each (valid under the task schema; the goal is replaced by
+    one composed from the plan, the criteria are dropped, so a task whose plan brings no criteria
+    has none). `seen` collects each request's last prompt."""
 
     def respond(body: dict[str, Any]) -> dict[str, Any]:
         if seen is not None:
@@ -99,8 +101,22 @@ def one_word_goals(
             return message
         if isinstance(data, dict) and "goal" in data:
             data["goal"] = "pleasehelpme"
+            data["success_criteria"] = ["ok"]
             message = {**message, "content": json.dumps(data)}
         return message
+
+    return respond
+
+
+def broken_task_drafts(server: FakeOpenAIServer) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A responder: the fake server's default replies, except that every task draft (a request
+    whose schema has a `goal`) is answered with text that is not JSON, so no task can be made."""
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+        if "goal" in (schema.get("properties") or {}):
+            return {"role": "assistant", "content": "I cannot write that task."}
+        return server.default_message(body)
 
     return respond
 

@@ -165,6 +165,8 @@ def test_goal_rules_accept_natural_requests(goal: str) -> None:
     ("The user asked the assistant to (Details: new id new-55586.)", "describes the task instead of asking"),
     ("User wants a forecast for Lisbon tomorrow.", "describes the task instead of asking"),
     ("Write a task to the user that can be done by them directly", "describes the task instead of asking"),
+    ("Your request is too ambitious!", "asks for nothing"),
+    ("The new serve support is being created! (Details: type 1 false.)", "asks for nothing"),
 ])
 def test_goal_rules_reject_non_requests_naming_what_and_where(goal: str, named: str) -> None:
     problems = goal_problems(goal)
@@ -316,7 +318,7 @@ async def test_a_goal_that_is_no_request_is_composed_in_code(fake_server: Any, t
     async with LLMClient(make_config(server.base_url, None)) as llm:
         result = await synthesize_agent_and_tasks(SUPPORT_TOOLSET, llm, settings, seed=5)
     assert result.rejected == [] and len(result.tasks) == 6, [x.reason for x in result.rejected]
-    assert any("enumeration fragment" in p for p in prompts if "has problems" in p)  # one repair round first
+    assert not any("has problems" in p for p in prompts)  # composed at once: no repair round spent on it
     for task in result.tasks:
         assert task.goal_source == "code" and "1. A." not in task.goal
         assert rubric_problems(task, SUPPORT_TOOLSET) == []
@@ -457,27 +459,30 @@ async def test_toucan_5000_agents_spread_coverage_without_duplicates(fake_server
 
 
 async def test_weak_text_gets_one_repair_round_then_is_stored_rejected(fake_server: Any, tmp_path: Path) -> None:
-    """Every goal the model writes is one word (valid under the schema, not a request). Each failing
-    task gets one repair request, then is rejected with the reason; storage keeps both kinds and is
-    idempotent."""
+    """Every goal the model writes is one word and so is every criterion: the goal is replaced by
+    one composed from the plan, but a task whose plan brings no criteria of its own has none left.
+    Each such task gets one repair request, then is rejected with the reason; storage keeps both
+    kinds and is idempotent."""
     server = fake_server()
     prompts: list[str] = []
 
     server.responder = one_word_goals(server, prompts)
-    settings = AgentSettings(tasks_per_agent=4, no_tool_share=0.0, unserviceable_share=0.0)
+    settings = AgentSettings(tasks_per_agent=6, no_tool_share=0.0, unserviceable_share=0.0)
     async with LLMClient(make_config(server.base_url, None)) as llm:
         result = await synthesize_agent_and_tasks(TOOLSET, llm, settings, seed=3)
-    assert result.tasks == [] and len(result.rejected) == 4
-    assert all("too short" in x.reason and "goal" in x.reason for x in result.rejected)
+    assert result.rejected and len(result.tasks) + len(result.rejected) == 6
+    assert all("no success criteria" in x.reason for x in result.rejected)
+    assert all(t.goal_source == "code" and t.difficulty == "error_recovery" for t in result.tasks)
     repairs = [p for p in prompts if "has problems" in p]
-    assert len(repairs) == 4 and "too short" in repairs[0]
+    assert len(repairs) == len(result.rejected) and "no success criteria" in repairs[0]
 
     db = tmp_path / "agents.duckdb"
     dataset = Dataset(db)
     store_agent_result(dataset, "run1", result)
     store_agent_result(dataset, "run1", result)
     rows = dataset.query("SELECT status, reason, agent_id, initial_state FROM tasks")
-    assert len(rows) == 4 and all(r[0] == "rejected" and "too short" in r[1] for r in rows)
+    assert len(rows) == 6 and sum(r[0] == "rejected" and "no success criteria" in r[1] for r in rows) == len(
+        result.rejected)
     assert {r[2] for r in rows} == {result.agent.id}
     assert dataset.query("SELECT count(*) FROM agents")[0][0] == 1
 

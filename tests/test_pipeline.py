@@ -28,7 +28,7 @@ from rich.console import Console
 from synth.config import load_config
 from synth.llm.local import free_port
 from synth.pipeline.run import execute_run
-from tests.conftest import one_word_goals
+from tests.conftest import broken_task_drafts
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAINS = "weather,order_management"
@@ -269,13 +269,13 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, fake_server, tmp_path: Path)
 
 
 def test_a_generator_that_never_yields_a_valid_task_stops_the_run_with_a_reason(fake_server, tmp_path: Path):
-    """Every task the fake model writes has a one-word goal, so rubric validation rejects them all:
+    """Every task draft the fake model writes is not JSON, so every task is rejected:
     the run stops after MAX_BARREN_AGENTS agents and says why, instead of looping through every
     toolset the repository could form."""
     from synth.pipeline.driver import MAX_BARREN_AGENTS
 
     server = fake_server()
-    server.responder = one_word_goals(server)
+    server.responder = broken_task_drafts(server)
     cfg = run_config(server.base_url, tmp_path, 3)
     out = io.StringIO()
     summary = execute_run(cfg, use_ray=False, show_progress=False,  # type: ignore[arg-type]

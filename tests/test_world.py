@@ -253,3 +253,25 @@ async def test_error_recovery_tasks_get_a_fault_on_a_planned_call(
     faults = [s for s in traj.steps if s.actor == "tool" and s.fault]
     assert [(s.tool, s.fault in ("timeout", "rate_limited")) for s in faults] == [("cancel_order", True)]
     assert traj.termination == "user_done" and traj.final_state["orders"]["o-1001"]["status"] == "cancelled"
+
+
+# ---------------------------------------------------------------- an agent that only repeats itself is sampled again
+
+
+def test_degenerate_agent_steps_are_named() -> None:
+    from synth.rollout.agent import AgentStep
+    from synth.rollout.episode import degenerate_step
+
+    call = ParsedCall("c2", "get_order", {"order_id": "o-1"}, json.dumps({"order_id": "o-1"}))
+    earlier_call = {"id": "c1", "type": "function", "function": {"name": "get_order",
+                                                                 "arguments": json.dumps({"order_id": "o-1"})}}
+    talk = [{"role": "user", "content": "Where is o-1?"}, {"role": "assistant", "content": "Let me look.",
+                                                              "tool_calls": [earlier_call]},
+            {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"order_id": "o-1", "status": "open"})}]
+    again = AgentStep(message={}, calls=[call], reply=None)
+    assert degenerate_step(again, talk) == "repeats its last calls, which succeeded"
+    failed = [*talk[:2], {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"error": {"type": "timeout"}})}]
+    assert degenerate_step(again, failed) is None  # a retry after an error is recovery
+    said = [*talk, {"role": "assistant", "content": "Order o-1 is open."}, {"role": "user", "content": "And?"}]
+    assert degenerate_step(AgentStep(message={}, calls=[], reply="Order o-1 is open."), said) is not None
+    assert degenerate_step(AgentStep(message={}, calls=[], reply="It ships on Monday."), said) is None

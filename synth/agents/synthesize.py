@@ -16,24 +16,27 @@ Tasks (`synthesize_tasks`): for each task, a seeded draw picks the kind by the c
 (`tool`, `no_tool`, `unserviceable`) and, for tool tasks, the difficulty; `plans.plan_task` lays
 down the part code can guarantee (calls, schema-valid arguments, the initial state holding every
 entity they name, withheld details, checkpoints); the model writes the goal, persona, success
-criteria and failure conditions (`TaskDraft`); code assembles the `Task` (stated details missing
-from the goal are appended to it, so the agent can know them). Then `rubric_problems` checks it:
-a failing task gets `repair_rounds` LLM repair rounds, then is returned as a `RejectedItem` with
-its reasons. One exception: when the only problems left are the goal's request rules
-(`validate.request_problems`: an enumeration fragment, a placeholder, non-words), the goal is
-composed in code from the plan (`compose_goal`, first person, stated values only) and the task is
-kept with `Task.goal_source` "code" if it then validates. A generation error rejects the task with
-the error; nothing raises.
+criteria and failure conditions (`TaskDraft`); code assembles the `Task`. The goal is the
+simulated user's opening request, so the model's goal is kept only when it is a request
+(`validate.goal_problems`), does not echo the prompt, states every value the user states and
+gives away no withheld one (`model_goal_problem`); otherwise the goal is composed in code from the
+plan (`compose_goal`, first person, stated values only, `Task.goal_source` "code"). With the
+embedded 135M model most goals are composed; a capable model's are kept. Then `rubric_problems`
+checks the task: a failing one gets `repair_rounds` LLM repair rounds, then is returned as a
+`RejectedItem` with its reasons (when only the goal's request rules fail, the composed goal is
+used: `goal_fallback`). A generation error rejects the task with the error; nothing raises.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -41,8 +44,8 @@ from pydantic import BaseModel, Field
 from synth.agents.plans import TOPICS, PlannedCall, TaskPlan, plan_task
 from synth.agents.toolsets import application_of
 from synth.agents.validate import (
-    DETAILS_MARKER,
     MIN_GOAL_WORDS,
+    goal_problems,
     planned_values,
     request_problems,
     rubric_problems,
@@ -384,13 +387,47 @@ def _mentions(goal: str, value: str) -> bool:
     return value.lower() in goal.lower()
 
 
+def _words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+@functools.cache
+def _prompt_shingles() -> frozenset[str]:
+    """Six-word runs of the task prompts' own text: a goal that repeats one echoes its prompt."""
+    words: list[str] = []
+    for name in ("task.j2", "task_repair.j2"):
+        source = (Path(__file__).parent / "prompts" / name).read_text(encoding="utf-8")
+        words += _words_of(re.sub(r"{[{%#].*?[}%#]}", " ", source))
+    return frozenset(" ".join(words[i:i + 6]) for i in range(len(words) - 5))
+
+
+def model_goal_problem(goal: str, plan: TaskPlan) -> str | None:
+    """Why the model's goal cannot be the user's request (None when it can): it is no request
+    (`validate.goal_problems`), echoes the prompt, leaves out a value the user states, or gives
+    away a withheld one. The goal is the simulated user's opening, so it must carry the plan."""
+    problems = goal_problems(goal, [str(v) for v in (*plan.stated.values(), *plan.withheld.values())])
+    if problems:
+        return problems[0]
+    words = _words_of(goal)
+    if any(" ".join(words[i:i + 6]) in _prompt_shingles() for i in range(len(words) - 5)):
+        return f"goal echoes the task prompt: {goal!r}"
+    missing = [k for k, v in plan.stated.items() if not _mentions(goal, v)]
+    if missing:
+        return f"goal leaves out the stated {', '.join(_humanize(k) for k in missing)}: {goal!r}"
+    told = [k for k, v in plan.withheld.items() if _mentions(goal, v)]
+    if told:
+        return f"goal gives away the withheld {', '.join(_humanize(k) for k in told)}: {goal!r}"
+    return None
+
+
 def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
-    """The task from a plan and the model's text; stated details the goal omits are appended."""
+    """The task from a plan and the model's text. The goal is the model's when it carries the plan
+    (`model_goal_problem`), else the one `compose_goal` writes from the plan (`goal_source`
+    "code"): a user who states the request and its values in plain words, never a broken one."""
     goal = clean_text(draft.goal, 300)
-    missing = [(k, v) for k, v in plan.stated.items() if not _mentions(goal, v)]
-    if len(goal.split()) >= MIN_GOAL_WORDS and missing:  # a non-request is left for validation to catch
-        details = "; ".join(f"{_humanize(k)} {v}" for k, v in missing)
-        goal = f"{goal.rstrip()}{DETAILS_MARKER} {details}.)"
+    source: Literal["model", "code"] = "model"
+    if model_goal_problem(goal, plan) is not None:
+        goal, source = compose_goal(plan), "code"
     p = draft.persona
     persona = Persona(
         name=clean_text(p.name, 30) or "user",
@@ -406,7 +443,8 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
         expected_state=plan.expected_state or None,
     )
     return Task(agent_id=agent.id, domain=agent.domain, goal=goal, persona=persona, withheld=plan.withheld,
-                initial_state=plan.initial_state, difficulty=plan.difficulty, kind=plan.kind, rubric=rubric)
+                initial_state=plan.initial_state, difficulty=plan.difficulty, kind=plan.kind, rubric=rubric,
+                goal_source=source)
 
 
 def _call_clause(call: PlannedCall, plan: TaskPlan, said: set[str]) -> str:

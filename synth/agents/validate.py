@@ -138,6 +138,21 @@ _NOT_THE_USERS_VOICE = re.compile(
 )
 
 
+# What a request sounds like: a question, a polite or first-person ask, or an instruction.
+_ASKS = re.compile(
+    r"\?|\b(?:please|pls|can you|could you|would you|will you|i need|i want|i'?d like|i would like|i'?m looking|"
+    r"i am looking|help me|let me know|tell me|show me|i have to|i must|we need|we want|kindly)\b"
+    r"|^\W*(?:hi|hello|hey)?\W*(?:" + "|".join(sorted({
+        "find", "list", "check", "cancel", "book", "send", "explain", "give", "get", "show", "tell", "update",
+        "create", "delete", "make", "schedule", "add", "remove", "change", "set", "open", "close", "search", "look",
+        "fetch", "reset", "refund", "order", "move", "rename", "assign", "submit", "register", "archive", "print",
+        "call", "phone", "predict", "advise", "suggest", "recommend", "compare", "convert", "calculate", "summarise",
+        "summarize", "track", "ship", "buy", "pay", "transfer", "reschedule", "confirm", "modify", "edit", "post",
+        "upload", "download", "share", "note", "record", "plan", "prepare", "draft", "write", "describe"})) + r")\b",
+    re.IGNORECASE,
+)
+
+
 def _machine_placeholder(token: str) -> bool:
     """`order_id_2`, `fleet_shipping_model_id_1`: a snake_case name with an `id` segment or a
     numbered suffix after at least two word segments (`ord_12345`, one word and a number, is an
@@ -172,7 +187,9 @@ def request_problems(goal: str, allowed: Iterable[str] = ()) -> list[str]:
       `[customer]`, `XXX`, `TBD`, `lorem ipsum`, `N/A`, `order_id_2`); a value in `allowed` (the
       task's own planned ids and values) is never one;
     - in the text before `DETAILS_MARKER`: a description of the task instead of the user's own
-      words ("The user wants ...", "Write a task ...", "The assistant should ..."); an enumeration fragment (at least two list markers or
+      words ("The user wants ...", "Write a task ...", "The assistant should ..."); no ask at all
+      (no question, no "please" / "can you" / "I need", no instruction: "Your request is too
+      ambitious!"); an enumeration fragment (at least two list markers or
       single letters, and no more real words than markers), or mostly non-words (fewer than
       `MIN_GOAL_WORDS` alphabetic words of two or more letters, or under `MIN_WORD_SHARE` of the
       tokens).
@@ -197,6 +214,9 @@ def request_problems(goal: str, allowed: Iterable[str] = ()) -> list[str]:
     elif len(words) < MIN_GOAL_WORDS or len(words) / len(tokens) < MIN_WORD_SHARE:
         problems.append(f"goal is not a natural-language request: it is mostly non-words "
                         f"({len(words)} of {len(tokens)} tokens are words): {head!r}")
+    if not problems and not _ASKS.search(head):  # the weakest rule: said only when no other one fits
+        problems.append(f"goal is not a natural-language request: it asks for nothing (no question, no "
+                        f"'please', 'can you', 'I need', no instruction): {head!r}")
     return problems
 
 

@@ -34,12 +34,14 @@ differs on re-run makes the requests after it differ, and those are sent again).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from synth.config import Role
 from synth.ids import derive_seed
+from synth.judges.messages import is_error_observation, message_text
 from synth.llm import LLMClient, LLMError
 from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
 from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, agent_step
@@ -65,6 +67,7 @@ class RolloutSettings(BaseModel):
     tool_mode: ToolMode | None = Field(None, description="None: the agent role's tool_mode")
     user: UserMode = Field("scripted", description="who plays the user: code (scripted) or the user model")
     user_rephrase: bool = Field(True, description="scripted user: the model may rephrase the opening request")
+    agent_resamples: int = Field(2, ge=0, description="extra samples of an agent step that only repeats itself")
     user_max_tokens: int = Field(160, ge=16)
     agent_max_tokens: int = Field(384, ge=16)
     environment_max_tokens: int = Field(320, ge=16)
@@ -87,6 +90,32 @@ def _answer_pending(messages: list[dict[str, Any]], reason: str) -> None:
                     messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
                                      "content": obs.message_content()})
             return
+
+
+def _normal(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def degenerate_step(result: AgentStep, messages: list[dict[str, Any]]) -> str | None:
+    """Why an agent step only repeats itself (None when it does not): a reply the agent already
+    gave in this episode, or the same batch of calls (names and arguments) as its last one when
+    that batch got no error back (a retry after an error is recovery, not a loop). Such a step is
+    sampled again (`agent_resamples`, another seed); the model still writes every step, and the
+    `no_loops` check still judges whatever is kept."""
+    earlier = [m for m in messages if m.get("role") == "assistant"]
+    if result.reply is not None and not result.calls:
+        said = {_normal(message_text(m)) for m in earlier if message_text(m).strip()}
+        return "repeats an earlier reply" if _normal(result.reply) in said and result.reply.strip() else None
+    if not result.calls or not earlier or not earlier[-1].get("tool_calls"):
+        return None
+    last = earlier[-1]
+    batch = [(c.name, c.arguments_json) for c in result.calls]
+    previous = [(c["function"]["name"], c["function"]["arguments"]) for c in last["tool_calls"]]
+    if batch != previous:
+        return None
+    ids = {c["id"] for c in last["tool_calls"]}
+    answered = [m for m in messages if m.get("role") == "tool" and m.get("tool_call_id") in ids]
+    return None if any(is_error_observation(m) for m in answered) else "repeats its last calls, which succeeded"
 
 
 def planned_fault(task: Task, seed: int, real_tools: set[str]) -> tuple[str, str] | None:
@@ -172,11 +201,18 @@ async def run_episode(
             reply: AgentStep | None = None
             for step in range(settings.max_steps_per_turn):
                 actor = "agent"
-                result = await agent_step(
-                    agent, tools, messages, llm, mode, seed=derive_seed(task.id, seed, turn, step, "agent"),
-                    force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
-                    call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
-                )
+                usage = Usage()
+                for attempt in range(settings.agent_resamples + 1):
+                    result = await agent_step(
+                        agent, tools, messages, llm, mode,
+                        seed=derive_seed(task.id, seed, turn, step, "agent", *([attempt] if attempt else [])),
+                        force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
+                        call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
+                    )
+                    usage.add(result.usage)
+                    if degenerate_step(result, messages) is None:
+                        break
+                result.usage = usage
                 messages.append(result.message)
                 steps.append(_step(turn, "agent", result.usage, error=result.note))
                 if not result.calls:
