@@ -275,3 +275,26 @@ def test_degenerate_agent_steps_are_named() -> None:
     said = [*talk, {"role": "assistant", "content": "Order o-1 is open."}, {"role": "user", "content": "And?"}]
     assert degenerate_step(AgentStep(message={}, calls=[], reply="Order o-1 is open."), said) is not None
     assert degenerate_step(AgentStep(message={}, calls=[], reply="It ships on Monday."), said) is None
+    twice = AgentStep(message={}, calls=[call, ParsedCall("c3", call.name, call.arguments, call.arguments_json)],
+                      reply=None)
+    assert degenerate_step(twice, talk[:1]) == "makes the same call twice in one batch"
+
+
+@pytest.mark.parametrize(("rewording", "kept"), [
+    ("Hi! Could you cancel order o-1001 for me? I ordered the wrong book.", True),
+    ("Hi! Could you cancel my order? I ordered the wrong book.", False),  # loses the stated id
+    ("I'm here to help you cancel order o-1001.", False),  # speaks as the assistant
+    ("I'm in the mood for a good old o-1001 day.", False),  # drifts off the subject
+])
+async def test_the_opening_is_reworded_only_when_nothing_is_lost(
+    fake_server: Callable[..., FakeOpenAIServer], rewording: str, kept: bool,
+) -> None:
+    from synth.rollout.user import simulate_user_turn
+
+    task = WITHHELD_TASK.model_copy(update={"withheld": {}, "goal": "Please cancel order o-1001, I ordered the wrong "
+                                                                    "book."})
+    server = fake_server(responder=lambda body: {"role": "assistant", "content": rewording})
+    async with _llm(server) as llm:
+        turn, usage = await simulate_user_turn(task, [{"role": "system", "content": "x"}], llm, rephrase=True, seed=1)
+    assert turn.message == (rewording if kept else task.goal) and not turn.done
+    assert usage.attempts == 1

@@ -231,7 +231,10 @@ def answers(messages: list[Message]) -> dict[str, int]:
 # A simulated user who speaks as the assistant ("I'm your AI assistant", "How can I help you?").
 ASSISTANT_VOICE = re.compile(
     r"\b(?:i'?m|i am) (?:an? |your |the )?(?:ai |virtual |digital |helpful )?(?:assistant|language model|chatbot)\b"
-    r"|\bas an ai\b|\bhow (?:can|may) i (?:help|assist) you\b",
+    r"|\bas an ai\b|\bhow (?:can|may) i (?:help|assist) you\b"
+    r"|\b(?:i'?m|i am) (?:here|ready|happy|glad|always happy|more than happy) to (?:help|assist)\b"
+    r"|\b(?:i'?m|i am) (?:unable|not able) to (?:help|assist)\b|\bhow can i be of (?:help|assistance)\b"
+    r"|\blet me know (?:what|how) (?:i|we) can (?:do|help)\b",
     re.I,
 )
 

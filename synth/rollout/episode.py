@@ -66,7 +66,7 @@ class RolloutSettings(BaseModel):
     fault_kinds: list[str] = Field(default_factory=lambda: list(FAULT_KINDS))
     tool_mode: ToolMode | None = Field(None, description="None: the agent role's tool_mode")
     user: UserMode = Field("scripted", description="who plays the user: code (scripted) or the user model")
-    user_rephrase: bool = Field(True, description="scripted user: the model may rephrase the opening request")
+    user_rephrase: bool = Field(False, description="scripted user: the model may rephrase the opening request")
     agent_resamples: int = Field(2, ge=0, description="extra samples of an agent step that only repeats itself")
     user_max_tokens: int = Field(160, ge=16)
     agent_max_tokens: int = Field(384, ge=16)
@@ -98,18 +98,20 @@ def _normal(text: str) -> str:
 
 def degenerate_step(result: AgentStep, messages: list[dict[str, Any]]) -> str | None:
     """Why an agent step only repeats itself (None when it does not): a reply the agent already
-    gave in this episode, or the same batch of calls (names and arguments) as its last one when
-    that batch got no error back (a retry after an error is recovery, not a loop). Such a step is
-    sampled again (`agent_resamples`, another seed); the model still writes every step, and the
-    `no_loops` check still judges whatever is kept."""
+    gave in this episode, one call twice in a batch, or the same batch of calls (names and
+    arguments) as its last one when that batch got no error back (a retry after an error is
+    recovery, not a loop). Such a step is sampled again (`agent_resamples`, another seed); the
+    model still writes every step, and the `no_loops` check still judges whatever is kept."""
     earlier = [m for m in messages if m.get("role") == "assistant"]
     if result.reply is not None and not result.calls:
         said = {_normal(message_text(m)) for m in earlier if message_text(m).strip()}
         return "repeats an earlier reply" if _normal(result.reply) in said and result.reply.strip() else None
+    batch = [(c.name, c.arguments_json) for c in result.calls]
+    if len(set(batch)) < len(batch):
+        return "makes the same call twice in one batch"
     if not result.calls or not earlier or not earlier[-1].get("tool_calls"):
         return None
     last = earlier[-1]
-    batch = [(c.name, c.arguments_json) for c in result.calls]
     previous = [(c["function"]["name"], c["function"]["arguments"]) for c in last["tool_calls"]]
     if batch != previous:
         return None

@@ -226,8 +226,8 @@ def scripted_turn(task: Task, messages: list[dict[str, Any]], state: dict[str, A
 
 async def rephrase_opening(task: Task, request: str, llm: LLMClient, *, seed: int,
                            max_tokens: int) -> tuple[str | None, Usage]:
-    """The request in the persona's voice, or None when the model's version loses a stated value
-    or fails `user_turn_problem`."""
+    """The request in the persona's voice, or None when the model's version loses a stated value,
+    drifts off the subject (`keeps_the_subject`) or fails `user_turn_problem`."""
     prompt = render("synth.rollout", "user_rephrase.j2", persona=task.persona, request=request)
     usage = Usage()
     try:
@@ -240,7 +240,23 @@ async def rephrase_opening(task: Task, request: str, llm: LLMClient, *, seed: in
         return None, usage
     if not all(value.lower() in text.lower() for value in stated_values(task)):
         return None, usage
+    if not keeps_the_subject(request, text):
+        return None, usage
     return text, usage
+
+
+_STOPWORDS = frozenset({"need", "want", "would", "like", "please", "with", "then", "that", "this", "have", "when",
+                        "what", "your", "from", "into", "about", "could", "tell", "know", "there", "their"})
+
+
+def keeps_the_subject(request: str, text: str) -> bool:
+    """Whether a rephrasing still talks about what the request does: at least half of the
+    request's content words (four letters or more, compared by their first five) are in it."""
+    def stems(words: str) -> set[str]:
+        return {w[:5] for w in re.findall(r"[a-z]{4,}", words.lower()) if w not in _STOPWORDS}
+
+    wanted = stems(request)
+    return not wanted or len(wanted & stems(text)) * 2 >= len(wanted)
 
 
 async def model_turn(task: Task, messages: list[dict[str, Any]], llm: LLMClient, *, seed: int,
