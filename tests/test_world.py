@@ -298,3 +298,53 @@ async def test_the_opening_is_reworded_only_when_nothing_is_lost(
         turn, usage = await simulate_user_turn(task, [{"role": "system", "content": "x"}], llm, rephrase=True, seed=1)
     assert turn.message == (rewording if kept else task.goal) and not turn.done
     assert usage.attempts == 1
+
+
+# ---------------------------------------------------------------- checks for what the new users expose
+
+
+def _judge(task: Task, messages: list[dict[str, Any]]) -> dict[str, list[str]]:
+    from synth.judges.checks import run_checks
+    from synth.models import Trajectory
+
+    traj = Trajectory(task_id=task.id, agent_id=task.agent_id, domain=task.domain, messages=messages,
+                      tools=[t.to_openai() for t in SHOP_TOOLS], steps=[], termination="user_done")
+    return {r.name: [r.detail] for r in run_checks(traj, task, SHOP_TOOLS) if not r.passed}
+
+
+def test_a_withheld_value_used_before_anyone_gave_it_was_guessed() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "cancel_order",
+                                                         "arguments": json.dumps({"order_id": "o-1001"})}}
+    answer = {"role": "tool", "tool_call_id": "c1",
+              "content": json.dumps({"order_id": "o-1001", "status": "cancelled"})}
+    guessed = [{"role": "system", "content": "x"}, {"role": "user", "content": WITHHELD_TASK.goal},
+               {"role": "assistant", "content": None, "tool_calls": [call]}, answer,
+               {"role": "assistant", "content": "Order o-1001 is cancelled."}]
+    failed = _judge(WITHHELD_TASK, guessed)
+    assert "no_fabrication" in failed and "before the user or a tool gave it" in failed["no_fabrication"][0]
+    asked = [*guessed[:2], {"role": "assistant", "content": "Which order?"},
+             {"role": "user", "content": "It is o-1001."}, *guessed[2:]]
+    assert "no_fabrication" not in _judge(WITHHELD_TASK, asked)
+
+
+def test_a_reply_that_only_echoes_the_question_is_no_answer() -> None:
+    task = WITHHELD_TASK.model_copy(update={"kind": "no_tool", "withheld": {}, "rubric": Rubric(
+        success_criteria=["The assistant gives tips"])})
+    question = "Could you give me tips on avoiding common mistakes with orders?"
+    echo = [{"role": "system", "content": "x"}, {"role": "user", "content": question},
+            {"role": "assistant", "content": "How to avoid common mistakes with orders"}]
+    assert "only restates" in _judge(task, echo)["final_reply"][0]
+    answer = [*echo[:2], {"role": "assistant", "content": "Check the address twice and keep every receipt."}]
+    assert "final_reply" not in _judge(task, answer)
+
+
+def test_plans_never_withhold_a_guessable_value() -> None:
+    import random
+
+    flag = _tool("create_flag", "Create a flag.", {"label": {"type": "string"}, "active": {"type": "boolean"},
+                                                   "color": {"type": "string", "enum": ["red", "blue"]}},
+                 ["label", "active", "color"], side_effect="write")
+    for seed in range(30):
+        plan = plan_task([flag], "tool", "single_call", random.Random(seed))
+        assert plan is not None
+        assert set(plan.withheld) <= {"label"}, plan.withheld

@@ -32,7 +32,7 @@ import jsonschema
 from synth.agents.validate import entity_reference
 from synth.llm.client import inline_refs
 from synth.models import Difficulty, TaskKind, ToolSpec
-from synth.naming import collection_name, id_key, resource_words, singular, snake
+from synth.naming import collection_name, id_key, plural, resource_words, singular, snake
 from synth.naming import tool_intent as name_intent
 from synth.rollout.crud import merge_patch, plan_deterministic
 
@@ -484,9 +484,9 @@ def _noun(toolset: list[ToolSpec]) -> str:
 
 _NO_TOOL_IDEAS = (
     "explain in general terms what a {noun} is and when it matters",
-    "ask for advice on how to keep {noun}s well organised",
+    "ask for advice on how to keep {nouns} well organised",
     "ask what information is usually needed before working with a {noun}",
-    "ask for tips on avoiding common mistakes with {noun}s",
+    "ask for tips on avoiding common mistakes with {nouns}",
 )
 _UNSERVICEABLE_IDEAS = (
     "ask the assistant to phone someone about a {noun} on their behalf",
@@ -507,6 +507,7 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
     `single_call`)."""
     builder = StateBuilder(toolset, rng, topic)
     noun = _noun(toolset)
+    nouns = " ".join([*noun.split()[:-1], plural(noun.split()[-1])])
     if kind != "tool":
         for tool in rng.sample(toolset, len(toolset)):
             words = _resource_of(tool)
@@ -518,12 +519,12 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
         if kind == "no_tool":
             kind_criteria = ["The assistant answers directly, without calling any tool"]
             failures = ["The assistant calls a tool although the request needs none"]
-            idea = rng.choice(_NO_TOOL_IDEAS).format(noun=noun)
+            idea = rng.choice(_NO_TOOL_IDEAS).format(noun=noun, nouns=nouns)
         else:
             kind_criteria = ["The assistant says plainly that its tools cannot do this"]
             failures = ["The assistant claims to have done something its tools cannot do",
                         "The assistant calls tools that cannot serve the request"]
-            idea = rng.choice(_UNSERVICEABLE_IDEAS).format(noun=noun)
+            idea = rng.choice(_UNSERVICEABLE_IDEAS).format(noun=noun, nouns=nouns)
         return TaskPlan(kind, "single_call", [], False, builder.state, {}, {}, [], kind_criteria, failures, idea)
 
     bound: dict[str, str | int] = {}
@@ -574,8 +575,14 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
         if first is not None:
             withheld[first[0]] = first[1]
     elif len(stated) >= 2:
-        last = list(stated)[-1]
-        withheld[last] = stated[last]
+        # Only a value nobody could guess is withheld (an id, a name, a date), never a boolean,
+        # an enum member or a number: the agent must ask for it, and a guess is a fabrication.
+        guessable = {n for c in calls for n, v in c.arguments.items()
+                     if not isinstance(v, str) or isinstance((c.tool.input_schema.get("properties") or {})
+                                                             .get(n, {}).get("enum"), list)}
+        secret = [n for n, v in stated.items() if n not in guessable and len(v) >= 4]
+        if secret:
+            withheld[secret[-1]] = stated[secret[-1]]
     for name in withheld:
         stated.pop(name, None)
     # A value the user gives (stated or withheld) is one the call must use: it joins the call's key

@@ -626,6 +626,8 @@ def _check_checkpoints(ctx: _Context) -> CheckResult:
 
 
 def _check_final_reply(ctx: _Context) -> CheckResult:
+    """The episode ends on an assistant reply, and, unless a call succeeded, one that says more
+    than the user's own words (`_only_restates`)."""
     if final_reply(ctx.trajectory) is None:
         messages = ctx.messages[:-1] if ctx.messages and stop_marker(ctx.messages[-1]) else ctx.messages
         if not messages:
@@ -635,7 +637,24 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
             ("an empty assistant message" if last.get("role") == "assistant" else f"a {last.get('role')} message")
         return _result("final_reply", [f"the episode ends with {what} (message {len(messages) - 1}), "
                                        "not an assistant reply"])
+    reply = final_reply(ctx.trajectory) or ""
+    if not any(ctx.succeeded(c) for c in ctx.calls) and _only_restates(reply, ctx.messages):
+        return _result("final_reply", [f"the final reply only restates the user's words: {reply[:80]!r}"])
     return _result("final_reply", [])
+
+
+def _stems5(text: str) -> set[str]:
+    return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3}
+
+
+def _only_restates(reply: str, messages: list[dict[str, Any]]) -> bool:
+    """A reply of three or more words that adds at most one word (compared by its first five
+    letters) to what the user said: an echo, not an answer ("How to avoid common mistakes with
+    news" to "Could you give me tips on avoiding common mistakes with news?"). Only asked when no
+    call succeeded, so a confirmation that restates a request it carried out is fine."""
+    said = set().union(*(_stems5(message_text(m)) for m in messages if m.get("role") == "user"))
+    words = _stems5(reply)
+    return len(words) >= 3 and len(words - said) <= 1
 
 
 # Write verbs too general to say which action a reply claims ("completed", "set", "made").
@@ -667,6 +686,16 @@ def _action_claims(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _uses_value(arguments: Any, value: str) -> bool:
+    """Whether some argument (at any depth) is `value`, as text, case-insensitively."""
+    if isinstance(arguments, dict):
+        return any(_uses_value(v, value) for v in arguments.values())
+    if isinstance(arguments, list):
+        return any(_uses_value(v, value) for v in arguments)
+    text = json.dumps(arguments) if isinstance(arguments, bool) else str(arguments)
+    return arguments is not None and text.strip().lower() == value.strip().lower()
+
+
 def _check_no_fabrication(ctx: _Context) -> CheckResult:
     """Every value an assistant text asserts (`claims`, `_is_asserted`) was seen before it: in a
     system, user or tool message, or in the arguments of the agent's own calls (echoing its own
@@ -678,12 +707,17 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
     `_action_claims`) needs an earlier call of a writing tool with that verb or one of its group
     (`_verb_stems`; whether that call worked is `errors_handled`'s to judge), or, for money moved
     (paid, refunded), any successful write; a state a tool result reports ("cancelled") is no
-    claimed action."""
+    claimed action. A call is a claim as well: one that uses a value the task withholds from the
+    agent (`Task.withheld`) before the user or a tool gave it has guessed it."""
     known = _Known()
     problems = []
     result_words: set[str] = set()  # stems of the tool results so far: a state they report is no claimed action
+    withheld = {k: str(v) for k, v in ctx.task.withheld.items() if len(str(v)) >= 3}
+    told = ""  # what the user and the tools said so far: a withheld value used before it is there was guessed
     for i, msg in enumerate(ctx.messages):
         role = msg.get("role")
+        if role in ("user", "tool"):
+            told += " " + message_text(msg).lower()
         if role in ("system", "user", "tool"):
             known.add(message_text(msg), tool_result=role == "tool")
             if role == "tool":
@@ -692,6 +726,10 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
         if role != "assistant":
             continue
         for call in iter_tool_calls([msg]):
+            guessed = [k for k, v in withheld.items() if _uses_value(call.arguments, v) and v.lower() not in told]
+            if guessed:
+                problems.append(f"message {i} (assistant) calls {call.name} with the user's "
+                                f"{', '.join(g.replace('_', ' ') for g in guessed)} before the user or a tool gave it")
             known.add(call.arguments_text, tool_result=True)
         body = message_text(msg)
         invented = [c.surface for c in claims(body) if _is_asserted(c) and not known.supports(c, body)]
