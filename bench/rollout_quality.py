@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from synth.rollout.user import user_turn_problem
 
 def _identical_in_a_row(messages: list[dict[str, Any]]) -> bool:
     texts = [message_text(m).strip() for m in messages if m.get("role") == "assistant" and message_text(m).strip()]
-    return any(a == b for a, b in zip(texts, texts[1:], strict=False))
+    return any(a == b for a, b in itertools.pairwise(texts))
 
 
 def _user_problems(messages: list[dict[str, Any]]) -> list[str]:
@@ -77,8 +78,11 @@ def main() -> None:
         }
         if difficulty == "error_recovery" and kind == "tool":
             planned = {e["tool"] for e in rubric.get("expected_calls") or []}
-            found["error_recovery without a fault on a planned call"] = not any(
+            called = any(s.get("actor") == "tool" and s.get("tool") in planned and s.get("executor") != "validator"
+                         for s in steps)
+            found["error_recovery: a planned tool was called, no fault on it"] = called and not any(
                 s.get("fault") and s.get("tool") in planned for s in steps)
+            found["error_recovery: no planned tool called at all"] = not called
         for name, hit in found.items():
             if hit:
                 defects[name][0] += 1

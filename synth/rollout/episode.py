@@ -22,7 +22,7 @@ real tool a `tool_error` one; calls of tools outside the toolset are dropped by 
 (noted in its step's `error`), and `execute_call` answers one that reaches it with `unknown_tool`.
 Each step is a `StepRecord` (executor, injected fault, latency, tokens).
 
-An `error_recovery` task gets a transient fault on the first call of one of its planned tools
+An `error_recovery` task gets a transient fault on the first call of a planned tool
 (`planned_fault`), so recovering from an error is part of what the episode shows.
 
 Resume: every model request is seeded from (task id, seed, turn, step, role) and the world's
@@ -120,17 +120,17 @@ def degenerate_step(result: AgentStep, messages: list[dict[str, Any]]) -> str | 
     return None if any(is_error_observation(m) for m in answered) else "repeats its last calls, which succeeded"
 
 
-def planned_fault(task: Task, seed: int, real_tools: set[str]) -> tuple[str, str] | None:
-    """(tool, fault kind) an `error_recovery` task's episode injects on the first call of one of
-    its planned (simulated) tools, chosen from the task and seed; None for other tasks. The fault
-    is transient (`TRANSIENT_FAULTS`), so a retry gets past it and the task stays solvable."""
+def planned_fault(task: Task, seed: int, real_tools: set[str]) -> tuple[frozenset[str], str] | None:
+    """(tools, fault kind): an `error_recovery` task's episode injects the fault on the first call of
+    any of its planned (simulated) tools, the kind chosen from the task and seed; None for other
+    tasks. The fault is transient (`TRANSIENT_FAULTS`), so a retry gets past it and the task stays
+    solvable."""
     if task.difficulty != "error_recovery":
         return None
-    tools = [e.tool for e in task.rubric.expected_calls if e.tool not in real_tools]
+    tools = frozenset(e.tool for e in task.rubric.expected_calls if e.tool not in real_tools)
     if not tools:
         return None
-    pick = derive_seed(task.id, seed, "planned_fault")
-    return tools[pick % len(tools)], TRANSIENT_FAULTS[(pick // len(tools)) % len(TRANSIENT_FAULTS)]
+    return tools, TRANSIENT_FAULTS[derive_seed(task.id, seed, "planned_fault") % len(TRANSIENT_FAULTS)]
 
 
 async def execute_call(

@@ -5,7 +5,7 @@ Every simulated call goes through the same steps, each its own module:
    that breaks the tool's `inputSchema` never reaches one.
 2. **Injected fault** (`faults`): a fixed number of draws from the simulator's seeded rng per call;
    with probability `fault_rate` a fault is injected and recorded as such. A `planned_fault`
-   (an `error_recovery` task's) hits the first call of its tool whatever the roll said.
+   (an `error_recovery` task's) hits the first call of one of its tools whatever the roll said.
 3. **Deterministic CRUD** (`crud`): where the tool's name says what it does, code answers it.
 4. **World model** (`world_model`, LLM role "environment") for everything else; entities its
    results describe join the world (`crud.absorb_entities`), and its `state_update` is applied
@@ -108,7 +108,7 @@ class ToolSimulator:
 
     def __init__(self, initial_state: dict[str, Any], llm: LLMClient, *, seed: int, fault_rate: float = 0.0,
                  fault_kinds: tuple[str, ...] | list[str] = FAULT_KINDS, max_tokens: int = 320,
-                 planned_fault: tuple[str, str] | None = None) -> None:
+                 planned_fault: tuple[frozenset[str], str] | None = None) -> None:
         unknown = [k for k in fault_kinds if k not in FAULT_KINDS]
         if planned_fault is not None and planned_fault[1] not in FAULT_KINDS:
             unknown.append(planned_fault[1])
@@ -132,7 +132,7 @@ class ToolSimulator:
         """Simulate one call and apply its state update (merge patch), logging it."""
         self.calls += 1
         forced = None
-        if self.planned_fault is not None and self.planned_fault[0] == spec.name:
+        if self.planned_fault is not None and spec.name in self.planned_fault[0]:
             forced, self.planned_fault = self.planned_fault[1], None
         obs, refusal = await simulate_tool_call(
             spec, arguments, self.state, self.llm, self.rng, self.fault_rate, fault_kinds=self.fault_kinds,
