@@ -1,8 +1,10 @@
 """Pipeline benchmarks (print figures; assert nothing). Three measurements:
 
-(a) `saturation`: the pipeline's completion tokens/s on a llama-server divided by a direct
-    saturating load (as many concurrent requests as slots, kept full) on the same server with the
-    same slots. Target: >= 0.9.
+(a) `server`: what the pipeline makes a llama-server do, read from the server: slot occupancy over
+    the rollout phase (`/slots` polled every 0.2 s), completion tokens/s against a direct free-text
+    load on the same server (as many requests as slots, kept in flight), the server's own counters
+    (`/metrics`), and per role the prefix-cache reuse (prompt tokens the server took from its cache,
+    as it reports them per call) and tokens/s.
 (b) `throughput`: orchestration overhead with an instant fake backend (a separate process), in
     model calls/s and episodes/s.
 (c) `memory`: peak RSS of a 2,000-episode fake-backend run against a 200-episode one (the driver
@@ -10,15 +12,16 @@
 
     python bench/bench_pipeline.py throughput [--episodes 300]
     python bench/bench_pipeline.py memory [--small 200 --large 2000]
-    python bench/bench_pipeline.py saturation [--base-url URL] [--episodes 16] [--parallel 4]
+    python bench/bench_pipeline.py server [--base-url URL] [--episodes 16] [--parallel 4] [--seconds 60]
 
-Without --base-url, `saturation` starts the embedded backend itself (`--parallel` slots).
+Without --base-url, `server` starts the embedded backend itself (`--parallel` slots).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -26,6 +29,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -153,7 +157,54 @@ async def _saturating_load(base_url: str, slots: int, seconds: float, max_tokens
     return tokens / (time.perf_counter() - started)
 
 
-def bench_saturation(base_url: str | None, episodes: int, parallel: int, seconds: float) -> None:
+class SlotPoller:
+    """Polls llama-server's `/slots` every `interval` s in a thread: (unix time, busy slots, slots)."""
+
+    def __init__(self, server_root: str, interval: float = 0.2) -> None:
+        self.url = f"{server_root}/slots"
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                try:
+                    slots = client.get(self.url).json()
+                    busy = sum(1 for s in slots if s.get("is_processing"))
+                    self.samples.append((time.time(), busy, len(slots)))
+                except (httpx.HTTPError, ValueError):
+                    pass
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> SlotPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def occupancy(self, start: float, end: float) -> float:
+        window = [(busy, n) for t, busy, n in self.samples if start <= t <= end and n]
+        return sum(b for b, _ in window) / sum(n for _, n in window) if window else 0.0
+
+
+def server_metrics(server_root: str) -> dict[str, float]:
+    """llama-server's Prometheus counters (`--metrics`), name -> value."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{server_root}/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name.split("{")[0]] = float(value)
+    return out
+
+
+def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float) -> None:
+    """(a): what the pipeline makes the server do, read from the server itself, against a direct
+    free-text load of `parallel` requests always in flight on the same server."""
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         if base_url is None:
             backend = LocalBackend(BackendConfig(parallel=parallel, ctx_per_slot=4096),
@@ -161,26 +212,50 @@ def bench_saturation(base_url: str | None, episodes: int, parallel: int, seconds
             backend.start()
             stack.callback(backend.stop)
             base_url = backend.base_url
-        direct = asyncio.run(_saturating_load(base_url, parallel, seconds, 256))
-        print(f"(a) direct saturating load, {parallel} slots: {direct:,.1f} completion tokens/s")
-        env_in_flight = str(max(2 * parallel, 8))
-        os.environ["SYNTH_RUN__IN_FLIGHT"] = env_in_flight
-        summary, _wall, _ = run_pipeline(base_url, Path(tmp), episodes)
+        root = base_url.removesuffix("/v1")
+        with SlotPoller(root) as poller:
+            started = time.time()
+            direct = asyncio.run(_saturating_load(base_url, parallel, seconds, 256))
+            direct_busy = poller.occupancy(started, time.time())
+            before = server_metrics(root)
+            summary, wall, _ = run_pipeline(base_url, Path(tmp), episodes)
+            after = server_metrics(root)
+        print(f"(a) direct free-text load, {parallel} in flight: {direct:,.1f} completion tokens/s, "
+              f"slots busy {direct_busy:.0%}")
         db = Path(tmp) / f"bench-{episodes}.duckdb"
         con = duckdb.connect(str(db), read_only=True)
         try:
-            # The pipeline's steady-state rate: completion tokens over the span of the rollout
-            # stage (tool synthesis at the start runs few requests and is not what is measured).
-            row = con.execute(
-                "SELECT sum(completion_tokens), max(epoch(created_at)) - min(epoch(created_at) - latency_s) "
+            # The rollout phase: from the first to the last call of a rollout role (tool and task
+            # synthesis before it runs few requests at a time and is not what is measured).
+            first, last, tokens = con.execute(
+                "SELECT min(epoch(created_at) - latency_s), max(epoch(created_at)), sum(completion_tokens) "
                 "FROM llm_calls WHERE role IN ('user', 'agent', 'environment', 'judge') AND NOT cache_hit"
             ).fetchone()
+            roles = con.execute(
+                "SELECT role, count(*), sum(prompt_tokens), sum(cached_prompt_tokens), sum(completion_tokens), "
+                "sum(latency_s) FROM llm_calls WHERE NOT cache_hit GROUP BY 1 ORDER BY 1").fetchall()
         finally:
             con.close()
-        tokens, span = row
+        span = (last - first) if first is not None else 0.0
         rate = (tokens or 0) / span if span else 0.0
-        print(f"(a) pipeline ({summary['judged']} episodes, in_flight {env_in_flight}): {rate:,.1f} completion "
-              f"tokens/s over the rollout stage -> saturation {rate / direct:.2f} (target >= 0.9)")
+        # llm_calls.created_at is naive UTC, the poller's clock unix time: both are epoch seconds.
+        busy = poller.occupancy(first, last) if first is not None else 0.0
+        predicted = after.get("llamacpp:tokens_predicted_total", 0) - before.get("llamacpp:tokens_predicted_total", 0)
+        prompt = after.get("llamacpp:prompt_tokens_total", 0) - before.get("llamacpp:prompt_tokens_total", 0)
+        print(f"(a) pipeline, {summary['judged']} judged in {wall:.0f} s; rollout phase {span:.0f} s: slots busy "
+              f"{busy:.0%}, {rate:,.1f} completion tokens/s = {rate / direct:.2f} of the direct load")
+        print(f"(a) server counters over the whole run: {predicted:,.0f} tokens predicted, {prompt:,.0f} prompt "
+              f"tokens computed ({predicted / wall:,.1f} predicted tokens/s)")
+        print("(a) per role: calls, prompt tokens, prefix-cache reuse, completion tokens, completion tokens/s of "
+              "model time")
+        for role, calls, p_tok, cached, c_tok, latency in roles:
+            reuse = (cached or 0) / p_tok if p_tok else 0.0
+            per_s = c_tok / latency if latency else 0.0
+            print(f"    {role:<12} {calls:>5} {p_tok:>9,} {reuse:>6.0%} {c_tok:>9,} {per_s:>8.1f}")
+        total_p = sum(r[2] or 0 for r in roles if r[0] != "generator")
+        total_c = sum(r[3] or 0 for r in roles if r[0] != "generator")
+        print(f"(a) prefix-cache reuse over the rollout roles: {total_c / total_p if total_p else 0:.0%} of prompt "
+              "tokens")
 
 
 def main() -> None:
@@ -192,7 +267,7 @@ def main() -> None:
     m = sub.add_parser("memory")
     m.add_argument("--small", type=int, default=200)
     m.add_argument("--large", type=int, default=2000)
-    s = sub.add_parser("saturation")
+    s = sub.add_parser("server")
     s.add_argument("--base-url")
     s.add_argument("--episodes", type=int, default=16)
     s.add_argument("--parallel", type=int, default=4)
@@ -204,7 +279,7 @@ def main() -> None:
     elif args.which == "memory":
         bench_memory(args.small, args.large)
     else:
-        bench_saturation(args.base_url, args.episodes, args.parallel, args.seconds)
+        bench_server(args.base_url, args.episodes, args.parallel, args.seconds)
 
 
 if __name__ == "__main__":

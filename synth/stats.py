@@ -143,16 +143,23 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         SELECT count(*), avg(prompt_tokens), avg(completion_tokens), avg(prompt_tokens + completion_tokens),
                median(prompt_tokens + completion_tokens), max(prompt_tokens + completion_tokens)
         FROM trajectories WHERE id IN (SELECT trajectory_id FROM latest_judgments WHERE accepted)""").fetchall()[0]
-    llm_usage = _dicts(con, """
+    columns = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                         "WHERE table_name = 'llm_calls'").fetchall()}
+    cached = "cached_prompt_tokens" if "cached_prompt_tokens" in columns else "0"  # older datasets lack it
+    llm_usage = _dicts(con, f"""
         SELECT coalesce(role, '(none)') AS role, count(*) AS calls, count(*) FILTER (WHERE NOT ok) AS failed,
                count(*) FILTER (WHERE cache_hit) AS cache_hits, coalesce(sum(retries), 0) AS retries,
                coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+               coalesce(sum({cached}), 0) AS cached_prompt_tokens,
                coalesce(sum(completion_tokens), 0) AS completion_tokens,
                round(coalesce(sum(latency_s), 0), 3) AS latency_s
         FROM llm_calls GROUP BY 1 ORDER BY 1""")
     for r in llm_usage:
-        for k in ("calls", "failed", "cache_hits", "retries", "prompt_tokens", "completion_tokens"):
+        for k in ("calls", "failed", "cache_hits", "retries", "prompt_tokens", "cached_prompt_tokens",
+                  "completion_tokens"):
             r[k] = int(r[k])
+        # Prefix-cache reuse: the share of prompt tokens the server did not have to compute.
+        r["prefix_reuse"] = round(r["cached_prompt_tokens"] / r["prompt_tokens"], 3) if r["prompt_tokens"] else None
         r["latency_s"] = float(r["latency_s"])
     all_tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in llm_usage)
     return {

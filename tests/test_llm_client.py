@@ -211,3 +211,11 @@ async def test_200_concurrent_structured_calls_survive_faults(fake_server):
     assert total_retries == llm.usage.by_role["generator"].retries
     assert total_retries == server.requests - 200
     assert total_retries > 30
+
+
+def test_prefix_cache_reuse_is_read_from_either_field() -> None:
+    from synth.llm.client import _cached_prompt_tokens
+
+    assert _cached_prompt_tokens({"usage": {"prompt_tokens_details": {"cached_tokens": 5}}}) == 5
+    assert _cached_prompt_tokens({"timings": {"cache_n": 7, "prompt_n": 3}}) == 7
+    assert _cached_prompt_tokens({"usage": {"prompt_tokens": 9}}) == 0

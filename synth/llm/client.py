@@ -65,6 +65,9 @@ class ChatResult:
     retries: int
     cache_hit: bool
     raw: dict[str, Any] = field(repr=False)
+    # Prompt tokens the server took from its prefix cache instead of computing them (OpenAI's
+    # `usage.prompt_tokens_details.cached_tokens`, llama.cpp's `timings.cache_n`); 0 when unknown.
+    cached_prompt_tokens: int = 0
 
     def message(self) -> dict[str, Any]:
         """The reply as an OpenAI chat message, ready to append to a conversation."""
@@ -72,6 +75,15 @@ class ChatResult:
         if self.tool_calls:
             msg["tool_calls"] = self.tool_calls
         return msg
+
+
+def _cached_prompt_tokens(data: dict[str, Any]) -> int:
+    """Prompt tokens served from the server's prefix cache, from whichever field the server sends."""
+    details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
+    for value in (details.get("cached_tokens"), (data.get("timings") or {}).get("cache_n")):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+    return 0
 
 
 @dataclass(slots=True)
@@ -358,6 +370,7 @@ class LLMClient:
             retries=retries,
             cache_hit=cache_hit,
             raw=data,
+            cached_prompt_tokens=_cached_prompt_tokens(data),
         )
 
     def _record(
@@ -369,6 +382,7 @@ class LLMClient:
             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
             latency_s=result.latency_s, retries=result.retries, structured_attempts=structured_attempts,
             cache_hit=result.cache_hit, ok=ok, error=error,
+            cached_prompt_tokens=0 if result.cache_hit else result.cached_prompt_tokens,
         ))
 
     def _record_failure(

@@ -215,6 +215,7 @@ class LocalBackend:
             "--threads", str(threads),
             "--jinja",
             "--no-webui",
+            "--metrics",  # /metrics: what bench/bench_pipeline.py server and a user's Prometheus read
         ]
 
     def start(self) -> LocalBackend:

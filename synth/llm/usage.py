@@ -26,6 +26,7 @@ class CallRecord:
     cache_hit: bool
     ok: bool
     error: str | None = None
+    cached_prompt_tokens: int = 0  # of prompt_tokens, those the server's prefix cache supplied
     # When the call finished (UTC, naive): stored as llm_calls.created_at, so rates over time are
     # measurable even though the driver stores records in batches.
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
@@ -42,6 +43,7 @@ class RoleUsage:
     retries: int = 0
     structured_retries: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
 
@@ -67,6 +69,7 @@ class UsageLog:
         usage.retries += record.retries
         usage.structured_retries += record.structured_attempts > 1  # each later attempt is one retry
         usage.prompt_tokens += record.prompt_tokens
+        usage.cached_prompt_tokens += record.cached_prompt_tokens
         usage.completion_tokens += record.completion_tokens
         usage.latency_s += record.latency_s
         if self.sink is not None:
