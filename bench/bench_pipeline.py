@@ -13,6 +13,7 @@
     python bench/bench_pipeline.py throughput [--episodes 300]
     python bench/bench_pipeline.py memory [--small 200 --large 2000]
     python bench/bench_pipeline.py server [--base-url URL] [--episodes 16] [--parallel 4] [--seconds 60]
+                                          [--in-flight 8]
 
 Without --base-url, `server` starts the embedded backend itself (`--parallel` slots).
 """
@@ -202,9 +203,11 @@ def server_metrics(server_root: str) -> dict[str, float]:
     return out
 
 
-def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float) -> None:
+def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int) -> None:
     """(a): what the pipeline makes the server do, read from the server itself, against a direct
-    free-text load of `parallel` requests always in flight on the same server."""
+    free-text load of `parallel` requests always in flight on the same server; the run keeps
+    `in_flight` episodes going (the shipped config's 8 by default)."""
+    os.environ["SYNTH_RUN__IN_FLIGHT"] = str(in_flight)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         if base_url is None:
             backend = LocalBackend(BackendConfig(parallel=parallel, ctx_per_slot=4096),
@@ -242,7 +245,8 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         busy = poller.occupancy(first, last) if first is not None else 0.0
         predicted = after.get("llamacpp:tokens_predicted_total", 0) - before.get("llamacpp:tokens_predicted_total", 0)
         prompt = after.get("llamacpp:prompt_tokens_total", 0) - before.get("llamacpp:prompt_tokens_total", 0)
-        print(f"(a) pipeline, {summary['judged']} judged in {wall:.0f} s; rollout phase {span:.0f} s: slots busy "
+        print(f"(a) pipeline, {in_flight} episodes in flight, {summary['judged']} judged in {wall:.0f} s; "
+              f"rollout phase {span:.0f} s: slots busy "
               f"{busy:.0%}, {rate:,.1f} completion tokens/s = {rate / direct:.2f} of the direct load")
         print(f"(a) server counters over the whole run: {predicted:,.0f} tokens predicted, {prompt:,.0f} prompt "
               f"tokens computed ({predicted / wall:,.1f} predicted tokens/s)")
@@ -272,6 +276,7 @@ def main() -> None:
     s.add_argument("--episodes", type=int, default=16)
     s.add_argument("--parallel", type=int, default=4)
     s.add_argument("--seconds", type=float, default=60)
+    s.add_argument("--in-flight", type=int, default=8, help="episodes in flight (default: the shipped config's)")
     args = parser.parse_args()
     load_config(None, environ={})  # fail early on a broken ./synth.toml
     if args.which == "throughput":
@@ -279,7 +284,7 @@ def main() -> None:
     elif args.which == "memory":
         bench_memory(args.small, args.large)
     else:
-        bench_server(args.base_url, args.episodes, args.parallel, args.seconds)
+        bench_server(args.base_url, args.episodes, args.parallel, args.seconds, args.in_flight)
 
 
 if __name__ == "__main__":
