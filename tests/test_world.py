@@ -336,6 +336,13 @@ def test_a_reply_that_only_echoes_the_question_is_no_answer() -> None:
     assert "only restates" in _judge(task, echo)["final_reply"][0]
     answer = [*echo[:2], {"role": "assistant", "content": "Check the address twice and keep every receipt."}]
     assert "final_reply" not in _judge(task, answer)
+    ask = "Can you print and post a paper copy of my order?"
+    decline = [echo[0], {"role": "user", "content": ask},
+               {"role": "assistant", "content": "I can't print and post a paper copy of your order."}]
+    assert "final_reply" not in _judge(task.model_copy(update={"kind": "unserviceable"}), decline)
+    question = [echo[0], {"role": "user", "content": ask},
+                {"role": "assistant", "content": "A paper copy of which order?"}]
+    assert "final_reply" not in _judge(task, question)
 
 
 def test_plans_never_withhold_a_guessable_value() -> None:

@@ -651,7 +651,10 @@ def _only_restates(reply: str, messages: list[dict[str, Any]]) -> bool:
     """A reply of three or more words that adds at most one word (compared by its first five
     letters) to what the user said: an echo, not an answer ("How to avoid common mistakes with
     news" to "Could you give me tips on avoiding common mistakes with news?"). Only asked when no
-    call succeeded, so a confirmation that restates a request it carried out is fine."""
+    call succeeded, so a confirmation that restates a request it carried out is fine; a decline
+    ("I can't print and post a paper copy of a news") or a question back is no echo."""
+    if _FAILURE.search(reply) or "?" in reply:  # a decline or a question may well repeat the request's words
+        return False
     said = set().union(*(_stems5(message_text(m)) for m in messages if m.get("role") == "user"))
     words = _stems5(reply)
     return len(words) >= 3 and len(words - said) <= 1
