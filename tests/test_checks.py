@@ -546,3 +546,25 @@ def test_a_user_who_speaks_as_the_assistant_fails_user_in_role():
     results = {c.name: c for c in run_checks(traj(confused), task("Say hello back.", kind="no_tool"), TOOLS)}
     assert not results["user_in_role"].passed and "message 1 (user)" in results["user_in_role"].detail
     assert all(c.passed for c in run_checks(traj(LOOKUP), LOOKUP_TASK, TOOLS))
+
+
+def test_an_answer_that_reports_nothing_the_lookup_returned_fails_final_reply():
+    """The main job's junk: the listing came back, a retry timed out, and the reply only reports
+    the timeout. A task that asks to be told something needs a reply that reports something a
+    successful call returned (a value the user had not given)."""
+    goal = task("List the orders of customer cus-4471.",
+                expected_calls=[{"tool": "list_orders", "arguments": {"customer_id": "cus-4471"}}])
+    head = [SYSTEM, user("I need to list my orders, customer cus-4471."),
+            calls(call("c1", "list_orders", customer_id="cus-4471")),
+            tool("c1", {"customer_id": "cus-4471", "orders": [{"order_id": "o-2207", "status": "processing"}]}),
+            calls(call("c2", "list_orders", customer_id="cus-4471")),
+            tool("c2", {"error": {"type": "timeout", "message": "order service timed out"}})]
+    timeout_only = [*head, say("Sorry, the order service timed out for customer cus-4471. Please try later.")]
+    detail = failed(timeout_only, goal)["final_reply"]
+    assert "list_orders(cus-4471) (call c1, message 2)" in detail and "reports anything it returned" in detail
+    reported = [*head, say("Sorry, a second lookup timed out, but the first one found order o-2207, processing.")]
+    assert "final_reply" not in failed(reported, goal)
+    # an empty listing has nothing to report; a write task is judged by its writes, not by this rule
+    empty = [*head[:3], tool("c1", {"customer_id": "cus-4471", "orders": []}), say("You have no orders.")]
+    assert "final_reply" not in failed(empty, goal)
+    assert "final_reply" not in failed(CANCEL, CANCEL_TASK)

@@ -640,7 +640,94 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
     reply = final_reply(ctx.trajectory) or ""
     if not any(ctx.succeeded(c) for c in ctx.calls) and _only_restates(reply, ctx.messages):
         return _result("final_reply", [f"the final reply only restates the user's words: {reply[:80]!r}"])
+    unreported = _unreported_reads(ctx)
+    if unreported:
+        return _result("final_reply", [f"the task asks to be told something and {unreported} succeeded, "
+                                       f"but no reply after it reports anything it returned (last: {reply[:80]!r})"])
     return _result("final_reply", [])
+
+
+def _asks_for_information(ctx: _Context) -> bool:
+    """The task asks to be told something rather than to change the world: a `tool` task whose
+    expected calls all read, or, without expected calls, one that asks for no writing tool and
+    in which none was called."""
+    if ctx.task.kind != "tool":
+        return False
+    expected = ctx.task.rubric.expected_calls
+    if expected:
+        return not any(_writes(ctx, e.tool) for e in expected)
+    return not any(_writes(ctx, c.name) for c in ctx.calls) and not _asked_writes(ctx)
+
+
+def _writes(ctx: _Context, name: str) -> bool:
+    """Whether tool `name` writes (`tool_writes`; by its name's verbs when the toolset lacks it)."""
+    tool = ctx.tools.get(name)
+    return tool_writes(tool) if tool is not None else bool(_tool_verbs(name))
+
+
+def _normal_phrase(text: str) -> str:
+    return re.sub(r"[\s_-]+", " ", text.lower()).strip()
+
+
+def _reportable(body: str, known: str) -> set[str]:
+    """What a reply can report of a tool result: its scalar values (not its keys) of two
+    characters or more (numbers of any size but 0 and 1), normalised as `_normal_phrase`, leaving
+    out what `known` (the user's words and the call's arguments) already says. Text that is not
+    JSON gives its tokens with a digit, and itself when short."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    values: list[str] = []
+    if data is None:
+        values = [t for t in _TOKEN.findall(body) if any(ch.isdigit() for ch in t)]
+        values += [body] if len(body) <= 120 else []
+    else:
+        def walk(value: Any) -> None:
+            if isinstance(value, dict):
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                if value not in (0, 1):
+                    values.append(str(value))
+            elif isinstance(value, str) and 2 <= len(value.strip()) <= 120:
+                values.append(value)
+        walk(data)
+    out = {_normal_phrase(v) for v in values}
+    return {v for v in out if v and not _phrase_in(v, known)}
+
+
+def _phrase_in(phrase: str, text: str) -> bool:
+    """`phrase` (normalised) occurs in normalised `text` as whole tokens."""
+    return re.search(r"(?<![a-z0-9])" + re.escape(phrase) + r"(?![a-z0-9])", text) is not None
+
+
+def _unreported_reads(ctx: _Context) -> str | None:
+    """For a task that asks for information (`_asks_for_information`): the successful reading calls
+    whose results had something to report when no assistant text after the first of them reports any of
+    it, described; None when some text does, or there was nothing to report. A reply that only
+    says a later retry timed out, over a listing that came back, answers nothing."""
+    if not _asks_for_information(ctx):
+        return None
+    reads = [c for c in ctx.calls if ctx.succeeded(c) and not _writes(ctx, c.name)]
+    if not reads:
+        return None
+    said = _normal_phrase("\n".join(message_text(m) for m in ctx.messages if m.get("role") == "user"))
+    values: set[str] = set()
+    for c in reads:
+        known = said + "\n" + _normal_phrase("\n".join(_json_values(c.arguments_text)))
+        values |= _reportable(message_text(ctx.messages[ctx.answer_at[c.id]]), known)
+    if not values:
+        return None
+    first = min(ctx.answer_at[c.id] for c in reads)
+    replies = _normal_phrase("\n".join(message_text(m) for m in ctx.messages[first + 1:]
+                                       if m.get("role") == "assistant"))
+    if any(_phrase_in(v, replies) for v in values):
+        return None
+    return ", ".join(ctx.where(c) for c in reads[:3])
 
 
 def _stems5(text: str) -> set[str]:
