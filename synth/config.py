@@ -90,7 +90,9 @@ class BackendConfig(_Strict):
 
 class CacheConfig(_Strict):
     enabled: bool = True
-    dir: str = "data/cache"
+    # None: `cache/` beside the run's database file, so a job submitted with an absolute `--db`
+    # keeps its cache next to it and a resubmitted job replays it.
+    dir: str | None = None
 
 
 class RunConfig(_Strict):
@@ -280,4 +282,23 @@ def load_config(
         cfg = SynthConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
-    return cfg
+    return with_absolute_paths(cfg)
+
+
+def with_absolute_paths(cfg: SynthConfig, base: Path | None = None) -> SynthConfig:
+    """`cfg` with its file paths (database, response cache, backend log) made absolute against
+    `base` (the current directory), once, where the config is loaded: a Ray worker on another node,
+    or a job's driver in its temporary working directory, then reads and writes the same files as
+    the process that started the run, instead of copies relative to its own directory."""
+    base = base or Path.cwd()
+
+    def absolute(path: str) -> str:
+        return str(path if Path(path).is_absolute() else (base / path).resolve())
+
+    db = absolute(cfg.run.db)
+    cache = absolute(cfg.cache.dir) if cfg.cache.dir else str(Path(db).parent / "cache")
+    return cfg.model_copy(update={
+        "run": cfg.run.model_copy(update={"db": db}),
+        "cache": cfg.cache.model_copy(update={"dir": cache}),
+        "backend": cfg.backend.model_copy(update={"log_file": absolute(cfg.backend.log_file)}),
+    })

@@ -95,3 +95,18 @@ def test_each_entry_module_imports_on_its_own(module: str) -> None:
     (`synth config show` once died of `synth.config` -> rollout -> judges.checks -> rollout)."""
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_paths_are_absolute_and_the_cache_sits_beside_the_database(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray worker on another node, or a job's driver in its temporary working directory, must
+    open the same files as the process that loaded the config."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, {"run": {"db": "out/run.duckdb"}}, environ={})
+    assert cfg.run.db == str(tmp_path / "out" / "run.duckdb")
+    assert cfg.cache.dir == str(tmp_path / "out" / "cache")
+    assert Path(cfg.backend.log_file).is_absolute()
+    submitted = load_config(None, {"run": {"db": "/srv/data/run.duckdb"}}, environ={})
+    assert submitted.cache.dir == "/srv/data/cache"
+    explicit = load_config(None, {"cache": {"dir": "my-cache"}}, environ={})
+    assert explicit.cache.dir == str(tmp_path / "my-cache")

@@ -28,6 +28,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import httpx
@@ -203,7 +204,7 @@ class LLMClient:
         self.roles: dict[Role, RoleConfig] = config.roles()
         self.usage = usage or UsageLog()
         if cache is None and config.cache.enabled:
-            cache = ResponseCache(config.cache.dir)
+            cache = ResponseCache(config.cache.dir or Path(config.run.db).parent / "cache")
         self.cache = cache
         self.retry = retry or RetryPolicy()
         self._endpoints: dict[str, _Endpoint] = {}
