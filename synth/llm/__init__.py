@@ -1,6 +1,6 @@
 """The model layer: an async OpenAI-compatible client and the embedded llama.cpp backend."""
 
-from synth.llm.client import ChatResult, LLMClient, RetryPolicy, schema_for
+from synth.llm.client import ChatResult, LLMClient, RetryPolicy, parse_json_reply, schema_for
 from synth.llm.errors import (
     BackendUnavailableError,
     BadRequestError,
@@ -9,7 +9,7 @@ from synth.llm.errors import (
     RetriesExhaustedError,
     StructuredOutputError,
 )
-from synth.llm.usage import CallRecord, UsageLog
+from synth.llm.usage import CallRecord, Usage, UsageLog
 
 __all__ = [
     "BackendUnavailableError",
@@ -22,6 +22,8 @@ __all__ = [
     "RetriesExhaustedError",
     "RetryPolicy",
     "StructuredOutputError",
+    "Usage",
     "UsageLog",
+    "parse_json_reply",
     "schema_for",
 ]

@@ -45,7 +45,7 @@ from synth.llm.errors import (
     RetriesExhaustedError,
     StructuredOutputError,
 )
-from synth.llm.usage import CallRecord, UsageLog
+from synth.llm.usage import CallRecord, Usage, UsageLog
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -132,8 +132,9 @@ def _retry_after(response: httpx.Response) -> float | None:
         return parsed.timestamp() - time.time() if parsed else None
 
 
-def _extract_json(text: str) -> Any:
-    """Parse a reply that should be JSON, tolerating code fences and chatter around one object."""
+def parse_json_reply(text: str) -> Any:
+    """The JSON value of a reply that should be JSON, tolerating code fences and chatter around one
+    object; ValueError when there is none."""
     try:
         return json.loads(text)
     except ValueError:
@@ -420,7 +421,25 @@ class LLMClient:
         **sampling: Any,
     ) -> Any:
         """Generate JSON under `schema` and return it validated (a model instance for a pydantic
-        schema, plain data for a dict schema)."""
+        schema, plain data for a dict schema); `structured_with_usage` without the cost."""
+        value, _ = await self.structured_with_usage(role, messages, schema, seed=seed, name=name, **sampling)
+        return value
+
+    async def structured_with_usage(
+        self,
+        role: Role | str,
+        messages: list[dict[str, Any]],
+        schema: type[BaseModel] | dict[str, Any],
+        *,
+        seed: int | None = None,
+        name: str | None = None,
+        **sampling: Any,
+    ) -> tuple[Any, Usage]:
+        """The one structured-output path: JSON under `response_format: json_schema`, validated,
+        up to `structured_retries` more attempts, each with a new seed (`seed + attempt * 7919`, so
+        neither the response cache nor a seeded server hands back the same invalid reply). Returns
+        the validated value and what all attempts cost (a trajectory step's metadata); raises
+        `StructuredOutputError`, carrying the last raw reply, when no attempt validates."""
         role = Role(role)
         rc = self.roles[role]
         json_schema = schema_for(schema)
@@ -431,32 +450,34 @@ class LLMClient:
         }
         validator = None if isinstance(schema, type) else jsonschema.Draft202012Validator(json_schema)
         attempts = rc.structured_retries + 1
+        usage = Usage()
         raw = ""
         reason = ""
         for attempt in range(attempts):
-            # A retry must differ from the failed request, or the cache (and a seeded server)
-            # would hand back the same invalid reply.
             attempt_seed = (seed or 0) + attempt * 7919 if (seed is not None or attempt) else None
             body = self.payload(
                 role, messages, response_format=response_format, seed=attempt_seed, **dict(sampling)
             )
+            started = time.perf_counter()
             result = await self._send(role, body, use_cache=True, structured_attempts=attempt + 1)
+            usage.add(Usage(result.prompt_tokens, result.completion_tokens, time.perf_counter() - started, 1,
+                            int(result.cache_hit)))
             raw = result.content or ""
             if result.finish_reason == "length":
                 reason = f"reply cut off at max_tokens={body['max_tokens']}"
                 continue
             try:
-                data = _extract_json(raw)
+                data = parse_json_reply(raw)
             except ValueError:
                 reason = "reply is not JSON"
                 continue
             try:
                 if isinstance(schema, type):
-                    return schema.model_validate(data)
+                    return schema.model_validate(data), usage
                 assert validator is not None
                 error = jsonschema.exceptions.best_match(validator.iter_errors(data))
                 if error is None:
-                    return data
+                    return data, usage
                 path = "/".join(str(p) for p in error.absolute_path) or "(root)"
                 reason = f"schema violation at {path}: {error.message[:200]}"
             except ValidationError as exc:

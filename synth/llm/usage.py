@@ -35,6 +35,24 @@ class CallRecord:
         return asdict(self)
 
 
+@dataclass(slots=True)
+class Usage:
+    """What one logical model call cost over all its attempts: a trajectory step's metadata."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 0
+    cache_hits: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.latency_s += other.latency_s
+        self.attempts += other.attempts
+        self.cache_hits += other.cache_hits
+
+
 @dataclass
 class RoleUsage:
     calls: int = 0

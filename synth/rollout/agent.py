@@ -28,11 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from synth.llm import LLMClient, StructuredOutputError
+from synth.llm import LLMClient, StructuredOutputError, Usage, parse_json_reply
 from synth.llm.client import inline_refs
 from synth.models import Agent, ToolSpec
 from synth.prompts import render
-from synth.rollout.metered import Usage, parse_json_reply, structured_with_usage
 
 ToolMode = Literal["constrained", "native"]
 
@@ -203,8 +202,8 @@ async def agent_step(
     schema = action_schema(tools, max_calls, allow_calls=not force_reply)
     salvaged = None
     try:
-        action, usage = await structured_with_usage(llm, "agent", chat, schema, seed=seed, name="agent_action",
-                                                    max_tokens=max_tokens)
+        action, usage = await llm.structured_with_usage("agent", chat, schema, seed=seed, name="agent_action",
+                                                        **({} if max_tokens is None else {"max_tokens": max_tokens}))
     except StructuredOutputError as exc:
         action = _salvage(exc.raw_text, max_calls)
         if action is None or (force_reply and action.get("action") != "reply"):

@@ -42,13 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from synth.config import Role
 from synth.ids import derive_seed
 from synth.judges.messages import is_error_observation, message_text
-from synth.llm import LLMClient, LLMError
+from synth.llm import LLMClient, LLMError, Usage
 from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
 from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, agent_step
 from synth.rollout.arguments import validate_arguments
 from synth.rollout.executors import McpServerBinding, ToolExecutor
 from synth.rollout.faults import FAULT_KINDS, TRANSIENT_FAULTS
-from synth.rollout.metered import Usage
 from synth.rollout.observation import ToolObservation, error_observation
 from synth.rollout.user import UserMode, simulate_user_turn
 from synth.rollout.world import ToolSimulator

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from synth.llm import Usage
 from synth.models import ToolSpec
-from synth.rollout.metered import Usage
 from synth.rollout.observation import ToolObservation, error_observation
 
 

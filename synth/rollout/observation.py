@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from synth.rollout.metered import Usage
+from synth.llm import Usage
 
 Executor = Literal["simulated", "mcp", "python", "validator", "fault"]
 

@@ -38,11 +38,10 @@ from synth.judges.messages import (
     message_text,
     state_mismatches,
 )
-from synth.llm import LLMClient, LLMError
+from synth.llm import LLMClient, LLMError, Usage
 from synth.models import Task
 from synth.naming import name_words
 from synth.prompts import render
-from synth.rollout.metered import Usage, structured_with_usage
 
 UserMode = Literal["scripted", "model"]
 
@@ -275,8 +274,8 @@ async def model_turn(task: Task, messages: list[dict[str, Any]], llm: LLMClient,
     previous = _user_messages(messages)
     for attempt in range(attempts):
         try:
-            turn, used = await structured_with_usage(llm, "user", chat, UserTurn, seed=seed + attempt * 104729,
-                                                     name="user_turn", max_tokens=max_tokens)
+            turn, used = await llm.structured_with_usage("user", chat, UserTurn, seed=seed + attempt * 104729,
+                                                         name="user_turn", max_tokens=max_tokens)
         except LLMError:
             return None, usage
         usage.add(used)

@@ -25,7 +25,7 @@ import copy
 import random
 from typing import Any
 
-from synth.llm import LLMClient, StructuredOutputError
+from synth.llm import LLMClient, StructuredOutputError, Usage
 from synth.models import ToolSpec
 from synth.rollout.crud import (
     absorb_entities,
@@ -37,7 +37,6 @@ from synth.rollout.crud import (
     tool_intent,
 )
 from synth.rollout.faults import FAULT_KINDS, fault_observation, truncate_result
-from synth.rollout.metered import Usage
 from synth.rollout.observation import ToolObservation, error_observation
 from synth.rollout.world_model import ask_world_model, overlay_entity
 

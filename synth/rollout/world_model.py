@@ -14,11 +14,10 @@ from typing import Any
 
 import jsonschema
 
-from synth.llm import LLMClient
+from synth.llm import LLMClient, Usage
 from synth.llm.client import inline_refs
 from synth.models import ToolSpec
 from synth.prompts import render
-from synth.rollout.metered import Usage, structured_with_usage
 
 _STATE_CHARS = 1500
 
@@ -50,8 +49,8 @@ async def ask_world_model(
         error_modes="" if spec.output_schema else "; ".join(spec.error_modes[:6]),
     )
     messages = [{"role": "system", "content": prompt}, {"role": "user", "content": f"Run {spec.name}."}]
-    data, usage = await structured_with_usage(llm, "environment", messages, world_model_schema(spec),
-                                              seed=seed, name="tool_result", max_tokens=max_tokens)
+    data, usage = await llm.structured_with_usage("environment", messages, world_model_schema(spec),
+                                                  seed=seed, name="tool_result", max_tokens=max_tokens)
     update = data.get("state_update") if spec.side_effect == "write" else None
     return data["result"], update if isinstance(update, dict) else {}, usage
 
