@@ -203,11 +203,12 @@ def server_metrics(server_root: str) -> dict[str, float]:
     return out
 
 
-def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int) -> None:
+def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None) -> None:
     """(a): what the pipeline makes the server do, read from the server itself, against a direct
     free-text load of `parallel` requests always in flight on the same server; the run keeps
-    `in_flight` episodes going (the shipped config's 8 by default)."""
-    os.environ["SYNTH_RUN__IN_FLIGHT"] = str(in_flight)
+    `in_flight` episodes going (by default what the run sizes itself to: 2 per server slot)."""
+    if in_flight is not None:
+        os.environ["SYNTH_RUN__IN_FLIGHT"] = str(in_flight)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         if base_url is None:
             backend = LocalBackend(BackendConfig(parallel=parallel, ctx_per_slot=4096),
@@ -245,7 +246,7 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         busy = poller.occupancy(first, last) if first is not None else 0.0
         predicted = after.get("llamacpp:tokens_predicted_total", 0) - before.get("llamacpp:tokens_predicted_total", 0)
         prompt = after.get("llamacpp:prompt_tokens_total", 0) - before.get("llamacpp:prompt_tokens_total", 0)
-        print(f"(a) pipeline, {in_flight} episodes in flight, {summary['judged']} judged in {wall:.0f} s; "
+        print(f"(a) pipeline, {in_flight or 'auto (2 per slot)'} episodes in flight, {summary['judged']} judged in {wall:.0f} s; "
               f"rollout phase {span:.0f} s: slots busy "
               f"{busy:.0%}, {rate:,.1f} completion tokens/s = {rate / direct:.2f} of the direct load")
         print(f"(a) server counters over the whole run: {predicted:,.0f} tokens predicted, {prompt:,.0f} prompt "
@@ -276,7 +277,7 @@ def main() -> None:
     s.add_argument("--episodes", type=int, default=16)
     s.add_argument("--parallel", type=int, default=4)
     s.add_argument("--seconds", type=float, default=60)
-    s.add_argument("--in-flight", type=int, default=8, help="episodes in flight (default: the shipped config's)")
+    s.add_argument("--in-flight", type=int, help="episodes in flight (default: the run sizes it, 2 per slot)")
     args = parser.parse_args()
     load_config(None, environ={})  # fail early on a broken ./synth.toml
     if args.which == "throughput":

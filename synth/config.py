@@ -95,6 +95,11 @@ class CacheConfig(_Strict):
     dir: str | None = None
 
 
+# Episodes in flight when `run.in_flight` is unset and the servers do not say how many slots they
+# have (see `synth.llm.session.episodes_in_flight`).
+DEFAULT_IN_FLIGHT = 8
+
+
 class RunConfig(_Strict):
     """What a run makes; stage-specific knobs live with their stage issues."""
 
@@ -107,7 +112,8 @@ class RunConfig(_Strict):
     max_agents: int = Field(10_000, ge=1)
     workers: int = Field(2, ge=1, description="Ray actors hosting the stages")
     worker_concurrency: int = Field(64, ge=1, description="items one actor runs at once")
-    in_flight: int = Field(8, ge=1, description="episodes in flight (the backpressure bound)")
+    # None: sized to the server when the run starts (`synth.llm.session.episodes_in_flight`).
+    in_flight: int | None = Field(None, ge=1, description="episodes in flight (the backpressure bound)")
     agent_concurrency: int = Field(2, ge=1, description="agents being synthesised at once")
 
     @field_validator("domains", mode="before")

@@ -219,3 +219,20 @@ def test_prefix_cache_reuse_is_read_from_either_field() -> None:
     assert _cached_prompt_tokens({"usage": {"prompt_tokens_details": {"cached_tokens": 5}}}) == 5
     assert _cached_prompt_tokens({"timings": {"cache_n": 7, "prompt_n": 3}}) == 7
     assert _cached_prompt_tokens({"usage": {"prompt_tokens": 9}}) == 0
+
+
+def test_episodes_in_flight_follow_the_servers_slots(fake_server: Any) -> None:
+    """Unset `run.in_flight` means two episodes per decoding slot of the agent's servers (llama-server's
+    /props), summed over replicas; a server that does not say gets the fixed default; a set value wins."""
+    from synth.config import DEFAULT_IN_FLIGHT
+    from synth.llm.session import episodes_in_flight
+
+    four, three = fake_server(slots=4), fake_server(slots=3)
+    assert episodes_in_flight(make_config(four.base_url)) == (8, "2 per slot of 4 server slot(s), from /props")
+    assert episodes_in_flight(make_config(four.base_url, base_urls=[four.base_url, three.base_url]))[0] == 14
+    silent = fake_server()
+    assert episodes_in_flight(make_config(silent.base_url)) == (DEFAULT_IN_FLIGHT,
+                                                               "the servers do not report their slots")
+    cfg = make_config(four.base_url)
+    fixed = cfg.model_copy(update={"run": cfg.run.model_copy(update={"in_flight": 5})})
+    assert episodes_in_flight(fixed) == (5, "run.in_flight")

@@ -153,6 +153,7 @@ class FakeOpenAIServer:
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        slots: int | None = None,
     ) -> None:
         self.script: deque[Scripted] = deque(script or [])
         self.rate_429, self.rate_503, self.rate_drop = rate_429, rate_503, rate_drop
@@ -160,6 +161,7 @@ class FakeOpenAIServer:
         self.responder = responder
         self.rng = random.Random(seed)
         self.host, self.port = host, port
+        self.slots = slots  # answered as llama-server's /props `total_slots` when set
         self.requests = 0
         self.served = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -243,11 +245,13 @@ class FakeOpenAIServer:
                     if line[:15].lower() == b"content-length:":
                         length = int(line[15:].strip())
                 raw = await reader.readexactly(length) if length else b""
-                self.requests += 1
-                if head.startswith(b"GET"):
-                    self._write(writer, 200, b'{"status":"ok"}', {})
+                if head.startswith(b"GET"):  # health and /props: not model requests, not counted
+                    props = head.startswith(b"GET /props") and self.slots is not None
+                    self._write(writer, 200, json.dumps({"total_slots": self.slots}).encode() if props
+                                else b'{"status":"ok"}', {})
                     await writer.drain()
                     continue
+                self.requests += 1
                 action = self._next_action()
                 if action is not None and action.kind == "drop":
                     writer.transport.abort()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from synth.config import SynthConfig
+from synth.config import DEFAULT_IN_FLIGHT, SynthConfig
 from synth.ids import content_id, derive_seed
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
@@ -216,7 +216,8 @@ class PipelineDriver:
         from synth.pipeline import stages
 
         settings = self.settings
-        queue: asyncio.Queue[tuple[Agent, list[ToolSpec], Task] | None] = asyncio.Queue(maxsize=settings.in_flight)
+        in_flight = settings.in_flight or DEFAULT_IN_FLIGHT
+        queue: asyncio.Queue[tuple[Agent, list[ToolSpec], Task] | None] = asyncio.Queue(maxsize=in_flight)
         rng = random.Random(derive_seed(settings.seed, "toolsets", self.run_id))
         toolsets = stages.toolsets(pool, settings, rng)
         slot_iter = iter(enumerate(toolsets))
@@ -320,7 +321,7 @@ class PipelineDriver:
                     capacity_changed.set()
 
         producers = [asyncio.create_task(produce()) for _ in range(settings.agent_concurrency)]
-        consumers = [asyncio.create_task(consume()) for _ in range(settings.in_flight)]
+        consumers = [asyncio.create_task(consume()) for _ in range(in_flight)]
         try:
             await asyncio.gather(*producers)
             for _ in consumers:

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from synth.config import Role, SynthConfig
 from synth.llm.local import LocalBackend
-from synth.llm.session import model_endpoints
+from synth.llm.session import episodes_in_flight, model_endpoints
 from synth.pipeline.driver import PipelineDriver, RunSummary
 from synth.pipeline.progress import Progress, ProgressDisplay
 from synth.pipeline.worker import LocalWorkers, RayWorkers
@@ -87,6 +87,9 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
     dataset = Dataset(cfg.run.db)
     try:
         with model_endpoints(cfg) as (live, backend):
+            in_flight, why = episodes_in_flight(live)
+            live = live.model_copy(update={"run": live.run.model_copy(update={"in_flight": in_flight})})
+            console.print(f"episodes in flight: {in_flight} ({why})", highlight=False)
             if use_ray:
                 _init_ray(ray_address)
             return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
