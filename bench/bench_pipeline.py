@@ -246,7 +246,8 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         busy = poller.occupancy(first, last) if first is not None else 0.0
         predicted = after.get("llamacpp:tokens_predicted_total", 0) - before.get("llamacpp:tokens_predicted_total", 0)
         prompt = after.get("llamacpp:prompt_tokens_total", 0) - before.get("llamacpp:prompt_tokens_total", 0)
-        print(f"(a) pipeline, {in_flight or 'auto (2 per slot)'} episodes in flight, {summary['judged']} judged in {wall:.0f} s; "
+        print(f"(a) pipeline, {in_flight or 'auto (2 per slot)'} episodes in flight, "
+              f"{summary['judged']} judged in {wall:.0f} s; "
               f"rollout phase {span:.0f} s: slots busy "
               f"{busy:.0%}, {rate:,.1f} completion tokens/s = {rate / direct:.2f} of the direct load")
         print(f"(a) server counters over the whole run: {predicted:,.0f} tokens predicted, {prompt:,.0f} prompt "
