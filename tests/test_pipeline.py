@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -27,7 +28,7 @@ from rich.console import Console
 
 from synth.config import load_config
 from synth.llm.local import free_port
-from synth.pipeline.run import execute_run
+from synth.pipeline.run import execute_run, loopback_problem
 from tests.conftest import broken_task_drafts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +197,48 @@ def test_ray_actors_run_the_pipeline(fake_server, tmp_path: Path):
     assert counts(tmp_path / "synth.duckdb")["judgments"] == 4
 
 
+@pytest.mark.slow
+def test_a_worker_actor_killed_mid_run_is_restarted_and_nothing_is_lost_or_duplicated(fake_server, tmp_path: Path):
+    """SIGKILL one `StageWorker` actor process while episodes are in flight: Ray restarts the actor
+    and retries its calls (stage calls are idempotent: content ids, response cache), so the run
+    still ends with exactly the target judged and no id stored twice."""
+    from synth.llm.fake_server import stall
+
+    server = fake_server(script=[stall(0.05)] * 3000)  # slow replies: the run is mid-way at the kill
+    proc = _synth_run(server.base_url, tmp_path, 10)
+    driver = psutil.Process(proc.pid)
+
+    def actors() -> list[psutil.Process]:
+        found = []
+        for child in driver.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "StageWorker" in " ".join(child.cmdline()):
+                    found.append(child)
+        return found
+
+    deadline = time.monotonic() + 180
+    while server.served < 40 or not actors():  # tools made, episodes under way
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the run did not get under way"
+        time.sleep(0.2)
+    victim = actors()[0]
+    victim.kill()
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["judged"] == 10
+    stored = counts(tmp_path / "synth.duckdb")  # asserts no duplicate ids
+    assert stored["trajectories"] == 10 and stored["judgments"] == 10
+    assert not victim.is_running()
+
+
+@dataclass
+class RayHead:
+    dashboard: str  # for `ray job submit --address`
+    gcs: str  # for `ray start --address` and `synth run --ray-address`
+    env: dict[str, str]
+    temp_dir: Path
+
+
 @pytest.fixture
 def ray_head(tmp_path: Path):
     """A real local Ray head with token authentication (the token in a private file).
@@ -226,7 +269,7 @@ def ray_head(tmp_path: Path):
             assert head.poll() is None, (tmp_path / "ray-head.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "ray head did not start within 120 s"
             time.sleep(0.5)
-        yield f"http://127.0.0.1:{dash}", env
+        yield RayHead(f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}", env, temp_dir)
     finally:
         _stop_own_ray_head(head, temp_dir)
         log.close()
@@ -252,7 +295,7 @@ def _stop_own_ray_head(head: subprocess.Popen[bytes], temp_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_pipeline(ray_head, fake_server, tmp_path: Path):
-    address, env = ray_head
+    address, env = ray_head.dashboard, ray_head.env
     server = fake_server()
     db = tmp_path / "job.duckdb"
     proc = subprocess.run(
@@ -287,3 +330,51 @@ def test_a_generator_that_never_yields_a_valid_task_stops_the_run_with_a_reason(
     agents = con.execute("SELECT count(*) FROM agents").fetchall()[0][0]
     con.close()
     assert rejected > 0 and agents <= MAX_BARREN_AGENTS + 2  # a few may be in flight when it trips
+
+
+def test_a_loopback_server_with_ray_nodes_on_other_machines_is_refused():
+    """Workers on other machines cannot reach this machine's 127.0.0.1: the run says so instead of
+    failing every call; nodes on this machine (one address) are fine."""
+    local = ["http://127.0.0.1:8080/v1"]
+    assert loopback_problem(local, "10.0.0.1", ["10.0.0.1", "10.0.0.1"]) is None
+    assert loopback_problem(["http://10.0.0.1:8080/v1"], "10.0.0.1", ["10.0.0.1", "10.0.0.2"]) is None
+    problem = loopback_problem(local, "10.0.0.1", ["10.0.0.1", "10.0.0.2"])
+    assert problem is not None and "10.0.0.2" in problem and "127.0.0.1:8080" in problem and "--base-url" in problem
+    assert loopback_problem(["http://localhost:9/v1"], "10.0.0.1", ["10.0.0.3"]) is not None
+
+
+@pytest.mark.slow
+def test_workers_run_on_two_ray_nodes(ray_head, fake_server, tmp_path: Path):
+    """A second Ray node on this machine (`ray start --address`, its own resources) stands in for a
+    cluster: the worker actors spread over both nodes, reach the loopback model server (one
+    machine), and the run completes with every trajectory judged once."""
+    log = (tmp_path / "ray-node2.log").open("w")
+    node = subprocess.Popen(
+        ["ray", "start", f"--address={ray_head.gcs}", "--block", "--num-cpus=1", "--resources", '{"second": 1}',
+         "--disable-usage-stats"],
+        env=ray_head.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (tmp_path / "ray-node2.log").read_text(errors="replace"):
+            assert node.poll() is None, (tmp_path / "ray-node2.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the second ray node did not start within 120 s"
+            time.sleep(0.5)
+        server = fake_server()
+        proc = subprocess.run(
+            [sys.executable, "-m", "synth", "run", "--domains", DOMAINS, "--trajectories", "4",
+             "--db", str(tmp_path / "synth.duckdb"), "--base-url", server.base_url, "-q",
+             "--ray-address", ray_head.gcs],
+            capture_output=True, text=True, cwd=tmp_path, timeout=400,
+            env={**{k: v for k, v in ray_head.env.items() if k != "SYNTH_CACHE__DIR"},
+                 "SYNTH_RUN__TOOLS_PER_DOMAIN": "4", "SYNTH_RUN__WORKERS": "2"},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "2 worker actor(s) on 2 Ray node(s)" in proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["judged"] == 4
+        stored = counts(tmp_path / "synth.duckdb")
+        assert stored["trajectories"] == 4 and stored["judgments"] == 4
+        assert (tmp_path / "cache").is_dir()  # beside the database, an absolute path every node shares
+    finally:
+        _stop_own_ray_head(node, ray_head.temp_dir)
+        log.close()

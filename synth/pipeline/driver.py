@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from synth.config import DEFAULT_IN_FLIGHT, SynthConfig
 from synth.ids import content_id, derive_seed
@@ -33,9 +33,21 @@ from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
 from synth.pipeline.progress import Progress
 from synth.store import Dataset, now
 
+if TYPE_CHECKING:  # the stage modules load lazily, in the process that runs them
+    from synth.agents import AgentResult
+    from synth.tools.synthesize import SynthesisResult
+
 
 class Workers(Protocol):
-    async def call(self, method: str, *args: Any) -> Any: ...
+    """The stage calls the driver makes (`synth.pipeline.worker.StagePool`)."""
+
+    async def synthesize_tools(self, domain: Any, seed: int) -> tuple[SynthesisResult, list[CallRecord]]: ...
+
+    async def synthesize_agent_and_tasks(self, toolset: list[ToolSpec], seed: int
+                                         ) -> tuple[AgentResult, list[CallRecord]]: ...
+
+    async def rollout_and_judge(self, agent: Agent, tools: list[ToolSpec], task: Task, seed: int
+                                ) -> tuple[tuple[Trajectory, Judgment], list[CallRecord]]: ...
 
     async def close(self) -> None: ...
 
@@ -154,8 +166,8 @@ class PipelineDriver:
         async def one(domain: Any) -> None:
             self.progress.begin("tools")
             try:
-                result, calls = await self.workers.call(
-                    "synthesize_tools", domain, derive_seed(self.settings.seed, "tools", domain.name))
+                result, calls = await self.workers.synthesize_tools(
+                    domain, derive_seed(self.settings.seed, "tools", domain.name))
             except Exception:
                 self.progress.end("tools", ok=False)
                 raise
@@ -268,8 +280,8 @@ class PipelineDriver:
                 index, toolset = slot
                 self.progress.begin("agents")
                 try:
-                    result, calls = await self.workers.call(
-                        "synthesize_agent_and_tasks", toolset, derive_seed(settings.seed, "agent", index))
+                    result, calls = await self.workers.synthesize_agent_and_tasks(
+                        toolset, derive_seed(settings.seed, "agent", index))
                 except Exception as exc:  # a failed agent is logged and skipped, never fatal
                     self.progress.end("agents", ok=False)
                     self._note_failure("agent", exc)
@@ -300,8 +312,8 @@ class PipelineDriver:
                 in_progress += 1
                 self.progress.begin("rollouts")
                 try:
-                    (trajectory, judgment), calls = await self.workers.call(
-                        "rollout_and_judge", agent, toolset, task, derive_seed(settings.seed, "episode", task.id))
+                    (trajectory, judgment), calls = await self.workers.rollout_and_judge(
+                        agent, toolset, task, derive_seed(settings.seed, "episode", task.id))
                 except Exception as exc:
                     in_progress -= 1
                     self.progress.end("rollouts", ok=False)

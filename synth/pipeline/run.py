@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 from typing import Any
+from urllib.parse import urlparse
 
 from rich.console import Console
 
@@ -42,6 +43,34 @@ async def _supervise(backend: LocalBackend, console: Console, every_s: float = 2
                 await asyncio.to_thread(backend.restart)
 
 
+_LOOPBACK = ("localhost", "::1", "0.0.0.0")
+
+
+def loopback_problem(base_urls: list[str], driver_ip: str, node_ips: list[str]) -> str | None:
+    """Why the run cannot go on this cluster, or None: a model server on this machine's loopback
+    (the embedded backend's `127.0.0.1`, or a `--base-url http://localhost:...`) is unreachable from
+    Ray workers on other machines, whose every call would fail (or, worse, reach a different
+    server on their own loopback)."""
+    remote = sorted({ip for ip in node_ips if ip != driver_ip})
+    local = sorted({u for u in base_urls
+                    if (urlparse(u).hostname or "") in _LOOPBACK or (urlparse(u).hostname or "").startswith("127.")})
+    if not (remote and local):
+        return None
+    return (f"model server(s) {', '.join(local)} listen on this machine's loopback, which the Ray node(s) "
+            f"{', '.join(remote)} on other machines cannot reach: pass --base-url with an address every node "
+            "can reach (a server started with a non-loopback host), or run without --ray-address")
+
+
+def _check_reachable(cfg: SynthConfig) -> None:
+    import ray
+
+    nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
+    urls = [u for rc in cfg.roles().values() for u in rc.base_urls]
+    problem = loopback_problem(urls, ray.util.get_node_ip_address(), nodes)
+    if problem:
+        raise ValueError(problem)
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -65,6 +94,8 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
     if use_ray:
         workers = RayWorkers(cfg, settings.workers, settings.worker_concurrency, calibration)
         await workers.start()
+        console.print(f"{len(workers.nodes)} worker actor(s) on {len(set(workers.nodes))} Ray node(s)",
+                      highlight=False)
     else:
         workers = LocalWorkers(cfg, calibration)
     progress = Progress(target=settings.trajectories)
@@ -92,6 +123,7 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
             console.print(f"episodes in flight: {in_flight} ({why})", highlight=False)
             if use_ray:
                 _init_ray(ray_address)
+                _check_reachable(live)
             return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
     finally:
         dataset.flush()

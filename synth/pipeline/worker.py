@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synth.config import SynthConfig
 from synth.llm import LLMClient, UsageLog
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Calibration, Judgment, Task, ToolSpec, Trajectory
 from synth.rollout.executors import McpExecutor, McpServerBinding, ToolExecutor, bind_executors
+
+if TYPE_CHECKING:  # the stage modules load lazily, in the process that runs them
+    from synth.agents import AgentResult
+    from synth.tools.synthesize import SynthesisResult
 
 
 class StageWorker:
@@ -41,7 +45,13 @@ class StageWorker:
     async def ping(self) -> bool:
         return True
 
-    async def synthesize_tools(self, domain: Any, seed: int) -> tuple[Any, list[CallRecord]]:
+    async def node(self) -> str:
+        """The id of the Ray node this actor runs on (so a run can say where its workers are)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    async def synthesize_tools(self, domain: Any, seed: int) -> tuple[SynthesisResult, list[CallRecord]]:
         from synth.pipeline import stages
 
         result = await stages.tools_for_domain(domain, self.llm, self.config, seed)
@@ -49,7 +59,7 @@ class StageWorker:
 
     async def synthesize_agent_and_tasks(
         self, toolset: list[ToolSpec], seed: int
-    ) -> tuple[Any, list[CallRecord]]:
+    ) -> tuple[AgentResult, list[CallRecord]]:
         from synth.pipeline import stages
 
         result = await stages.agent_and_tasks(toolset, self.llm, self.config, seed)
@@ -119,7 +129,33 @@ class _LiveMcpServers:
             await self._task
 
 
-class LocalWorkers:
+class StagePool:
+    """What the driver calls: the stage methods of `StageWorker`, typed, on whichever worker the
+    pool picks (`call`). `LocalWorkers` and `RayWorkers` differ only in `call`."""
+
+    async def call(self, method: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def synthesize_tools(self, domain: Any, seed: int) -> tuple[SynthesisResult, list[CallRecord]]:
+        result: tuple[SynthesisResult, list[CallRecord]] = await self.call("synthesize_tools", domain, seed)
+        return result
+
+    async def synthesize_agent_and_tasks(self, toolset: list[ToolSpec], seed: int
+                                         ) -> tuple[AgentResult, list[CallRecord]]:
+        result: tuple[AgentResult, list[CallRecord]] = await self.call("synthesize_agent_and_tasks", toolset, seed)
+        return result
+
+    async def rollout_and_judge(self, agent: Agent, tools: list[ToolSpec], task: Task, seed: int
+                                ) -> tuple[tuple[Trajectory, Judgment], list[CallRecord]]:
+        result: tuple[tuple[Trajectory, Judgment], list[CallRecord]] = await self.call(
+            "rollout_and_judge", agent, tools, task, seed)
+        return result
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class LocalWorkers(StagePool):
     """One in-process worker; calls are plain awaits on the driver's loop."""
 
     def __init__(self, config: SynthConfig, calibration: Calibration | None = None) -> None:
@@ -132,7 +168,7 @@ class LocalWorkers:
         await self.worker.close()
 
 
-class RayWorkers:
+class RayWorkers(StagePool):
     """A pool of `StageWorker` async actors; calls go to the actor with the fewest in flight.
 
     Actors restart after a crash (`max_restarts`) and calls are retried on a restarted actor
@@ -145,12 +181,16 @@ class RayWorkers:
         import ray
 
         actor_cls: Any = ray.remote(StageWorker)
-        actor_cls = actor_cls.options(max_concurrency=max_concurrency, max_restarts=3, max_task_retries=3, num_cpus=0)
+        # SPREAD: on a cluster of several nodes the actors land on different nodes.
+        actor_cls = actor_cls.options(max_concurrency=max_concurrency, max_restarts=3, max_task_retries=3, num_cpus=0,
+                                      scheduling_strategy="SPREAD")
         self.actors: list[Any] = [actor_cls.remote(config, calibration) for _ in range(count)]
         self.in_flight = [0] * count
+        self.nodes: list[str] = []
 
     async def start(self) -> None:
-        await asyncio.gather(*(a.ping.remote() for a in self.actors))
+        """Wait until every actor is up; `nodes` then lists the Ray node of each."""
+        self.nodes = list(await asyncio.gather(*(a.node.remote() for a in self.actors)))
 
     async def call(self, method: str, *args: Any) -> Any:
         index = min(range(len(self.actors)), key=self.in_flight.__getitem__)
