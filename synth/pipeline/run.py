@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from typing import Any
 from urllib.parse import urlparse
 
@@ -71,17 +72,19 @@ def _check_reachable(cfg: SynthConfig) -> None:
         raise ValueError(problem)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None) -> bool:
+    """Start or join Ray; False when this process was already connected (its caller's Ray)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     else:
         ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
                  configure_logging=False)
+    return True
 
 
 async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend: LocalBackend | None,
@@ -121,9 +124,20 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
             in_flight, why = episodes_in_flight(live)
             live = live.model_copy(update={"run": live.run.model_copy(update={"in_flight": in_flight})})
             console.print(f"episodes in flight: {in_flight} ({why})", highlight=False)
-            if use_ray:
-                _init_ray(ray_address)
-                _check_reachable(live)
-            return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
+            if not use_ray:
+                return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
+            # stdout carries only the run's JSON summary: Ray prints its raylet messages ("Task ...
+            # failed, will be retried") on sys.stdout, also while it shuts down, so the Ray part of
+            # the run, shutdown included, writes stdout to stderr.
+            with contextlib.redirect_stdout(sys.stderr):
+                started_ray = _init_ray(ray_address)
+                try:
+                    _check_reachable(live)
+                    return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
+                finally:
+                    if started_ray:
+                        import ray
+
+                        ray.shutdown()
     finally:
         dataset.flush()
