@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,28 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "tier durations: unit {:.0f}s, integration {:.0f}s".format(
             _TIER_SECONDS["unit"], _TIER_SECONDS["integration"])
     )
+
+
+def judge_answer(body: dict[str, Any], verdict: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+    """The judge's reply carrying `verdict(n)` for n criteria: the bare JSON under a schema
+    (`verdict_format = "schema"`, or a repair), else reasoning ending in a ```json block (`free`)."""
+    fmt = body.get("response_format")
+    if fmt:
+        n = fmt["json_schema"]["schema"]["properties"]["criteria"]["minItems"]
+        return {"role": "assistant", "content": json.dumps(verdict(n))}
+    n = int(re.search(r"\((\d+) in all\)", body["messages"][0]["content"])[1])  # type: ignore[index]
+    return {"role": "assistant", "content": "I went through the criteria one by one against the conversation.\n"
+                                            f"```json\n{json.dumps(verdict(n))}\n```"}
+
+
+def verdict_reply(passed: bool, score: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A responder answering every judge request with the same verdict (criteria sized to the rubric)."""
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        # A passing criterion needs a quote of the conversation behind it: quote its last line.
+        conversation = body["messages"][-1]["content"].split("Conversation:", 1)[-1].strip()
+        quote = conversation.splitlines()[-1][:60] if passed and conversation else ""
+        return judge_answer(body, lambda n: {"criteria": [{"passed": passed, "evidence": quote}] * n,
+                                             "score": score, "verdict": "pass" if passed else "fail"})
+
+    return respond

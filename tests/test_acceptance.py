@@ -25,6 +25,7 @@ from synth.judges.policy import JudgePolicy, judge
 from synth.models import Agent, Calibration, Judgment
 from synth.stats import dataset_stats
 from synth.store import Dataset, connect_readonly, read_judgments
+from tests.conftest import verdict_reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "synth" / "judges" / "fixtures" / "good_trajectories.json"
 RUN_ID = "run_accept"
@@ -147,16 +148,7 @@ def test_judge_file_exits_nonzero_only_when_no_line_reads(tmp_path: Path):
 
 
 def _verdict(passed: bool) -> Any:
-    def respond(body: dict[str, Any]) -> dict[str, Any]:
-        n = body["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["minItems"]
-        # a passing criterion quotes the conversation (its last line), or it does not pass
-        conversation = body["messages"][-1]["content"].split("Conversation:", 1)[-1].strip()
-        quote = conversation.splitlines()[-1][:60] if passed and conversation else ""
-        data = {"criteria": [{"passed": passed, "evidence": quote}] * n, "score": 9 if passed else 1,
-                "verdict": "pass" if passed else "fail"}
-        return {"role": "assistant", "content": json.dumps(data)}
-
-    return respond
+    return verdict_reply(passed, 9 if passed else 1)
 
 
 def test_llm_vote_is_advisory_until_a_calibration_earns_it(fake_server, tmp_path: Path,

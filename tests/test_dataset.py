@@ -351,7 +351,7 @@ def test_judge_calibrate_cli_checks_only(db: Path, tmp_path: Path, monkeypatch: 
                 assert kind["recall"] == 1.0 and kind["recall_ci"][1] == 1.0, kind
                 assert kind["precision"] == kind["n"] / (kind["n"] + false_rejects), kind
         stored = Path(report["stored_in"])
-        assert stored == (db if extra else Path("data/synth.duckdb"))
+        assert stored == (db if extra else Path("data/synth.duckdb").resolve())  # config paths are absolute
         assert _q(stored, "SELECT count(*) FROM calibrations WHERE id = ?", [report["calibration_id"]])[0][0] == 1
     text = runner.invoke(app, ["judge", "calibrate", "--checks-only", "--no-store"])
     assert text.exit_code == 0 and "fabricated_result" in text.stdout and "stored" not in text.stdout

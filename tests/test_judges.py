@@ -38,7 +38,7 @@ from synth.models import (
     ToolSpec,
     Trajectory,
 )
-from tests.conftest import make_config
+from tests.conftest import judge_answer, make_config, verdict_reply
 
 INJECTED_ERRORS = ("service unavailable", "permission denied", "not found: no such record")
 
@@ -60,21 +60,6 @@ CAUGHT_BY = {
     "max_turns_ended": "turn_limit",
     "unrequested_write": "no_unrequested_writes",
 }
-
-
-def verdict_reply(passed: bool, score: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A responder answering every judge request with the same verdict (criteria sized to the schema)."""
-
-    def respond(body: dict[str, Any]) -> dict[str, Any]:
-        n = body["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["minItems"]
-        # A passing criterion needs a quote of the conversation behind it: quote its last line.
-        conversation = body["messages"][-1]["content"].split("Conversation:", 1)[-1].strip()
-        quote = conversation.splitlines()[-1][:60] if passed and conversation else ""
-        data = {"criteria": [{"passed": passed, "evidence": quote}] * n, "score": score,
-                "verdict": "pass" if passed else "fail"}
-        return {"role": "assistant", "content": json.dumps(data)}
-
-    return respond
 
 
 def reading_judge(body: dict[str, Any]) -> dict[str, Any]:
@@ -195,9 +180,7 @@ async def test_a_pass_without_quoted_evidence_or_with_failed_criteria_is_a_fail(
 
     def judge_says(criteria: list[dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
         def respond(body: dict[str, Any]) -> dict[str, Any]:
-            n = body["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["minItems"]
-            return {"role": "assistant", "content": json.dumps(
-                {"criteria": (criteria * n)[:n], "score": 9, "verdict": "pass"})}
+            return judge_answer(body, lambda n: {"criteria": (criteria * n)[:n], "score": 9, "verdict": "pass"})
         return respond
 
     quote = ex.trajectory.messages[-1]["content"][:40]
@@ -223,10 +206,9 @@ async def test_broken_judge_output_never_passes(fake_server):
 
 async def test_judge_flags_evidence_that_is_not_a_quote(fake_server):
     def respond(body: dict[str, Any]) -> dict[str, Any]:
-        n = body["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["minItems"]
-        crit = [{"passed": True, "evidence": "TRK-55821"}]
-        crit += [{"passed": True, "evidence": "the moon is cheese"}] * (n - 1)
-        return {"role": "assistant", "content": json.dumps({"criteria": crit, "score": 8, "verdict": "pass"})}
+        return judge_answer(body, lambda n: {"criteria": [{"passed": True, "evidence": "TRK-55821"}]
+                                             + [{"passed": True, "evidence": "the moon is cheese"}] * (n - 1),
+                                             "score": 8, "verdict": "pass"})
 
     server = fake_server(responder=respond)
     ex = load_fixture_examples()[0]  # retail: two criteria
@@ -420,3 +402,37 @@ def test_calibrate_cli_with_the_real_model(backend_url: str):
         if kind["n"]:
             assert kind["checks_recall"] == 1.0
             assert kind["llm_recall"] is not None and 0.0 <= kind["llm_recall"] <= 1.0
+
+
+async def test_a_free_text_verdict_is_read_from_its_last_json_block_or_repaired(fake_server):
+    """The judge reasons freely and ends with a JSON block; a reply without a readable block gets
+    one schema-constrained repair call that continues from its reasoning, and the repair is counted."""
+    from synth.judges.rubric import last_json_object
+
+    assert last_json_object('draft {"verdict": "fail"} then\n```json\n{"verdict": "pass"}\n```') == {"verdict": "pass"}
+    assert last_json_object('first {"a": 1} and last {"b": {"c": 2}} done') == {"b": {"c": 2}}
+    with pytest.raises(ValueError):
+        last_json_object("no verdict at all")
+    ex = load_fixture_examples()[0]
+    quote = ex.trajectory.messages[-1]["content"][:40]
+    seen: list[dict[str, Any]] = []
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(body)
+        if not body.get("response_format"):
+            return {"role": "assistant", "content": "Both criteria look met, the reply quotes the result."}
+        return judge_answer(body, lambda n: {"criteria": [{"passed": True, "evidence": quote}] * n,
+                                             "score": 9, "verdict": "pass"})
+
+    server = fake_server(responder=respond)
+    async with LLMClient(make_config(server.base_url)) as llm:
+        verdict = await judge_panel(ex.trajectory, ex.task, [llm], random.Random(0))
+    assert verdict.passed and verdict.repaired == 1
+    assert any("repaired under the schema" in r for r in verdict.reasons)
+    repair = seen[-1]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": "Both criteria look met, the reply quotes the result."}
+    # the schema format asks once, under the schema, with nothing to repair
+    seen.clear()
+    async with LLMClient(make_config(server.base_url)) as llm:
+        verdict = await judge_panel(ex.trajectory, ex.task, [llm], random.Random(1), verdict_format="schema")
+    assert verdict.passed and verdict.repaired == 0 and len(seen) == 1 and seen[0]["response_format"]

@@ -219,6 +219,23 @@ def test_the_scripted_user_gives_up_after_its_patience() -> None:
     assert end.done and end.reason == "stuck"
 
 
+@pytest.mark.parametrize("patience", ["low", "medium", "high"])
+def test_a_stalled_user_never_says_the_same_thing_twice(patience: str) -> None:
+    """However patient, the user answers an agent that keeps asking vague questions with a new line
+    each time, then gives up: a repeated user turn is a defect of the example."""
+    task = WITHHELD_TASK.model_copy(update={"persona": Persona(name="Ada", patience=patience)})
+    talk = [{"role": "system", "content": "x"}, {"role": "user", "content": task.goal}]
+    for _ in range(6):
+        talk.append({"role": "assistant", "content": "Anything else I should know?"})
+        turn = scripted_turn(task, talk, ORDERS_STATE)
+        if turn.done:
+            break
+        talk.append({"role": "user", "content": turn.message})
+    assert turn.done and turn.reason == "stuck"
+    users = [m["content"] for m in talk if m["role"] == "user"]
+    assert len(users) == len(set(users))
+
+
 async def test_an_episode_with_the_scripted_user_ends_when_the_goal_is_done(
     fake_server: Callable[..., FakeOpenAIServer],
 ) -> None:

@@ -509,7 +509,8 @@ async def calibrate(
         seeds = [rng.randrange(2**31) for _ in examples]
         verdicts = await asyncio.gather(*(
             judge_trajectory(ex.trajectory, ex.task, llm, random.Random(seed), policy.samples,
-                             aggregation=policy.aggregation, threshold=policy.min_score)
+                             aggregation=policy.aggregation, threshold=policy.min_score,
+                             verdict_format=policy.verdict_format)
             for ex, seed in zip(examples, seeds, strict=True)))
         for outcome, verdict in zip(outcomes, verdicts, strict=True):
             outcome.verdict = verdict

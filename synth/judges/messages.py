@@ -84,6 +84,12 @@ def tool_calls(message: Message, index: int = 0) -> list[ToolCall]:
     return out
 
 
+def same_words(text: str) -> str:
+    """`text` reduced to its lowercase words and digits: two messages that give the same value say
+    the same thing, whatever their case, punctuation and spacing (a repeated reply or user turn)."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
 def iter_tool_calls(messages: list[Message]) -> Iterator[ToolCall]:
     """Every tool call of a conversation, in order."""
     for i, msg in enumerate(messages):

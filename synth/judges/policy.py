@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth.config import Role
 from synth.judges.checks import DEFAULT_MAX_TURNS, run_checks
-from synth.judges.rubric import Aggregation, LLMVerdict, judge_trajectory
+from synth.judges.rubric import Aggregation, LLMVerdict, VerdictFormat, judge_trajectory
 from synth.llm import LLMClient
 from synth.models import WELL_FORMED_CHECKS, Calibration, CheckResult, Judgment, Task, ToolSpec, Trajectory
 
@@ -50,6 +50,9 @@ class JudgePolicy(BaseModel):
     aggregation: Aggregation = "majority"
     min_score: float = Field(0.5, ge=0.0, le=1.0)  # threshold of the `mean` aggregation
     max_turns: int = Field(DEFAULT_MAX_TURNS, ge=1)
+    # "free": the judge reasons in plain text and ends with a JSON verdict (repaired under the
+    # schema when broken); "schema": the whole reply is generated under the verdict schema.
+    verdict_format: VerdictFormat = "free"
     # Ask the (costly) LLM judge even when a check already rejects the trajectory.
     judge_rejected: bool = False
     # The judge's verdict decides only when its stored calibration reaches both floors.
@@ -144,8 +147,12 @@ async def judge(
         model = llm.roles[Role.JUDGE].model
         if checks_ok or policy.judge_rejected:
             verdict = await judge_trajectory(trajectory, task, llm, rng, policy.samples,
-                                             aggregation=policy.aggregation, threshold=policy.min_score)
+                                             aggregation=policy.aggregation, threshold=policy.min_score,
+                                             verdict_format=policy.verdict_format)
     vote, why = vote_of(policy, model, calibration)
-    info = {"policy": policy.describe(), "model": model, "vote": vote, "vote_reason": why,
-            "calibration_id": calibration.id if calibration is not None and vote == "decisive" else None}
+    decisive_calibration = calibration.id if calibration is not None and vote == "decisive" else None
+    info: dict[str, Any] = {"policy": policy.describe(), "model": model, "vote": vote, "vote_reason": why,
+                            "calibration_id": decisive_calibration}
+    if verdict is not None:  # how many samples were unreadable, or readable only after a repair
+        info |= {"invalid_samples": verdict.invalid_samples, "repaired_samples": verdict.repaired}
     return combine(trajectory, task, checks, verdict, policy, info)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, Field
 
 from synth.config import Role
@@ -25,11 +27,13 @@ from synth.models import CriterionVerdict, Task, Trajectory
 from synth.prompts import render
 
 Aggregation = Literal["majority", "unanimous", "mean"]
+VerdictFormat = Literal["free", "schema"]
 
 MAX_MESSAGE_CHARS = 400
 MAX_TOOL_RESULT_CHARS = 240
 MAX_CONVERSATION_CHARS = 3500
 MAX_EVIDENCE_CHARS = 160
+FREE_REASONING_TOKENS = 320  # room for the judge's plain-text reasoning before its JSON block
 
 
 class LLMVerdict(BaseModel):
@@ -41,6 +45,7 @@ class LLMVerdict(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     votes: list[bool] = Field(default_factory=list)  # one per valid sample
     invalid_samples: int = 0
+    repaired: int = 0  # samples whose free-text verdict had to be repaired under the schema
     aggregation: Aggregation = "majority"
 
 
@@ -121,15 +126,72 @@ def judge_messages(trajectory: Trajectory, task: Task) -> list[dict[str, Any]]:
     ]
 
 
+def last_json_object(text: str) -> Any:
+    """The last JSON object of a free-text reply: its last ```json block, else the last `{` from
+    which a whole object parses; ValueError when there is none."""
+    for block in reversed(re.findall(r"```(?:json)?\s*(.*?)```", text, re.S)):
+        try:
+            return json.loads(block)
+        except ValueError:
+            continue
+    decoder = json.JSONDecoder()
+    last: dict[str, Any] | None = None
+    start = text.find("{")
+    while start >= 0:  # whole objects left to right, so an object nested in the last one is not taken for it
+        try:
+            value, length = decoder.raw_decode(text[start:])
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            last = value
+        start = text.find("{", start + length)
+    if last is None:
+        raise ValueError("no JSON object in the reply")
+    return last
+
+
+async def _verdict_data(
+    trajectory: Trajectory, task: Task, llm: LLMClient, seed: int, role: Role | str, n_criteria: int,
+    verdict_format: VerdictFormat,
+) -> tuple[Any, str]:
+    """The judge's verdict as data valid under `verdict_schema`, and a note when it had to be
+    repaired. `free`: the judge reasons in plain text and ends with a JSON block (no grammar on
+    its reasoning, which is where a judge model earns its accuracy); a block that is missing or
+    invalid is repaired by one schema-constrained call that continues from the judge's own
+    reasoning. `schema`: the whole reply is generated under the schema. Raises LLMError."""
+    schema = verdict_schema(n_criteria)
+    max_tokens = 40 + n_criteria * (MAX_EVIDENCE_CHARS // 2 + 20)
+    messages = judge_messages(trajectory, task)
+    note = ""
+    if verdict_format == "free":  # the format goes in the system prompt; the rubric and conversation stay as they are
+        free = [{"role": "system", "content": messages[0]["content"]
+                 + render("synth.judges", "judge_free.j2", n=n_criteria)}, *messages[1:]]
+        result = await llm.chat(role, free, seed=seed, max_tokens=max_tokens + FREE_REASONING_TOKENS)
+        reply = result.content or ""
+        try:
+            data = last_json_object(reply)
+            error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+        except ValueError as exc:
+            error, why = None, str(exc)
+        else:
+            why = f"schema violation: {error.message[:120]}" if error is not None else ""
+        if not why:
+            return data, ""
+        note = f"free-text verdict unreadable ({why}); repaired under the schema"
+        messages = [*free, {"role": "assistant", "content": reply},
+                    {"role": "user", "content": "Now give only your verdict, as the JSON object."}]
+    data = await llm.structured(role, messages, schema, seed=seed, name="rubric_verdict", max_tokens=max_tokens)
+    return data, note
+
+
 async def _sample(
-    trajectory: Trajectory, task: Task, llm: LLMClient, seed: int, role: Role | str
+    trajectory: Trajectory, task: Task, llm: LLMClient, seed: int, role: Role | str,
+    verdict_format: VerdictFormat = "free",
 ) -> tuple[LLMVerdict | None, str]:
     criteria = task.rubric.success_criteria or ["The assistant fully completed the user's task."]
-    schema = verdict_schema(len(criteria))
-    max_tokens = 40 + len(criteria) * (MAX_EVIDENCE_CHARS // 2 + 20)
     try:
-        data = await llm.structured(role, judge_messages(trajectory, task), schema, seed=seed,
-                                    name="rubric_verdict", max_tokens=max_tokens)
+        data, repaired = await _verdict_data(trajectory, task, llm, seed, role, len(criteria), verdict_format)
     except LLMError as exc:
         return None, f"judge output invalid (seed {seed}): {str(exc)[:200]}"
     haystack = " ".join(render_conversation(trajectory, 10**9).lower().split())
@@ -153,8 +215,10 @@ async def _sample(
     if data["verdict"] == "pass" and not passed:
         notes.append("judge said pass, but not every criterion passed with a quote from the conversation"
                      + (" (unquoted evidence)" if unsupported else ""))
+    if repaired:
+        notes.append(repaired)
     return LLMVerdict(passed=passed, score=int(data["score"]) / 10, criteria=verdicts, reasons=notes,
-                      votes=[passed]), ""
+                      votes=[passed], repaired=int(bool(repaired))), ""
 
 
 def aggregate(samples: Sequence[LLMVerdict], aggregation: Aggregation, threshold: float,
@@ -188,7 +252,7 @@ def aggregate(samples: Sequence[LLMVerdict], aggregation: Aggregation, threshold
         reasons += [r for r in s.reasons if r not in reasons]
     return LLMVerdict(passed=passed, score=round(mean_score, 4), criteria=criteria,
                       reasons=[*reasons, *errors], votes=votes, invalid_samples=len(errors),
-                      aggregation=aggregation)
+                      repaired=sum(s.repaired for s in samples), aggregation=aggregation)
 
 
 async def judge_panel(
@@ -201,11 +265,13 @@ async def judge_panel(
     aggregation: Aggregation = "majority",
     threshold: float = 0.5,
     role: Role | str = Role.JUDGE,
+    verdict_format: VerdictFormat = "free",
 ) -> LLMVerdict:
     """`samples` seeded samples from each judge client (each may point at other models or
     endpoints), aggregated by `aggregation`."""
     seeds = [rng.randrange(2**31) for _ in range(samples * len(judges))]
-    jobs = [_sample(trajectory, task, judges[i // samples], seeds[i], role) for i in range(len(seeds))]
+    jobs = [_sample(trajectory, task, judges[i // samples], seeds[i], role, verdict_format)
+            for i in range(len(seeds))]
     results = await asyncio.gather(*jobs)
     valid = [v for v, _ in results if v is not None]
     errors = [e for v, e in results if v is None]
@@ -221,7 +287,8 @@ async def judge_trajectory(
     *,
     aggregation: Aggregation = "majority",
     threshold: float = 0.5,
+    verdict_format: VerdictFormat = "free",
 ) -> LLMVerdict:
     """The rubric judge on one endpoint: `samples` seeded samples aggregated by `aggregation`."""
     return await judge_panel(trajectory, task, [llm], rng, samples=samples, aggregation=aggregation,
-                             threshold=threshold)
+                             threshold=threshold, verdict_format=verdict_format)

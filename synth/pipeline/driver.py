@@ -22,7 +22,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -91,6 +91,72 @@ def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
 def _call_rows(run_id: str, records: list[CallRecord]) -> list[dict[str, Any]]:
     return [{"id": r.call_id, "run_id": run_id, **{k: v for k, v in r.as_dict().items() if k != "call_id"}}
             for r in records]
+
+
+class EpisodeSchedule:
+    """The bookkeeping of one streaming pass, shared by the producers (agent synthesis) and the
+    consumers (episodes): how many episodes are judged, in progress and queued against what
+    remains, when producers may synthesise more, and when the generator is barren.
+
+    Producers synthesise the next agent only while `judged + in_progress + queued < remaining`;
+    otherwise they wait until an episode fails or the target is reached (`capacity_changed`), so a
+    late failure is replaced rather than left as a gap. Consumers skip queued tasks once
+    `judged + in_progress >= remaining`, so the pass stops at exactly the target.
+    """
+
+    def __init__(self, remaining: int, in_flight: int, toolsets: Iterator[tuple[int, list[ToolSpec]]]) -> None:
+        self.remaining = remaining
+        self.in_flight = in_flight
+        self.queue: asyncio.Queue[tuple[Agent, list[ToolSpec], Task] | None] = asyncio.Queue(maxsize=in_flight)
+        self.judged = 0
+        self.in_progress = 0
+        self.done = asyncio.Event()
+        self.capacity_changed = asyncio.Event()
+        # Agents in a row that produced no usable task (agent rejected, every task rejected, or the
+        # call failed): past MAX_BARREN_AGENTS the generator is broken, and looping through every
+        # remaining toolset would only burn model time, so the pass stops and says why.
+        self.barren = 0
+        self.barren_reason: str | None = None
+        self._toolsets = toolsets
+        self._toolsets_lock = asyncio.Lock()
+
+    @property
+    def stopped(self) -> bool:
+        return self.done.is_set() or self.barren >= MAX_BARREN_AGENTS
+
+    def need_more(self) -> bool:
+        return self.judged + self.in_progress + self.queue.qsize() < self.remaining and not self.done.is_set()
+
+    async def wait_for_capacity(self) -> None:
+        self.capacity_changed.clear()
+        if not self.need_more() and not self.done.is_set():
+            await self.capacity_changed.wait()
+
+    async def next_toolset(self) -> tuple[int, list[ToolSpec]] | None:
+        async with self._toolsets_lock:
+            return next(self._toolsets, None)
+
+    def note_agent(self, usable: bool, why: str) -> None:
+        self.barren = 0 if usable else self.barren + 1
+        if self.barren == MAX_BARREN_AGENTS:
+            self.barren_reason = why
+
+    def wants_episode(self) -> bool:
+        return self.judged + self.in_progress < self.remaining
+
+    def episode_started(self) -> None:
+        self.in_progress += 1
+
+    def episode_failed(self) -> None:
+        self.in_progress -= 1
+        self.capacity_changed.set()
+
+    def episode_judged(self) -> None:
+        self.in_progress -= 1
+        self.judged += 1
+        if self.judged >= self.remaining:
+            self.done.set()
+            self.capacity_changed.set()
 
 
 class PipelineDriver:
@@ -228,126 +294,98 @@ class PipelineDriver:
         from synth.pipeline import stages
 
         settings = self.settings
-        in_flight = settings.in_flight or DEFAULT_IN_FLIGHT
-        queue: asyncio.Queue[tuple[Agent, list[ToolSpec], Task] | None] = asyncio.Queue(maxsize=in_flight)
         rng = random.Random(derive_seed(settings.seed, "toolsets", self.run_id))
-        toolsets = stages.toolsets(pool, settings, rng)
-        slot_iter = iter(enumerate(toolsets))
-        slot_lock = asyncio.Lock()
-        judged = 0
-        in_progress = 0
-        done_event = asyncio.Event()
-
-        # Set whenever an episode fails or the target is reached: producers that had stopped because
-        # enough work was in flight look again, so a late failure is replaced, not left as a gap.
-        capacity_changed = asyncio.Event()
-        # Agents in a row that produced no usable task (agent rejected, every task rejected, or the
-        # call failed): past MAX_BARREN_AGENTS the generator is broken, and looping through every
-        # remaining toolset would only burn model time, so the run stops and says why.
-        barren = 0
-
-        def need_more() -> bool:
-            return judged + in_progress + queue.qsize() < remaining and not done_event.is_set()
-
-        def note_agent(usable: bool, why: str) -> bool:
-            """Count barren agents; False once the run should stop asking for more."""
-            nonlocal barren
-            barren = 0 if usable else barren + 1
-            if barren == MAX_BARREN_AGENTS:
-                self._note_failure("run", RuntimeError(
-                    f"{MAX_BARREN_AGENTS} agents in a row yielded no usable task (last: {why}); "
-                    "the generator model is not producing valid agents/tasks: see the reasons in "
-                    "`synth stats` or the tasks table"))
-            return barren < MAX_BARREN_AGENTS
-
-        async def produce() -> None:
-            pending: list[Task] = []
-            agent: Agent | None = None
-            toolset: list[ToolSpec] = []
-            while not done_event.is_set() and barren < MAX_BARREN_AGENTS:
-                if not need_more():
-                    capacity_changed.clear()
-                    if not need_more() and not done_event.is_set():
-                        await capacity_changed.wait()
-                    continue
-                if pending and agent is not None:
-                    await queue.put((agent, toolset, pending.pop(0)))
-                    continue
-                async with slot_lock:
-                    slot = next(slot_iter, None)
-                if slot is None:
-                    return
-                index, toolset = slot
-                self.progress.begin("agents")
-                try:
-                    result, calls = await self.workers.synthesize_agent_and_tasks(
-                        toolset, derive_seed(settings.seed, "agent", index))
-                except Exception as exc:  # a failed agent is logged and skipped, never fatal
-                    self.progress.end("agents", ok=False)
-                    self._note_failure("agent", exc)
-                    if not note_agent(False, f"{type(exc).__name__}: {str(exc)[:120]}"):
-                        return
-                    continue
-                self._store_calls(calls)
-                stages.store_agent_result(self.dataset, self.run_id, result, flush=False)
-                self._flush_due()
-                agent = result.agent
-                self.progress.end("agents", ok=agent is not None)
-                self.progress.stages["tasks"].done += len(result.tasks)
-                self.progress.stages["tasks"].failed += len(result.rejected)
-                pending = [task for task in result.tasks if task.id not in finished_tasks] if agent else []
-                last_reason = result.rejected[-1].reason[:120] if result.rejected else "no tasks"
-                if not note_agent(bool(agent is not None and result.tasks), last_reason):
-                    return
-
-        async def consume() -> None:
-            nonlocal judged, in_progress
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                if judged + in_progress >= remaining:
-                    continue
-                agent, toolset, task = item
-                in_progress += 1
-                self.progress.begin("rollouts")
-                try:
-                    (trajectory, judgment), calls = await self.workers.rollout_and_judge(
-                        agent, toolset, task, derive_seed(settings.seed, "episode", task.id))
-                except Exception as exc:
-                    in_progress -= 1
-                    self.progress.end("rollouts", ok=False)
-                    self._note_failure("episode", exc)
-                    capacity_changed.set()
-                    continue
-                in_progress -= 1
-                self._store_calls(calls)
-                self._store_episode(trajectory, judgment)
-                judged += 1
-                self.progress.end("rollouts")
-                self.progress.stages["judgments"].done += 1
-                self.progress.judged += 1
-                self.progress.accepted += int(judgment.accepted)
-                if judged >= remaining:
-                    done_event.set()
-                    capacity_changed.set()
-
-        producers = [asyncio.create_task(produce()) for _ in range(settings.agent_concurrency)]
-        consumers = [asyncio.create_task(consume()) for _ in range(in_flight)]
+        schedule = EpisodeSchedule(remaining, settings.in_flight or DEFAULT_IN_FLIGHT,
+                                   enumerate(stages.toolsets(pool, settings, rng)))
+        producers = [asyncio.create_task(self._produce(schedule, finished_tasks))
+                     for _ in range(settings.agent_concurrency)]
+        consumers = [asyncio.create_task(self._consume(schedule)) for _ in range(schedule.in_flight)]
         try:
             await asyncio.gather(*producers)
             for _ in consumers:
-                await queue.put(None)
+                await schedule.queue.put(None)
             await asyncio.gather(*consumers)
         finally:
             for task in (*producers, *consumers):
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*producers, *consumers, return_exceptions=True)
-        if judged < remaining and barren < MAX_BARREN_AGENTS:
+        if schedule.barren_reason is not None:
             self._note_failure("run", RuntimeError(
-                f"ran out of toolsets/tasks after {judged} of {remaining} trajectories; "
+                f"{MAX_BARREN_AGENTS} agents in a row yielded no usable task (last: {schedule.barren_reason}); "
+                "the generator model is not producing valid agents/tasks: see the reasons in "
+                "`synth stats` or the tasks table"))
+        elif schedule.judged < remaining:
+            self._note_failure("run", RuntimeError(
+                f"ran out of toolsets/tasks after {schedule.judged} of {remaining} trajectories; "
                 "add domains or raise run.max_agents"))
+
+    async def _produce(self, schedule: EpisodeSchedule, finished_tasks: set[str]) -> None:
+        """Synthesise agents (and their tasks) while the schedule wants more work, and queue each
+        task not finished by an earlier invocation; a failed agent is logged and skipped."""
+        from synth.pipeline import stages
+
+        pending: list[Task] = []
+        agent: Agent | None = None
+        toolset: list[ToolSpec] = []
+        while not schedule.stopped:
+            if not schedule.need_more():
+                await schedule.wait_for_capacity()
+                continue
+            if pending and agent is not None:
+                await schedule.queue.put((agent, toolset, pending.pop(0)))
+                continue
+            slot = await schedule.next_toolset()
+            if slot is None:
+                return
+            index, toolset = slot
+            self.progress.begin("agents")
+            try:
+                result, calls = await self.workers.synthesize_agent_and_tasks(
+                    toolset, derive_seed(self.settings.seed, "agent", index))
+            except Exception as exc:  # a failed agent is logged and skipped, never fatal
+                self.progress.end("agents", ok=False)
+                self._note_failure("agent", exc)
+                schedule.note_agent(False, f"{type(exc).__name__}: {str(exc)[:120]}")
+                continue
+            self._store_calls(calls)
+            stages.store_agent_result(self.dataset, self.run_id, result, flush=False)
+            self._flush_due()
+            agent = result.agent
+            self.progress.end("agents", ok=agent is not None)
+            self.progress.stages["tasks"].done += len(result.tasks)
+            self.progress.stages["tasks"].failed += len(result.rejected)
+            pending = [task for task in result.tasks if task.id not in finished_tasks] if agent else []
+            last_reason = result.rejected[-1].reason[:120] if result.rejected else "no tasks"
+            schedule.note_agent(bool(agent is not None and result.tasks), last_reason)
+
+    async def _consume(self, schedule: EpisodeSchedule) -> None:
+        """Roll out and judge queued tasks until the queue says stop (None); store each episode
+        with its judgment; a failed episode is logged and leaves room for another."""
+        while True:
+            item = await schedule.queue.get()
+            if item is None:
+                return
+            if not schedule.wants_episode():
+                continue
+            agent, toolset, task = item
+            schedule.episode_started()
+            self.progress.begin("rollouts")
+            try:
+                (trajectory, judgment), calls = await self.workers.rollout_and_judge(
+                    agent, toolset, task, derive_seed(self.settings.seed, "episode", task.id))
+            except Exception as exc:
+                schedule.episode_failed()
+                self.progress.end("rollouts", ok=False)
+                self._note_failure("episode", exc)
+                continue
+            self._store_calls(calls)
+            self._store_episode(trajectory, judgment)
+            schedule.episode_judged()
+            self.progress.end("rollouts")
+            self.progress.stages["judgments"].done += 1
+            self.progress.judged += 1
+            self.progress.accepted += int(judgment.accepted)
 
     def _store_episode(self, trajectory: Trajectory, judgment: Judgment) -> None:
         # Trajectory and judgment are added together, so one flush always writes both.

@@ -34,14 +34,13 @@ differs on re-run makes the requests after it differ, and those are sent again).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from synth.config import Role
 from synth.ids import derive_seed
-from synth.judges.messages import is_error_observation, message_text
+from synth.judges.messages import is_error_observation, message_text, same_words
 from synth.llm import LLMClient, LLMError, Usage
 from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
 from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, agent_step
@@ -91,10 +90,6 @@ def _answer_pending(messages: list[dict[str, Any]], reason: str) -> None:
             return
 
 
-def _normal(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 def degenerate_step(result: AgentStep, messages: list[dict[str, Any]]) -> str | None:
     """Why an agent step only repeats itself (None when it does not): a reply the agent already
     gave in this episode, one call twice in a batch, or the same batch of calls (names and
@@ -103,8 +98,8 @@ def degenerate_step(result: AgentStep, messages: list[dict[str, Any]]) -> str | 
     model still writes every step, and the `no_loops` check still judges whatever is kept."""
     earlier = [m for m in messages if m.get("role") == "assistant"]
     if result.reply is not None and not result.calls:
-        said = {_normal(message_text(m)) for m in earlier if message_text(m).strip()}
-        return "repeats an earlier reply" if _normal(result.reply) in said and result.reply.strip() else None
+        said = {same_words(message_text(m)) for m in earlier if message_text(m).strip()}
+        return "repeats an earlier reply" if same_words(result.reply) in said and result.reply.strip() else None
     batch = [(c.name, c.arguments_json) for c in result.calls]
     if len(set(batch)) < len(batch):
         return "makes the same call twice in one batch"

@@ -36,6 +36,7 @@ from synth.judges.messages import (
     is_error_observation,
     iter_tool_calls,
     message_text,
+    same_words,
     state_mismatches,
 )
 from synth.llm import LLMClient, LLMError, Usage
@@ -61,7 +62,9 @@ _NUDGES = (
 _NOTHING_MORE = (
     "I don't have anything more than what I told you. Please go ahead with that.",
     "That's all the information I have. Can you continue with it?",
+    "I've told you everything I know about it. Please work with that.",
 )
+# A stalled user never repeats itself: each list has a line for every turn of the highest patience.
 _CONFIRMATIONS = ("Yes, please go ahead.", "Yes, that's right. Please do it.")
 
 
@@ -153,10 +156,6 @@ def goal_reached(task: Task, messages: list[dict[str, Any]], state: dict[str, An
 # ---------------------------------------------------------------- turns a model wrote
 
 
-def _normal(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 def user_turn_problem(message: str, previous: list[str], prompt: str = "") -> str | None:
     """Why `message` cannot be the user's next turn (None when it can): empty; not a sentence
     (fewer than two words of letters: "12:39 am"); role-confused (speaks as the assistant);
@@ -170,12 +169,12 @@ def user_turn_problem(message: str, previous: list[str], prompt: str = "") -> st
         return f"role-confused (speaks as the assistant): {text[:60]!r}"
     if _PROMPT_ECHO.search(text):
         return f"echoes the prompt: {text[:60]!r}"
-    words = _normal(text).split()
+    words = same_words(text).split()
     if prompt and len(words) >= 6:
-        prompt_text = f" {_normal(prompt)} "
+        prompt_text = f" {same_words(prompt)} "
         if any(f" {' '.join(words[i:i + 6])} " in prompt_text for i in range(len(words) - 5)):
             return f"echoes the prompt: {text[:60]!r}"
-    if _normal(text) in {_normal(p) for p in previous}:
+    if same_words(text) in {same_words(p) for p in previous}:
         return f"repeats an earlier turn: {text[:60]!r}"
     return None
 
@@ -193,8 +192,8 @@ def _last_reply(messages: list[dict[str, Any]]) -> str:
 
 
 def _pick(options: tuple[str, ...], previous: list[str]) -> str:
-    said = {_normal(p) for p in previous}
-    return next((o for o in options if _normal(o) not in said), options[-1])
+    said = {same_words(p) for p in previous}
+    return next((o for o in options if same_words(o) not in said), options[-1])
 
 
 def scripted_turn(task: Task, messages: list[dict[str, Any]], state: dict[str, Any]) -> UserTurn:
@@ -211,12 +210,12 @@ def scripted_turn(task: Task, messages: list[dict[str, Any]], state: dict[str, A
     if newly_asked:
         facts = " and ".join(f"my {_humanize(k)} is {task.withheld[k]}" for k in newly_asked)
         return UserTurn(message=f"Sure, {facts}.", done=False)
-    stalled = sum(1 for p in previous if _normal(p) in {_normal(t) for t in (*_NUDGES, *_NOTHING_MORE)})
+    stalled = sum(1 for p in previous if same_words(p) in {same_words(t) for t in (*_NUDGES, *_NOTHING_MORE)})
     if stalled >= _PATIENCE.get(task.persona.patience, 2):
         return UserTurn(message="Never mind, I'll sort it out another way.", done=True, reason="stuck")
     if "?" in reply and _CONFIRM.search(reply) and task.kind == "tool":
         confirmation = _pick(_CONFIRMATIONS, previous)
-        if _normal(confirmation) not in {_normal(p) for p in previous}:
+        if same_words(confirmation) not in {same_words(p) for p in previous}:
             return UserTurn(message=confirmation, done=False)
     if "?" in reply:
         return UserTurn(message=_pick(_NOTHING_MORE, previous), done=False)
