@@ -103,7 +103,9 @@ DEFAULT_IN_FLIGHT = 8
 class RunConfig(_Strict):
     """What a run makes; stage-specific knobs live with their stage issues."""
 
-    domains: list[str] = Field(default_factory=list)
+    domains: list[str] = Field(default_factory=list)  # names, or "all"
+    categories: list[str] = Field(default_factory=list)  # every domain of these categories
+    exclude: list[str] = Field(default_factory=list)  # domains, or whole categories, left out
     db: str = "data/synth.duckdb"
     trajectories: int = Field(10, ge=1)
     seed: int = 0
@@ -116,9 +118,9 @@ class RunConfig(_Strict):
     in_flight: int | None = Field(None, ge=1, description="episodes in flight (the backpressure bound)")
     agent_concurrency: int = Field(2, ge=1, description="agents being synthesised at once")
 
-    @field_validator("domains", mode="before")
+    @field_validator("domains", "categories", "exclude", mode="before")
     @classmethod
-    def _split_domains(cls, value: Any) -> Any:
+    def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [d.strip() for d in value.split(",") if d.strip()]
         return value

@@ -19,6 +19,7 @@ from synth.domains import (
     TaxonomyError,
     UnknownCategoryError,
     UnknownDomainError,
+    UnknownNameError,
     load_taxonomy,
     parse_taxonomy,
 )
@@ -229,3 +230,23 @@ def test_duplicate_domain_names_both_categories() -> None:
     expected = r"category 'weather_climate' > domain 'banking'.*also in category 'finance'"
     with pytest.raises(TaxonomyError, match=expected):
         parse_taxonomy(data)
+
+
+def test_select_all_categories_and_exclusions(tax: Taxonomy) -> None:
+    """`--domains all`, `--categories`, `--exclude` (a domain or a whole category) make one
+    selection, each domain once; unknown names of any kind are errors with suggestions."""
+    everything = tax.select(["all"])
+    assert [d.name for d in everything] == tax.domain_names and len(everything) >= 300
+    finance = [d.name for d in tax.by_category("finance")]
+    got = [d.name for d in tax.select(["weather"], ["finance"], [finance[0]])]
+    assert got == ["weather", *finance[1:]]
+    assert [d.name for d in tax.select(["all"], exclude=["finance"])] == \
+        [n for n in tax.domain_names if n not in finance]
+    with pytest.raises(UnknownCategoryError) as cat:
+        tax.select(categories=["financ"])
+    assert cat.value.suggestions[0] == "finance"
+    with pytest.raises(UnknownNameError) as name:
+        tax.select(["weather"], exclude=["wether"])
+    assert "weather" in name.value.suggestions
+    with pytest.raises(ValueError, match="selection is empty"):
+        tax.select(["weather"], exclude=["weather"])

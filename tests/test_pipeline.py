@@ -114,6 +114,12 @@ def test_unknown_domain_is_a_clear_error(tmp_path: Path):
     assert proc.returncode == 2
     assert "wether" in proc.stderr and "weather" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth", "run", "--categories", "financ", "--db", str(tmp_path / "x.duckdb"),
+         "--base-url", "http://127.0.0.1:9/v1", "--no-ray", "-q"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "unknown category 'financ'; did you mean: finance" in proc.stderr
 
 
 def _synth_run(base_url: str, tmp_path: Path, n: int, *extra: str) -> subprocess.Popen[str]:

@@ -13,7 +13,10 @@ from synth.cli.app import BaseUrlOpt, ConfigOpt, ModelOpt, app, build_config, co
 @app.command("run")
 @friendly_errors
 def run(
-    domains: str | None = typer.Option(None, "--domains", help="Comma-separated domains (see `synth domains list`)."),
+    domains: str | None = typer.Option(None, "--domains",
+                                       help="Comma-separated domains, or all (see `synth domains list`)."),
+    categories: str | None = typer.Option(None, "--categories", help="Comma-separated categories: all their domains."),
+    exclude: str | None = typer.Option(None, "--exclude", help="Comma-separated domains or categories to leave out."),
     db: Path | None = typer.Option(None, "--db", help="DuckDB dataset file (default: data/synth.duckdb)."),
     trajectories: int | None = typer.Option(None, "--trajectories", "-n", help="Judged trajectories to end with."),
     config: Path | None = ConfigOpt,
@@ -31,8 +34,11 @@ def run(
     """
     from synth.pipeline.run import execute_run
 
+    if domains is not None or categories is not None:  # a selection on the command line replaces the config's
+        domains, categories = domains or "", categories or ""
     cfg = build_config(config, base_url=base_url, model=model, extra={"run": {
-        "domains": domains, "db": str(db) if db else None, "trajectories": trajectories, "seed": seed}})
+        "domains": domains, "categories": categories, "exclude": exclude, "db": str(db) if db else None,
+        "trajectories": trajectories, "seed": seed}})
     summary = execute_run(cfg, ray_address=ray_address, use_ray=not no_ray, show_progress=not quiet,
                           console=console)
     print(json.dumps(summary.as_dict()))

@@ -186,6 +186,35 @@ class Taxonomy(_Model):
             seen.add(name)
         return out
 
+    def select(self, domains: Iterable[str] = (), categories: Iterable[str] = (),
+               exclude: Iterable[str] = ()) -> list[Domain]:
+        """The domains a run covers: `domains` by name (`all` for every domain), then the domains
+        of each of `categories`, each once, in that order, less those `exclude` names (a domain or
+        a whole category). An unknown name of any of the three raises `UnknownNameError` with
+        suggestions; an empty selection is a ValueError, never a run of nothing."""
+        chosen: list[Domain] = []
+        for name in domains:
+            chosen += self._domains if name == "all" else [self.get(name)]
+        for name in categories:
+            chosen += self.by_category(name)
+        dropped: set[str] = set()
+        for name in exclude:
+            if name in self._by_name:
+                dropped.add(name)
+            elif name in self._by_category:
+                dropped.update(d.name for d in self._by_category[name].domains)
+            else:
+                raise UnknownNameError(name, suggest(name, [*self.domain_names, *self.category_names]))
+        seen: set[str] = set()
+        out = []
+        for domain in chosen:
+            if domain.name not in seen and domain.name not in dropped:
+                seen.add(domain.name)
+                out.append(domain)
+        if not out:
+            raise ValueError("the selection is empty: every chosen domain is excluded")
+        return out
+
     def domain_for_labels(self, primary_label: str | None, secondary_labels: Sequence[str]) -> Domain | None:
         """Place a real MCP server (Toucan labels) in the taxonomy.
 

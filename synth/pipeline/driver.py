@@ -70,8 +70,10 @@ FLUSH_INTERVAL_S = 1.0
 
 # Settings that change how fast a run goes, or where it sends requests, but not what it makes:
 # changing them between invocations resumes the same run instead of starting a new one.
-_THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "workers", "worker_concurrency", "in_flight",
-                        "agent_concurrency"}
+# The selection keys (domains, categories, exclude) are left out too: the selected domain names are
+# hashed instead, so `--categories travel` and the same domains named one by one are the same run.
+_THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "categories", "exclude", "workers", "worker_concurrency",
+                        "in_flight", "agent_concurrency"}
 _THROUGHPUT_LLM_KEYS = ("base_urls", "api_key_env", "max_concurrency", "timeout_s", "max_retries")
 
 

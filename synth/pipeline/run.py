@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,12 +27,13 @@ from synth.pipeline.worker import LocalWorkers, RayWorkers
 from synth.store import Dataset, latest_calibration
 
 
-def resolve_domains(names: list[str]) -> list[Any]:
+def resolve_domains(names: Sequence[str], categories: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Any]:
     from synth.domains import load_taxonomy
 
-    if not names:
-        raise ValueError("no domains given: pass --domains a,b (see `synth domains list`)")
-    return list(load_taxonomy().resolve(names))
+    if not names and not categories:
+        raise ValueError("no domains given: pass --domains a,b (or all) or --categories c,d "
+                         "(see `synth domains list`)")
+    return load_taxonomy().select(names, categories, exclude)
 
 
 async def _supervise(backend: LocalBackend, console: Console, every_s: float = 2.0) -> None:
@@ -117,7 +119,7 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
 def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bool = True,
                 show_progress: bool = True, console: Console | None = None) -> RunSummary:
     console = console or Console(stderr=True)
-    domains = resolve_domains(cfg.run.domains)
+    domains = resolve_domains(cfg.run.domains, cfg.run.categories, cfg.run.exclude)
     dataset = Dataset(cfg.run.db)
     try:
         with model_endpoints(cfg) as (live, backend):
