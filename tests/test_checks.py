@@ -568,3 +568,19 @@ def test_an_answer_that_reports_nothing_the_lookup_returned_fails_final_reply():
     empty = [*head[:3], tool("c1", {"customer_id": "cus-4471", "orders": []}), say("You have no orders.")]
     assert "final_reply" not in failed(empty, goal)
     assert "final_reply" not in failed(CANCEL, CANCEL_TASK)
+
+
+def test_a_write_with_values_nobody_gave_is_fabrication():
+    """The CI main job accepted `create_weather(temperature=25, ...)` for "I need to list weathers,
+    then create weather": a write whose number or identifier values no message gave puts made-up
+    data into the world. Values the user or a tool gave, and words the agent composes, are fine."""
+    goal = task("Set a reminder for order o-2207.")
+    invented = [SYSTEM, user("Set a reminder for order o-2207."),
+                calls(call("c1", "add_reminder", order_id="o-2207", minutes_before=45)),
+                tool("c1", {"reminder_id": "r-1", "order_id": "o-2207", "minutes_before": 45}),
+                say("Your reminder for o-2207 is set.")]
+    detail = failed(invented, goal)["no_fabrication"]
+    assert "calls add_reminder with '45'" in detail and "invented values" in detail
+    told = edited(invented, 1, content="Set a reminder for order o-2207, 45 minutes before it arrives.")
+    assert "no_fabrication" not in failed(told, goal)
+    assert "no_fabrication" not in failed(CANCEL, CANCEL_TASK)  # the reason is the agent's own words

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -366,6 +367,15 @@ def test_workers_run_on_two_ray_nodes(ray_head, fake_server, tmp_path: Path):
             assert node.poll() is None, (tmp_path / "ray-node2.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the second ray node did not start within 120 s"
             time.sleep(0.5)
+        while True:  # the cluster counts both nodes as active before the run asks it where to place actors
+            status = subprocess.run(["ray", "status", f"--address={ray_head.gcs}"], env=ray_head.env,
+                                    capture_output=True, text=True, timeout=60).stdout
+            # both nodes active, and their CPUs (2 + 1) in the cluster's resource view, which is what
+            # the actor scheduler reads: a node it does not see yet gets no actor
+            if len(re.findall(r"^\s*1 node_", status, re.M)) >= 2 and "/3.0 CPU" in status:
+                break
+            assert time.monotonic() < deadline, f"the cluster does not show two active nodes:\n{status}"
+            time.sleep(1)
         server = fake_server()
         proc = subprocess.run(
             [sys.executable, "-m", "synth", "run", "--domains", DOMAINS, "--trajectories", "4",
@@ -376,7 +386,7 @@ def test_workers_run_on_two_ray_nodes(ray_head, fake_server, tmp_path: Path):
                  "SYNTH_RUN__TOOLS_PER_DOMAIN": "4", "SYNTH_RUN__WORKERS": "2"},
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "2 worker actor(s) on 2 Ray node(s)" in proc.stderr
+        assert "2 worker actor(s) on 2 of 2 Ray node(s)" in proc.stderr
         assert json.loads(proc.stdout.strip().splitlines()[-1])["judged"] == 4
         stored = counts(tmp_path / "synth.duckdb")
         assert stored["trajectories"] == 4 and stored["judgments"] == 4
@@ -384,3 +394,32 @@ def test_workers_run_on_two_ray_nodes(ray_head, fake_server, tmp_path: Path):
     finally:
         _stop_own_ray_head(node, ray_head.temp_dir)
         log.close()
+
+
+async def test_a_dead_actor_is_dropped_and_its_call_goes_to_another():
+    """An actor that died for good (its node went away) is left out from then on, and the call it
+    was given runs on a live one; with none left, the error says so."""
+    from ray.exceptions import ActorDiedError
+
+    from synth.pipeline.worker import RayWorkers
+
+    class Method:
+        def __init__(self, dead: bool, name: str) -> None:
+            self.dead, self.name = dead, name
+
+        async def remote(self, *args: object) -> str:
+            if self.dead:
+                raise ActorDiedError()
+            return f"{self.name}{args}"
+
+    class Actor:
+        def __init__(self, dead: bool, name: str) -> None:
+            self.rollout_and_judge = Method(dead, name)
+
+    pool = RayWorkers.__new__(RayWorkers)
+    pool.actors, pool.in_flight, pool.dead = [Actor(True, "a"), Actor(False, "b")], [0, 1], set()
+    assert await pool.call("rollout_and_judge", 7) == "b(7,)"
+    assert pool.dead == {0} and pool.in_flight == [0, 1]
+    pool.actors[1] = Actor(True, "b")
+    with pytest.raises(RuntimeError, match="every worker actor has died"):
+        await pool.call("rollout_and_judge", 8)

@@ -438,6 +438,13 @@ class _Known:
             return any(claim.amount - a in self.amounts or a - claim.amount in self.amounts for a in self.amounts)
         return False
 
+    def derives(self, claim: Claim) -> bool:
+        """`claim` is an amount that is the sum or difference of two amounts seen (a payment of two
+        flights' prices): a call may pass it on, whatever its kind."""
+        value = claim.amount
+        return value is not None and any(value - a in self.amounts or a - value in self.amounts
+                                         for a in self.amounts)
+
     def _restates_id(self, claim: Claim, text: str) -> bool:
         """`text` names an identifier seen earlier by its words and digits, the separator written
         out ("Gift Card 6276644" for `gift_card_6276644`, "certificate #7504069"): the words must
@@ -786,6 +793,30 @@ def _uses_value(arguments: Any, value: str) -> bool:
     return arguments is not None and text.strip().lower() == value.strip().lower()
 
 
+def _invented_arguments(arguments: Any, known: _Known) -> list[str]:
+    """The values of a call's arguments (at any depth) that assert a number or an identifier of
+    two digits or more, or an amount of money (`claims`, `_is_asserted`), that nothing before the
+    call gave. Words are not asked for: an agent may well word a reason or a title itself, but a
+    temperature, an amount or an id it was never told is made up. Dates and times are left out:
+    an agent derives them ("the day after", "keep its 30 minutes": 14:30 -> 15:00)."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+            text = str(value)
+            out.extend(c.surface for c in claims(text) if c.kind in ("number", "id", "money")
+                       and _is_asserted(c) and not known.supports(c, text) and not known.derives(c))
+
+    walk(arguments)
+    return out
+
+
 def _check_no_fabrication(ctx: _Context) -> CheckResult:
     """Every value an assistant text asserts (`claims`, `_is_asserted`) was seen before it: in a
     system, user or tool message, or in the arguments of the agent's own calls (echoing its own
@@ -798,7 +829,9 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
     (`_verb_stems`; whether that call worked is `errors_handled`'s to judge), or, for money moved
     (paid, refunded), any successful write; a state a tool result reports ("cancelled") is no
     claimed action. A call is a claim as well: one that uses a value the task withholds from the
-    agent (`Task.withheld`) before the user or a tool gave it has guessed it."""
+    agent (`Task.withheld`) before the user or a tool gave it has guessed it, and a call of a
+    writing tool whose arguments assert values nothing gave (`_invented_arguments`: "create a
+    weather record" answered with `temperature: 25`) writes made-up data into the world."""
     known = _Known()
     problems = []
     result_words: set[str] = set()  # stems of the tool results so far: a state they report is no claimed action
@@ -820,6 +853,12 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
             if guessed:
                 problems.append(f"message {i} (assistant) calls {call.name} with the user's "
                                 f"{', '.join(g.replace('_', ' ') for g in guessed)} before the user or a tool gave it")
+            if call.name in ctx.tools and tool_writes(ctx.tools[call.name]):
+                made_up = _invented_arguments(call.arguments, known)
+                if made_up:
+                    problems.append(f"message {i} (assistant) calls {call.name} with "
+                                    f"{', '.join(repr(v) for v in dict.fromkeys(made_up))}, which no earlier "
+                                    "message gave: a write with invented values")
             known.add(call.arguments_text, tool_result=True)
         body = message_text(msg)
         invented = [c.surface for c in claims(body) if _is_asserted(c) and not known.supports(c, body)]

@@ -455,16 +455,16 @@ class LLMClient:
         reason = ""
         for attempt in range(attempts):
             attempt_seed = (seed or 0) + attempt * 7919 if (seed is not None or attempt) else None
-            body = self.payload(
-                role, messages, response_format=response_format, seed=attempt_seed, **dict(sampling)
-            )
             started = time.perf_counter()
-            result = await self._send(role, body, use_cache=True, structured_attempts=attempt + 1)
+            # Through `chat`, like any call: the body is the same, and a subclass that stands in
+            # for the model (a test's scripted agent) sees structured calls too.
+            result = await self.chat(role, messages, response_format=response_format, seed=attempt_seed,
+                                     structured_attempt=attempt + 1, **dict(sampling))
             usage.add(Usage(result.prompt_tokens, result.completion_tokens, time.perf_counter() - started, 1,
                             int(result.cache_hit)))
             raw = result.content or ""
             if result.finish_reason == "length":
-                reason = f"reply cut off at max_tokens={body['max_tokens']}"
+                reason = f"reply cut off at max_tokens={sampling.get('max_tokens', rc.max_tokens)}"
                 continue
             try:
                 data = parse_json_reply(raw)

@@ -99,8 +99,8 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
     if use_ray:
         workers = RayWorkers(cfg, settings.workers, settings.worker_concurrency, calibration)
         await workers.start()
-        console.print(f"{len(workers.nodes)} worker actor(s) on {len(set(workers.nodes))} Ray node(s)",
-                      highlight=False)
+        console.print(f"{len(workers.nodes)} worker actor(s) on {len(set(workers.nodes))} of "
+                      f"{workers.cluster_nodes} Ray node(s)", highlight=False)
     else:
         workers = LocalWorkers(cfg, calibration)
     progress = Progress(target=settings.trajectories)

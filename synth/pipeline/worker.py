@@ -179,13 +179,21 @@ class RayWorkers(StagePool):
     def __init__(self, config: SynthConfig, count: int, max_concurrency: int,
                  calibration: Calibration | None = None) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         actor_cls: Any = ray.remote(StageWorker)
-        # SPREAD: on a cluster of several nodes the actors land on different nodes.
-        actor_cls = actor_cls.options(max_concurrency=max_concurrency, max_restarts=3, max_task_retries=3, num_cpus=0,
-                                      scheduling_strategy="SPREAD")
-        self.actors: list[Any] = [actor_cls.remote(config, calibration) for _ in range(count)]
+        common = {"max_concurrency": max_concurrency, "max_restarts": 3, "max_task_retries": 3, "num_cpus": 0}
+        # Round-robin over the cluster's nodes. Hard affinity: Ray's SPREAD, and soft affinity, are
+        # preferences that a busy node's zero-CPU actors do not always get. An actor whose node
+        # dies cannot restart elsewhere; `call` then drops it and uses the others.
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+        self.cluster_nodes = len(nodes)
+        self.actors: list[Any] = [
+            actor_cls.options(**common, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                nodes[i % len(nodes)], soft=False) if len(nodes) > 1 else "DEFAULT").remote(config, calibration)
+            for i in range(count)]
         self.in_flight = [0] * count
+        self.dead: set[int] = set()
         self.nodes: list[str] = []
 
     async def start(self) -> None:
@@ -193,12 +201,23 @@ class RayWorkers(StagePool):
         self.nodes = list(await asyncio.gather(*(a.node.remote() for a in self.actors)))
 
     async def call(self, method: str, *args: Any) -> Any:
-        index = min(range(len(self.actors)), key=self.in_flight.__getitem__)
-        self.in_flight[index] += 1
-        try:
-            return await getattr(self.actors[index], method).remote(*args)
-        finally:
-            self.in_flight[index] -= 1
+        """Run `method` on the live actor with the fewest calls in flight. An actor that died for
+        good (its node is gone, or its restarts are spent) is dropped and the call goes to another:
+        stage calls are idempotent. With no actor left, the error is raised."""
+        from ray.exceptions import ActorDiedError
+
+        while True:
+            live = [i for i in range(len(self.actors)) if i not in self.dead]
+            if not live:
+                raise RuntimeError("every worker actor has died; see the Ray logs")
+            index = min(live, key=self.in_flight.__getitem__)
+            self.in_flight[index] += 1
+            try:
+                return await getattr(self.actors[index], method).remote(*args)
+            except ActorDiedError:
+                self.dead.add(index)
+            finally:
+                self.in_flight[index] -= 1
 
     async def close(self) -> None:
         import ray
