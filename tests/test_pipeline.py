@@ -344,6 +344,7 @@ def test_a_loopback_server_with_ray_nodes_on_other_machines_is_refused():
     failing every call; nodes on this machine (one address) are fine."""
     local = ["http://127.0.0.1:8080/v1"]
     assert loopback_problem(local, "10.0.0.1", ["10.0.0.1", "10.0.0.1"]) is None
+    assert loopback_problem(local, "10.0.0.1", ["127.0.0.1"]) is None  # a node that names this machine by loopback
     assert loopback_problem(["http://10.0.0.1:8080/v1"], "10.0.0.1", ["10.0.0.1", "10.0.0.2"]) is None
     problem = loopback_problem(local, "10.0.0.1", ["10.0.0.1", "10.0.0.2"])
     assert problem is not None and "10.0.0.2" in problem and "127.0.0.1:8080" in problem and "--base-url" in problem

@@ -54,7 +54,7 @@ def loopback_problem(base_urls: list[str], driver_ip: str, node_ips: list[str]) 
     (the embedded backend's `127.0.0.1`, or a `--base-url http://localhost:...`) is unreachable from
     Ray workers on other machines, whose every call would fail (or, worse, reach a different
     server on their own loopback)."""
-    remote = sorted({ip for ip in node_ips if ip != driver_ip})
+    remote = sorted({ip for ip in node_ips if ip != driver_ip and not ip.startswith("127.")})  # 127.x: this machine
     local = sorted({u for u in base_urls
                     if (urlparse(u).hostname or "") in _LOOPBACK or (urlparse(u).hostname or "").startswith("127.")})
     if not (remote and local):
