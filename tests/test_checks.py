@@ -584,3 +584,13 @@ def test_a_write_with_values_nobody_gave_is_fabrication():
     told = edited(invented, 1, content="Set a reminder for order o-2207, 45 minutes before it arrives.")
     assert "no_fabrication" not in failed(told, goal)
     assert "no_fabrication" not in failed(CANCEL, CANCEL_TASK)  # the reason is the agent's own words
+
+
+def test_a_final_reply_that_stops_mid_sentence_fails():
+    """The last CI main job accepted "Successfully created weather for ": a reply cut off mid-sentence
+    is no answer. A reply ending on a content word or on punctuation is fine."""
+    for cut in ("Order o-2207 is cancelled and $85 goes back as a refund for", "Order o-2207 is cancelled and the"):
+        assert "stops mid-sentence" in failed([*CANCEL[:-1], say(cut)], CANCEL_TASK)["final_reply"], cut
+    for fine in ("Order o-2207 is cancelled; $85 goes back to your card", "Order o-2207 is cancelled, as asked for.",
+                 "Order o-2207 is cancelled. Anything else I can help you with", "Order o-2207 is cancelled :)"):
+        assert "final_reply" not in failed([*CANCEL[:-1], say(fine)], CANCEL_TASK), fine

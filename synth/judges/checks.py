@@ -645,6 +645,8 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         return _result("final_reply", [f"the episode ends with {what} (message {len(messages) - 1}), "
                                        "not an assistant reply"])
     reply = final_reply(ctx.trajectory) or ""
+    if _cut_off(reply):
+        return _result("final_reply", [f"the final reply stops mid-sentence: {reply[-80:]!r}"])
     if not any(ctx.succeeded(c) for c in ctx.calls) and _only_restates(reply, ctx.messages):
         return _result("final_reply", [f"the final reply only restates the user's words: {reply[:80]!r}"])
     unreported = _unreported_reads(ctx)
@@ -652,6 +654,19 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         return _result("final_reply", [f"the task asks to be told something and {unreported} succeeded, "
                                        f"but no reply after it reports anything it returned (last: {reply[:80]!r})"])
     return _result("final_reply", [])
+
+
+# Words no sentence ends on: articles, possessives, conjunctions, and the prepositions that are
+# never adverbs ("I can help you with" and "logged in" are sentences; "created weather for" is not).
+_NEVER_LAST_WORDS = "a an the your my our their its his her and or but nor of than whose for from into"
+_NEVER_LAST = frozenset(_NEVER_LAST_WORDS.split())
+
+
+def _cut_off(reply: str) -> bool:
+    """`reply` stops mid-sentence: it ends on a word no sentence ends on (`_NEVER_LAST`), with no
+    punctuation after it (a reply cut off at max_tokens, or a model that stopped early)."""
+    text = reply.rstrip()
+    return bool(text) and text[-1].isalpha() and text.split()[-1].lower() in _NEVER_LAST
 
 
 def _asks_for_information(ctx: _Context) -> bool:
