@@ -271,16 +271,21 @@ def ray_head(tmp_path: Path):
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while "Ray runtime started" not in (tmp_path / "ray-head.log").read_text(errors="replace"):
-            assert head.poll() is None, (tmp_path / "ray-head.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "ray head did not start within 120 s"
-            time.sleep(0.5)
+        _wait_started(head, tmp_path / "ray-head.log", "ray head")
         yield RayHead(f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}", env, temp_dir)
     finally:
         _stop_own_ray_head(head, temp_dir)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_started(proc: subprocess.Popen[bytes], log: Path, what: str, timeout_s: float = 120) -> None:
+    """Wait until `ray start --block` writes that its runtime started; fail with its log if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{what} did not start within {timeout_s:.0f} s"
+        time.sleep(0.5)
 
 
 def _stop_own_ray_head(head: subprocess.Popen[bytes], temp_dir: Path) -> None:
@@ -363,11 +368,8 @@ def test_workers_run_on_two_ray_nodes(ray_head, fake_server, tmp_path: Path):
         env=ray_head.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
+        _wait_started(node, tmp_path / "ray-node2.log", "the second ray node")
         deadline = time.monotonic() + 120
-        while "Ray runtime started" not in (tmp_path / "ray-node2.log").read_text(errors="replace"):
-            assert node.poll() is None, (tmp_path / "ray-node2.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the second ray node did not start within 120 s"
-            time.sleep(0.5)
         while True:  # the cluster counts both nodes as active before the run asks it where to place actors
             status = subprocess.run(["ray", "status", f"--address={ray_head.gcs}"], env=ray_head.env,
                                     capture_output=True, text=True, timeout=60).stdout

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -691,6 +691,18 @@ def _normal_phrase(text: str) -> str:
     return re.sub(r"[\s_-]+", " ", text.lower()).strip()
 
 
+def _scalars(value: Any) -> Iterator[str | int | float]:
+    """The strings and numbers (not booleans, not keys) of a JSON value, at any depth."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _scalars(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _scalars(v)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        yield value
+
+
 def _reportable(body: str, known: str) -> set[str]:
     """What a reply can report of a tool result: its scalar values (not its keys) of two
     characters or more (numbers of any size but 0 and 1), normalised as `_normal_phrase`, leaving
@@ -705,19 +717,8 @@ def _reportable(body: str, known: str) -> set[str]:
         values = [t for t in _TOKEN.findall(body) if any(ch.isdigit() for ch in t)]
         values += [body] if len(body) <= 120 else []
     else:
-        def walk(value: Any) -> None:
-            if isinstance(value, dict):
-                for v in value.values():
-                    walk(v)
-            elif isinstance(value, list):
-                for v in value:
-                    walk(v)
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                if value not in (0, 1):
-                    values.append(str(value))
-            elif isinstance(value, str) and 2 <= len(value.strip()) <= 120:
-                values.append(value)
-        walk(data)
+        values = [str(v) for v in _scalars(data)
+                  if (v not in (0, 1) if not isinstance(v, str) else 2 <= len(v.strip()) <= 120)]
     out = {_normal_phrase(v) for v in values}
     return {v for v in out if v and not _phrase_in(v, known)}
 
@@ -814,22 +815,9 @@ def _invented_arguments(arguments: Any, known: _Known) -> list[str]:
     call gave. Words are not asked for: an agent may well word a reason or a title itself, but a
     temperature, an amount or an id it was never told is made up. Dates and times are left out:
     an agent derives them ("the day after", "keep its 30 minutes": 14:30 -> 15:00)."""
-    out: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, str | int | float) and not isinstance(value, bool):
-            text = str(value)
-            out.extend(c.surface for c in claims(text) if c.kind in ("number", "id", "money")
-                       and _is_asserted(c) and not known.supports(c, text) and not known.derives(c))
-
-    walk(arguments)
-    return out
+    texts = [str(v) for v in _scalars(arguments)]
+    return [c.surface for text in texts for c in claims(text) if c.kind in ("number", "id", "money")
+            and _is_asserted(c) and not known.supports(c, text) and not known.derives(c)]
 
 
 def _check_no_fabrication(ctx: _Context) -> CheckResult:
