@@ -101,7 +101,7 @@ async def test_checks_catch_every_structural_corruption(labelled: list[Example])
     assert "wrong_tool" in format_report(report)
 
 
-def _episode(calls: list[tuple[str, dict[str, Any]]], *, final: str = "Done.", answered: bool = True,
+def _episode(calls: list[tuple[str, dict[str, Any]]], *, final: str = "All done for you.", answered: bool = True,
              termination: str = "user_done", user_turns: int = 1) -> Trajectory:
     msgs: list[dict[str, Any]] = [{"role": "system", "content": "s"}]
     msgs += [{"role": "user", "content": f"turn {i}"} for i in range(user_turns)]
