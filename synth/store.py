@@ -101,7 +101,7 @@ VIEWS = {
     # its trajectories were judged and accepted (by their latest judgment).
     "rl_tasks": """
         SELECT k.id AS task_id, k.run_id, k.domain, k.agent_id, a.system_prompt, a.tool_ids,
-               k.goal, k.persona, k.initial_state, k.rubric, k.difficulty, k.kind,
+               k.goal, k.persona, k.withheld, k.initial_state, k.rubric, k.difficulty, k.kind,
                coalesce(c.n_judged, 0) AS n_judged, coalesce(c.n_accepted, 0) AS n_accepted
         FROM tasks k JOIN agents a ON a.id = k.agent_id
         LEFT JOIN (SELECT t.task_id, count(*) AS n_judged, count(*) FILTER (WHERE j.accepted) AS n_accepted
