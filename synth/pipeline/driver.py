@@ -267,12 +267,23 @@ class PipelineDriver:
         if missing:
             by_domain = self._stored_tools()
         pool = [t for d in self.domains for t in by_domain[d.name]]
+        pool += self._bound_tools(await stages.bound_tools(self.cfg), {t.id for t in pool})
         if len(pool) < 2:
             raise RuntimeError(
                 f"only {len(pool)} usable tool(s) for domains {[d.name for d in self.domains]}; "
                 "see `synth stats` for the rejection reasons"
             )
         return pool
+
+    def _bound_tools(self, bound: list[ToolSpec], have: set[str]) -> list[ToolSpec]:
+        """Store the tools the config binds (live MCP servers with a domain, Python functions),
+        and return those not already in the pool: they join their domain's toolsets whether or
+        not the domain was selected, since binding them asked for them."""
+        self.dataset.add_many("tools", (t.to_row(self.run_id) for t in bound))
+        self.dataset.flush()
+        new = [t for t in bound if t.id not in have]
+        self.progress.stages["tools"].done += len(new)
+        return new
 
     # ---------------------------------------------------------------- resume state
 
