@@ -42,6 +42,10 @@ def run(
     summary = execute_run(cfg, ray_address=ray_address, use_ray=not no_ray, show_progress=not quiet,
                           console=console)
     print(json.dumps(summary.as_dict()))
+    if summary.status == "budget_spent":  # stopped as asked: not a failure
+        console.print(f"[yellow]run {summary.run_id} spent its token budget[/]: {summary.judged}/{summary.target} "
+                      "judged; raise run.token_budget and run the same command again to resume")
+        return
     if summary.status not in ("finished",):
         console.print(f"[yellow]run {summary.run_id} ended {summary.status}[/]: "
                       f"{summary.judged}/{summary.target} judged; run the same command again to resume")
