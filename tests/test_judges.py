@@ -27,6 +27,7 @@ from synth.judges.calibrate import (
     load_fixture_examples,
 )
 from synth.judges.checks import CHECK_NAMES
+from synth.judges.policy import judge_name
 from synth.llm import LLMClient
 from synth.models import (
     WELL_FORMED_CHECKS,
@@ -437,3 +438,29 @@ async def test_a_free_text_verdict_is_read_from_its_last_json_block_or_repaired(
     async with LLMClient(make_config(server.base_url)) as llm:
         verdict = await judge_panel(ex.trajectory, ex.task, [llm], random.Random(1), verdict_format="schema")
     assert verdict.passed and verdict.repaired == 0 and len(seen) == 1 and seen[0]["response_format"]
+
+
+async def test_a_judge_panel_of_other_models_is_aggregated_and_calibrated_as_one(fake_server):
+    """`[judge] panel`: each member is the judge role with other llm keys (here another model);
+    their samples are aggregated, and the panel's calibration is looked up by its own name."""
+    ex = _good()
+    rng = random.Random(0)
+    models: list[str] = []
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        models.append(body["model"])
+        return verdict_reply(body["model"] == "judge-a", 3)(body)
+
+    server = fake_server(responder=respond)
+    policy = JudgePolicy(panel=[{"model": "judge-a"}, {"model": "judge-b"}, {"model": "judge-c"}])
+    assert judge_name(policy, "ignored") == "panel:judge-a+judge-b+judge-c"
+    async with LLMClient(make_config(server.base_url)) as llm:
+        j = await judge(ex.trajectory, ex.task, ex.tools, llm, rng, policy)
+        assert sorted(models) == ["judge-a", "judge-b", "judge-c"]
+        assert j.judge["model"] == "panel:judge-a+judge-b+judge-c" and j.judge["verdict_score"] == 0.3
+        assert j.accepted and j.judge["vote"] == "advisory"  # 2 of 3 fail, but no calibration: no vote
+        decisive = await judge(ex.trajectory, ex.task, ex.tools, llm, rng, policy,
+                               _calibration("panel:judge-a+judge-b+judge-c", 0.9, 0.9))
+        assert not decisive.accepted and decisive.judge["vote"] == "decisive"
+    with pytest.raises(ValueError, match="unknown llm key"):
+        JudgePolicy(panel=[{"modle": "x"}])

@@ -77,7 +77,9 @@ def _string_value(key: str, schema: dict[str, Any], rng: random.Random, topic: s
     fmt = str(schema.get("format") or "")
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     month, day = rng.randint(1, 12), rng.randint(1, 28)
-    if fmt == "date-time" or any(w in key for w in ("datetime", "timestamp")) or key.endswith("_at"):
+    if "timezone" in key or "time_zone" in key or key in ("tz", "zone"):  # IANA names, as real tools take
+        value = rng.choice(("Europe/Lisbon", "America/New_York", "Asia/Tokyo", "Europe/Berlin", "Africa/Nairobi"))
+    elif fmt == "date-time" or any(w in key for w in ("datetime", "timestamp")) or key.endswith("_at"):
         value = f"2025-{month:02d}-{day:02d}T{rng.randint(8, 18):02d}:00:00Z"
     elif fmt == "date" or "date" in key or key in ("day", "since", "until", "start", "end"):
         value = f"2025-{month:02d}-{day:02d}"

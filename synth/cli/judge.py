@@ -55,10 +55,11 @@ async def _judge_all(items: list[tuple[Any, Any, Any]], cfg: Any, policy: Any, c
     if not policy.llm_judge:
         return await run(None, None)
     from synth.config import Role
+    from synth.judges.policy import judge_name
     from synth.llm import LLMClient
     from synth.store import latest_calibration
 
-    model = cfg.llm.role(Role.JUDGE).model
+    model = judge_name(policy, cfg.llm.role(Role.JUDGE).model)
     calibration = latest_calibration(calibration_db, model) if calibration_db is not None else None
     async with LLMClient(cfg) as llm:
         return await run(llm, calibration)

@@ -27,8 +27,8 @@ from pydantic import BaseModel
 
 from synth.config import Role
 from synth.judges.checks import final_reply, iter_tool_calls, run_checks, tool_writes, tools_from_trajectory
-from synth.judges.policy import JudgePolicy, combine, vote_of
-from synth.judges.rubric import LLMVerdict, judge_trajectory
+from synth.judges.policy import JudgePolicy, combine, judge_name, vote_of
+from synth.judges.rubric import LLMVerdict, judge_panel
 from synth.llm import LLMClient
 from synth.models import Calibration, CheckResult, Task, ToolSpec, Trajectory
 
@@ -505,12 +505,13 @@ async def calibrate(
         outcomes.append(_Outcome(ex.label, bool(failed), failed, checks))
     model = None
     if llm is not None:
-        model = llm.roles[Role.JUDGE].model
+        model = judge_name(policy, llm.roles[Role.JUDGE].model)
+        judges = [llm.with_role(Role.JUDGE, member) for member in policy.panel] or [llm]
         seeds = [rng.randrange(2**31) for _ in examples]
         verdicts = await asyncio.gather(*(
-            judge_trajectory(ex.trajectory, ex.task, llm, random.Random(seed), policy.samples,
-                             aggregation=policy.aggregation, threshold=policy.min_score,
-                             verdict_format=policy.verdict_format)
+            judge_panel(ex.trajectory, ex.task, judges, random.Random(seed), samples=policy.samples,
+                        aggregation=policy.aggregation, threshold=policy.min_score,
+                        verdict_format=policy.verdict_format)
             for ex, seed in zip(examples, seeds, strict=True)))
         for outcome, verdict in zip(outcomes, verdicts, strict=True):
             outcome.verdict = verdict

@@ -22,11 +22,11 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synth.config import Role
+from synth.config import Role, RoleConfig
 from synth.judges.checks import DEFAULT_MAX_TURNS, run_checks
-from synth.judges.rubric import Aggregation, LLMVerdict, VerdictFormat, judge_trajectory
+from synth.judges.rubric import Aggregation, LLMVerdict, VerdictFormat, judge_panel
 from synth.llm import LLMClient
 from synth.models import WELL_FORMED_CHECKS, Calibration, CheckResult, Judgment, Task, ToolSpec, Trajectory
 
@@ -58,6 +58,20 @@ class JudgePolicy(BaseModel):
     # The judge's verdict decides only when its stored calibration reaches both floors.
     vote_floor_recall: float = Field(0.8, ge=0.0, le=1.0)
     vote_floor_precision: float = Field(0.8, ge=0.0, le=1.0)
+    # A panel of judge models instead of the judge role alone: each member is a table of the judge
+    # role's llm keys to override (`model`, `base_urls`, `api_key_env`, `temperature`, ...). Every
+    # member gives `samples` samples; `aggregation` combines them all. The panel is calibrated and
+    # earns its vote as one judge (`judge_name`).
+    panel: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("panel")
+    @classmethod
+    def _panel_keys(cls, panel: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, member in enumerate(panel):
+            unknown = sorted(set(member) - set(RoleConfig.model_fields))
+            if unknown:
+                raise ValueError(f"panel[{i}]: unknown llm key(s) {', '.join(unknown)}")
+        return panel
 
     @model_validator(mode="before")
     @classmethod
@@ -70,6 +84,14 @@ class JudgePolicy(BaseModel):
 
     def describe(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def judge_name(policy: JudgePolicy, judge_model: str) -> str:
+    """The name a judge's calibration is stored and looked up under: the judge role's model
+    (`judge_model`), or for a panel `panel:` and its members' models."""
+    if not policy.panel:
+        return judge_model
+    return "panel:" + "+".join(str(m.get("model") or judge_model) for m in policy.panel)
 
 
 def vote_of(policy: JudgePolicy, model: str | None, calibration: Calibration | None) -> tuple[Vote, str]:
@@ -147,11 +169,12 @@ async def judge(
     if policy.llm_judge:
         if llm is None:
             raise ValueError("the judge policy has llm_judge on but no model client was given")
-        model = llm.roles[Role.JUDGE].model
+        model = judge_name(policy, llm.roles[Role.JUDGE].model)
         if checks_ok or policy.judge_rejected:
-            verdict = await judge_trajectory(trajectory, task, llm, rng, policy.samples,
-                                             aggregation=policy.aggregation, threshold=policy.min_score,
-                                             verdict_format=policy.verdict_format)
+            judges = [llm.with_role(Role.JUDGE, member) for member in policy.panel] or [llm]
+            verdict = await judge_panel(trajectory, task, judges, rng, samples=policy.samples,
+                                        aggregation=policy.aggregation, threshold=policy.min_score,
+                                        verdict_format=policy.verdict_format)
     vote, why = vote_of(policy, model, calibration)
     decisive_calibration = calibration.id if calibration is not None and vote == "decisive" else None
     info: dict[str, Any] = {"policy": policy.describe(), "model": model, "vote": vote, "vote_reason": why,

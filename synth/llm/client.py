@@ -37,6 +37,7 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel, ValidationError
 
 from synth.config import Role, RoleConfig, SynthConfig
+from synth.ids import canonical_json
 from synth.llm.cache import ResponseCache, request_key
 from synth.llm.errors import (
     BadRequestError,
@@ -209,6 +210,7 @@ class LLMClient:
         self.cache = cache
         self.retry = retry or RetryPolicy()
         self._endpoints: dict[str, _Endpoint] = {}
+        self._derived: dict[str, LLMClient] = {}
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -220,6 +222,20 @@ class LLMClient:
         for ep in self._endpoints.values():
             await ep.http.aclose()
         self._endpoints.clear()
+        for derived in self._derived.values():
+            await derived.aclose()
+        self._derived.clear()
+
+    def with_role(self, role: Role | str, overrides: dict[str, Any]) -> LLMClient:
+        """A client whose `role` settings are this one's with `overrides` on top (another model or
+        endpoint: a judge panel's member), sharing this client's usage log, cache and retry
+        policy; made once per distinct override and closed with this client."""
+        key = canonical_json([Role(role).value, overrides])
+        if key not in self._derived:
+            config = self.config.model_copy(deep=True)
+            config.llm.roles[Role(role)] = {**config.llm.roles.get(Role(role), {}), **overrides}
+            self._derived[key] = LLMClient(config, usage=self.usage, cache=self.cache, retry=self.retry)
+        return self._derived[key]
 
     def _endpoints_for(self, role: Role, rc: RoleConfig) -> list[_Endpoint]:
         if not rc.base_urls:

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from rich.console import Console
 
 from synth.config import Role, SynthConfig
+from synth.judges.policy import judge_name
 from synth.llm.local import LocalBackend
 from synth.llm.session import episodes_in_flight, model_endpoints
 from synth.pipeline.driver import PipelineDriver, RunSummary
@@ -94,7 +95,7 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
     settings = cfg.run
     # The judge model's stored calibration decides whether its verdict has a vote (stages never
     # read the store, so it is loaded here and handed to the workers).
-    calibration = latest_calibration(dataset.path, cfg.llm.role(Role.JUDGE).model)
+    calibration = latest_calibration(dataset.path, judge_name(cfg.judge_policy(), cfg.llm.role(Role.JUDGE).model))
     workers: RayWorkers | LocalWorkers
     if use_ray:
         workers = RayWorkers(cfg, settings.workers, settings.worker_concurrency, calibration)
