@@ -29,6 +29,10 @@ Reading is paged by key (`ORDER BY key LIMIT n`, one short connection per page),
 materialised whole and a run still writing the file gets the lock between pages. Rows written
 while an export runs may or may not be included; stop the run for an exact snapshot.
 
+Near-duplicates (`synth.duplicates`, the `duplicates` table) are left out: a trajectory or task that
+is not its group's representative is not written (counted in `ExportSummary.duplicates_left_out`),
+unless `keep_duplicates=True` (`synth export --keep-duplicates`). Parquet writes every row.
+
 A trajectory that cannot be exported faithfully (a tool call without its answer, arguments that
 are not a JSON object) is skipped and counted in `ExportSummary.skipped`, never written broken.
 """
@@ -62,12 +66,14 @@ class ExportSummary:
     out: str
     written: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    duplicates_left_out: int = 0
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "out": self.out, "written": self.written, "skipped": self.skipped}
+        return {"format": self.format, "out": self.out, "written": self.written, "skipped": self.skipped,
+                "duplicates_left_out": self.duplicates_left_out}
 
 
 # ---------------------------------------------------------------- reading
@@ -217,16 +223,32 @@ _SELECTED_SQL = """
 """
 
 
+# Members of a near-duplicate group other than its representative (`synth.duplicates`).
+_NOT_REPRESENTATIVE_SQL = "SELECT id FROM duplicates WHERE kind = '{kind}' AND NOT is_representative"
+
+
+def _without_duplicates(db: Path, sql: str, key: str, kind: str, summary: ExportSummary) -> str:
+    """`sql` less the rows whose `key` is a near-duplicate left out; their number goes to `summary`."""
+    dropped = _NOT_REPRESENTATIVE_SQL.format(kind=kind)
+    with connect_readonly(db) as con:
+        n = con.execute(f"SELECT count(*) FROM ({sql}) q WHERE {key} IN ({dropped})").fetchall()[0][0]
+    summary.duplicates_left_out += int(n)
+    return f"SELECT * FROM ({sql}) q WHERE {key} NOT IN ({dropped})"
+
+
 def _selection(select: str) -> str:
     if select not in SELECTIONS:
         raise ExportError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     return select
 
 
-def _accepted(db: Path, summary: ExportSummary, select: str = "accepted",
+def _accepted(db: Path, summary: ExportSummary, select: str = "accepted", keep_duplicates: bool = False,
               ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Selected trajectories with their normalised messages; unexportable ones are counted."""
-    for row in iter_rows(db, _SELECTED_SQL.format(column=_selection(select)), "trajectory_id"):
+    sql = _SELECTED_SQL.format(column=_selection(select))
+    if not keep_duplicates:
+        sql = _without_duplicates(db, sql, "trajectory_id", "trajectory", summary)
+    for row in iter_rows(db, sql, "trajectory_id"):
         messages, problem = openai_messages(_loads(row["messages"], []))
         if messages is None:
             summary.skip(problem)
@@ -250,10 +272,11 @@ def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
-def export_sft(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
+def export_sft(db: Path, out: Path, summary: ExportSummary, select: str = "accepted",
+               keep_duplicates: bool = False) -> None:
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for row, messages in _accepted(db, summary, select):
+        for row, messages in _accepted(db, summary, select, keep_duplicates):
             f.write(_dump({"messages": messages, "tools": _openai_tools(row["tools"]), "metadata": _metadata(row)}))
             n += 1
     summary.written[str(out)] = n
@@ -299,10 +322,11 @@ def sharegpt_conversation(messages: list[dict[str, Any]]) -> tuple[str, list[dic
     return system, turns
 
 
-def export_sharegpt(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
+def export_sharegpt(db: Path, out: Path, summary: ExportSummary, select: str = "accepted",
+                    keep_duplicates: bool = False) -> None:
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for row, messages in _accepted(db, summary, select):
+        for row, messages in _accepted(db, summary, select, keep_duplicates):
             converted = sharegpt_conversation(messages)
             if converted is None:
                 summary.skip("turns do not alternate as ShareGPT requires")
@@ -420,12 +444,16 @@ def _pairs(db: Path, summary: ExportSummary, select: str = "accepted") -> Iterat
             yield preference_pair(task["task_id"], g, r, g_messages, messages)
 
 
-def export_rl(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
+def export_rl(db: Path, out: Path, summary: ExportSummary, select: str = "accepted",
+              keep_duplicates: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tasks_path, pairs_path = out / "tasks.jsonl", out / "pairs.jsonl"
     n = 0
+    tasks_sql = _RL_TASKS_SQL.format(column=_selection(select))
+    if not keep_duplicates:
+        tasks_sql = _without_duplicates(db, tasks_sql, "task_id", "task", summary)
     with tasks_path.open("w", encoding="utf-8") as f:
-        for row in iter_rows(db, _RL_TASKS_SQL.format(column=_selection(select)), "task_id"):
+        for row in iter_rows(db, tasks_sql, "task_id"):
             tools = _openai_tools(row["tools"]) if row.get("tools") is not None else []
             if not tools:
                 tools = _tools_by_id(db, [str(i) for i in _loads(row.get("tool_ids"), []) or []])
@@ -457,13 +485,15 @@ def export_parquet(db: Path, out: Path, summary: ExportSummary) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "accepted") -> ExportSummary:
+def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "accepted",
+                   keep_duplicates: bool = False) -> ExportSummary:
     """Write `db` in format `fmt` (sft | sharegpt | rl | parquet) to `out`: a JSONL file for sft
     and sharegpt, a directory for rl and parquet (created if missing). `select` picks the
     trajectories by their latest judgment: "accepted" (default) or "well_formed" (sft, sharegpt,
     and the chosen side of rl pairs; parquet writes every table). Raises FileNotFoundError for a
     missing dataset and ExportError for an unknown format or selection, a file that is not a
-    synth dataset, or an output path of the wrong kind."""
+    synth dataset, or an output path of the wrong kind. Near-duplicates that are not their group's
+    representative are left out of sft, sharegpt and rl tasks unless `keep_duplicates`."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     _selection(select)
@@ -474,12 +504,12 @@ def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "acc
         if out.is_dir():
             raise ExportError(f"--out {out} is a directory; {fmt} writes one JSONL file")
         out.parent.mkdir(parents=True, exist_ok=True)
-        (export_sft if fmt == "sft" else export_sharegpt)(path, out, summary, select)
+        (export_sft if fmt == "sft" else export_sharegpt)(path, out, summary, select, keep_duplicates)
     else:
         if out.exists() and not out.is_dir():
             raise ExportError(f"--out {out} is a file; {fmt} writes a directory")
         if fmt == "rl":
-            export_rl(path, out, summary, select)
+            export_rl(path, out, summary, select, keep_duplicates)
         else:
             export_parquet(path, out, summary)
     return summary

@@ -24,6 +24,9 @@ hand:
   trajectories' steps (the rollout itself), and `llm_tokens_per_accepted`: every model call
   of the dataset (all stages, all roles) divided by the accepted trajectories: the full cost.
 - `llm_usage`: per role, calls, failures, cache hits, retries, tokens and latency.
+- `duplicates`: per kind (task, trajectory), the near-duplicate groups stored by the last
+  `synth dedup` (or the end of `synth run`) and the members left out of exports (every member
+  but each group's representative; see `synth.duplicates`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,17 @@ def _stage_reasons(con: duckdb.DuckDBPyConnection, table: str) -> list[dict[str,
     return _dicts(con, f"""
         SELECT {_reason_head('reason')} AS reason, count(*) AS count FROM {table}
         WHERE status = 'rejected' GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
+
+
+def _duplicates(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
+    out = {kind: {"groups": 0, "left_out": 0} for kind in ("task", "trajectory")}
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "duplicates" in tables:  # older datasets lack it
+        for kind, groups, left_out in con.execute("""
+                SELECT kind, count(DISTINCT group_id), count(*) FILTER (WHERE NOT is_representative)
+                FROM duplicates GROUP BY 1""").fetchall():
+            out[str(kind)] = {"groups": int(groups), "left_out": int(left_out)}
+    return out
 
 
 def _round(value: Any, digits: int = 2) -> float | None:
@@ -180,4 +194,5 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         },
         "llm_tokens_per_accepted": _round(all_tokens / accepted_trajectories) if accepted_trajectories else None,
         "llm_usage": llm_usage,
+        "duplicates": _duplicates(con),
     }

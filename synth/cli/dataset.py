@@ -102,6 +102,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     out.print(f"tokens per accepted trajectory (rollout): mean {tok['mean_total']}, median {tok['median_total']}, "
               f"max {tok['max_total']} over {tok['n']}; all model tokens per accepted trajectory: "
               f"{stats['llm_tokens_per_accepted']}")
+    dup = stats.get("duplicates") or {}
+    out.print("near-duplicates left out of exports (synth dedup): " + ", ".join(
+        f"{d['left_out']} {kind}(s) in {d['groups']} group(s)" for kind, d in dup.items()), highlight=False)
 
 
 @app.command("stats")
@@ -133,6 +136,9 @@ def export(
     select: str = typer.Option("accepted", "--select",
                                help="accepted (correct worked examples) | well_formed (structurally valid "
                                     "only; ask for it by name)."),
+    keep_duplicates: bool = typer.Option(False, "--keep-duplicates",
+                                         help="Also write near-duplicates that are not their group's "
+                                              "representative (see `synth dedup`)."),
 ) -> None:
     """Write accepted trajectories for SFT (OpenAI messages + tools, or ShareGPT), tasks and
     preference pairs for RL, or every table as Parquet; each trajectory by its latest judgment.
@@ -143,7 +149,7 @@ def export(
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if select not in SELECTIONS:
         raise UserError(f"unknown --select {select!r}; choose one of {', '.join(SELECTIONS)}")
-    summary = export_dataset(_existing_db(db), fmt, out, select)
+    summary = export_dataset(_existing_db(db), fmt, out, select, keep_duplicates)
     print(json.dumps(summary.as_dict()))
     for reason, n in sorted(summary.skipped.items()):
         console.print(f"[yellow]skipped {n}[/]: {reason}")
