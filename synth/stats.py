@@ -45,7 +45,7 @@ TOP_REASONS = 10
 _MASK = "regexp_replace(regexp_replace({text}, '''[^'']*''|\"[^\"]*\"', '''…''', 'g'), '[0-9]+', 'N', 'g')"
 
 
-def _reason_head(column: str) -> str:
+def reason_head(column: str) -> str:
     """SQL for a reason's head: quoted values and numbers masked, then the text before the first
     ':' (the rest usually names the item), at most 120 characters."""
     masked = _MASK.format(text=f"coalesce({column}, '(no reason)')")
@@ -72,7 +72,7 @@ def _status_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]
 
 def _stage_reasons(con: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, Any]]:
     return _dicts(con, f"""
-        SELECT {_reason_head('reason')} AS reason, count(*) AS count FROM {table}
+        SELECT {reason_head('reason')} AS reason, count(*) AS count FROM {table}
         WHERE status = 'rejected' GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
 
 
@@ -150,7 +150,7 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         FROM (SELECT unnest(from_json(failed_checks, '["VARCHAR"]')) AS c FROM latest_judgments WHERE NOT accepted)
         GROUP BY 1 ORDER BY count DESC, c LIMIT {TOP_REASONS}""")
     judge_reasons = _dicts(con, f"""
-        SELECT {_reason_head('r')} AS reason, count(*) AS count
+        SELECT {reason_head('r')} AS reason, count(*) AS count
         FROM (SELECT unnest(from_json(reasons, '["VARCHAR"]')) AS r FROM latest_judgments WHERE NOT accepted)
         GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
     tok = con.execute("""

@@ -1,0 +1,207 @@
+"""The coverage maps: where the tool repository and the tasks lie, and which regions the accepted
+trajectories reach.
+
+Each accepted tool is embedded from its name, description and parameter names
+(`synth.report.embeddings.embed_texts`) and projected to the plane (`project_2d`); the plane is cut
+into `GRID` x `GRID` cells, and each cell counts its tools and the accepted trajectories that call
+them. A cell with tools and no accepted trajectory is a region the dataset does not cover; a region
+with no cell drawn holds no tool at all. Tasks are mapped the same way from their goals (a sample of
+at most `MAX_TASK_POINTS`), coloured by what became of them.
+
+Tool use is read from the trajectories: a tool is *used* by a trajectory when one of its calls names
+it and the tool is in the trajectory's agent's toolset.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synth.domains import load_taxonomy
+from synth.report.embeddings import EmbeddingEndpoint, embed_texts, project_2d
+from synth.store import connect_readonly
+
+GRID = 12
+MAX_TOOL_POINTS = 6000
+MAX_TASK_POINTS = 4000
+PAGE_SIZE = 5000
+
+# Per tool: the trajectories that call it (by name, within their agent's toolset), and how many of
+# those are accepted by their latest judgment.
+TOOL_USE_SQL = """
+    WITH called AS (
+        SELECT DISTINCT trajectory_id, agent_id, accepted, name FROM (
+            SELECT t.id AS trajectory_id, t.agent_id, coalesce(j.accepted, false) AS accepted,
+                   unnest(json_extract_string(t.messages, '$[*].tool_calls[*].function.name')) AS name
+            FROM trajectories t LEFT JOIN latest_judgments j ON j.trajectory_id = t.id)
+    ),
+    agent_tools AS (
+        SELECT id AS agent_id, unnest(from_json(tool_ids, '["VARCHAR"]')) AS tool_id FROM agents
+    )
+    SELECT x.tool_id, count(DISTINCT c.trajectory_id) AS uses,
+           count(DISTINCT c.trajectory_id) FILTER (WHERE c.accepted) AS accepted_uses
+    FROM called c JOIN agent_tools x ON x.agent_id = c.agent_id
+    JOIN tools tl ON tl.id = x.tool_id AND tl.name = c.name
+    GROUP BY 1
+"""
+
+_TOOLS_SQL = """
+    SELECT id, name, description, domain, coalesce(source, 'synthetic') AS source,
+           coalesce(json_keys(input_schema, '$.properties'), []) AS params
+    FROM tools WHERE status = 'accepted'
+"""
+
+# A sample of tasks (deterministic: smallest hash of the id first) with what became of each.
+_TASKS_SQL = """
+    WITH verdicts AS (
+        SELECT t.task_id, count(*) AS judged, count(*) FILTER (WHERE j.accepted) AS accepted
+        FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id GROUP BY 1
+    )
+    SELECT k.id, k.goal, k.domain, k.status,
+           CASE WHEN k.status = 'rejected' THEN 'task rejected'
+                WHEN coalesce(v.accepted, 0) > 0 THEN 'accepted trajectory'
+                WHEN coalesce(v.judged, 0) > 0 THEN 'only rejected trajectories'
+                ELSE 'not rolled out' END AS outcome
+    FROM tasks k LEFT JOIN verdicts v ON v.task_id = k.id
+    ORDER BY hash(k.id) LIMIT {limit}
+"""
+
+SOURCE_COLOURS = {"mcp": "#d95f02", "synthetic": "#1b9e77"}
+OUTCOME_COLOURS = {"accepted trajectory": "#1a9641", "only rejected trajectories": "#d7191c",
+                   "not rolled out": "#9e9e9e", "task rejected": "#5e3c99"}
+
+
+@dataclass
+class MapPoint:
+    id: str
+    label: str
+    x: float
+    y: float
+    domain: str
+    category: str
+    group: str  # tools: "mcp" | "synthetic"; tasks: the outcome
+    uses: int = 0
+    accepted_uses: int = 0
+
+
+@dataclass
+class MapCell:
+    col: int
+    row: int
+    tools: int
+    used_tools: int
+    accepted_uses: int
+
+
+@dataclass
+class CoverageMap:
+    """One map: the points drawn (a deterministic sample of at most the cap), how many there are in
+    all, and (tool map) the grid cells with their counts."""
+
+    points: list[MapPoint]
+    total: int
+    cells: list[MapCell] = field(default_factory=list)
+    groups: dict[str, int] = field(default_factory=dict)  # points per colour group, over all points
+    categories: list[str] = field(default_factory=list)
+
+    @property
+    def uncovered_cells(self) -> list[MapCell]:
+        return [c for c in self.cells if c.tools and not c.accepted_uses]
+
+
+def category_of(domain: str) -> str:
+    taxonomy = load_taxonomy()
+    return taxonomy.get(domain).category if domain in taxonomy else "(other)"
+
+
+def _pages(db: str | Path, sql: str, key: str) -> Iterator[dict[str, Any]]:
+    last: Any = None
+    while True:
+        where = "" if last is None else f"WHERE {key} > ?"
+        with connect_readonly(db) as con:
+            cur = con.execute(f"SELECT * FROM ({sql}) q {where} ORDER BY {key} LIMIT {PAGE_SIZE}",
+                              [] if last is None else [last])
+            cols = [d[0] for d in cur.description or []]
+            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        yield from rows
+        if len(rows) < PAGE_SIZE:
+            return
+        last = rows[-1][key]
+
+
+def tool_text(row: dict[str, Any]) -> str:
+    """What a tool is embedded from: its name, description and parameter names."""
+    params = row.get("params") or []
+    if isinstance(params, str):
+        params = json.loads(params)
+    return f"{row['name']} {row.get('description') or ''} {' '.join(str(p) for p in params)}"
+
+
+def tool_use(db: str | Path) -> dict[str, tuple[int, int]]:
+    """Tool id -> (trajectories calling it, accepted ones among them)."""
+    with connect_readonly(db) as con:
+        return {r[0]: (int(r[1]), int(r[2])) for r in con.execute(TOOL_USE_SQL).fetchall()}
+
+
+def grid_cells(xy: np.ndarray, uses: list[tuple[int, int]], grid: int = GRID) -> tuple[list[MapCell], np.ndarray]:
+    """The non-empty cells of a `grid` x `grid` cut of the unit square, and each point's cell index."""
+    cols = np.minimum((xy[:, 0] * grid).astype(int), grid - 1) if len(xy) else np.zeros(0, dtype=int)
+    rows = np.minimum((xy[:, 1] * grid).astype(int), grid - 1) if len(xy) else np.zeros(0, dtype=int)
+    index = rows * grid + cols
+    counts: dict[int, list[int]] = {}
+    for i, cell in enumerate(index.tolist()):
+        c = counts.setdefault(cell, [0, 0, 0])
+        c[0] += 1
+        c[1] += uses[i][0] > 0
+        c[2] += uses[i][1]
+    cells = [MapCell(cell % grid, cell // grid, *c) for cell, c in sorted(counts.items())]
+    return cells, index
+
+
+def tool_map(db: str | Path, endpoint: EmbeddingEndpoint | None = None) -> CoverageMap:
+    """The map of the accepted tools (see the module docstring)."""
+    rows = list(_pages(db, _TOOLS_SQL, "id"))
+    use = tool_use(db)
+    xy = project_2d(embed_texts([tool_text(r) for r in rows], endpoint))
+    uses = [use.get(r["id"], (0, 0)) for r in rows]
+    cells, _ = grid_cells(xy, uses)
+    order = sorted(range(len(rows)), key=lambda i: hash_order(rows[i]["id"]))[:MAX_TOOL_POINTS]
+    points = [MapPoint(rows[i]["id"], rows[i]["name"], float(xy[i, 0]), float(xy[i, 1]), rows[i]["domain"] or "",
+                       category_of(rows[i]["domain"] or ""), rows[i]["source"], *uses[i]) for i in sorted(order)]
+    groups: dict[str, int] = {}
+    for r in rows:
+        groups[r["source"]] = groups.get(r["source"], 0) + 1
+    return CoverageMap(points, len(rows), cells, groups, sorted({p.category for p in points}))
+
+
+def hash_order(text: str) -> int:
+    """A stable pseudo-random order key (the drawn sample must not depend on the process)."""
+    return zlib.crc32(text.encode())
+
+
+def task_map(db: str | Path, endpoint: EmbeddingEndpoint | None = None) -> CoverageMap:
+    """The map of a sample of the tasks, coloured by outcome."""
+    with connect_readonly(db) as con:
+        total = int(con.execute("SELECT count(*) FROM tasks").fetchall()[0][0])
+        cur = con.execute(_TASKS_SQL.format(limit=MAX_TASK_POINTS))
+        cols = [d[0] for d in cur.description or []]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    xy = project_2d(embed_texts([f"{r['domain'] or ''} {r['goal'] or ''}" for r in rows], endpoint))
+    points = [MapPoint(r["id"], (r["goal"] or "")[:120], float(xy[i, 0]), float(xy[i, 1]), r["domain"] or "",
+                       category_of(r["domain"] or ""), r["outcome"]) for i, r in enumerate(rows)]
+    groups: dict[str, int] = {}
+    for p in points:
+        groups[p.group] = groups.get(p.group, 0) + 1
+    return CoverageMap(points, total, [], groups, sorted({p.category for p in points}))
+
+
+def category_colours(categories: list[str]) -> dict[str, str]:
+    """A distinct hue per category, evenly around the colour wheel."""
+    n = max(len(categories), 1)
+    return {c: f"hsl({round(360 * i / n)}, 65%, 45%)" for i, c in enumerate(sorted(categories))}
