@@ -188,25 +188,28 @@ class _UnionFind:
 
 def group_items(items: list[Item], threshold: float, kind: Kind) -> list[DuplicateGroup]:
     """Groups of two or more items with equal keys whose signatures agree on at least `threshold`
-    (joined transitively), each led by its smallest-ranked member."""
+    (joined transitively), each led by its smallest-ranked member. One band at a time, so the
+    buckets in memory are one per item, not one per item and band."""
     rows = NUM_PERM // BANDS
-    buckets: dict[tuple[str, int, bytes], list[int]] = {}
     uf = _UnionFind(len(items))
-    for i, item in enumerate(items):
-        sig = item.signature
-        for band in range(BANDS):
-            leaders = buckets.setdefault((item.key, band, sig[band * rows:(band + 1) * rows].tobytes()), [])
-            joined = False
+    keys = [hash(item.key) for item in items]
+    for band in range(BANDS):
+        buckets: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            bucket = hash((keys[i], item.signature[band * rows:(band + 1) * rows].tobytes()))
+            leaders = buckets.get(bucket)
+            if leaders is None:
+                buckets[bucket] = [i]
+                continue
             for j in leaders:
                 if uf.find(i) == uf.find(j):
-                    joined = True
                     break
-                if similarity(sig, items[j].signature) >= threshold:
+                if items[j].key == item.key and similarity(item.signature, items[j].signature) >= threshold:
                     uf.union(i, j)
-                    joined = True
                     break
-            if not joined and len(leaders) < MAX_LEADERS:
-                leaders.append(i)
+            else:
+                if len(leaders) < MAX_LEADERS:
+                    leaders.append(i)
     members: dict[int, list[int]] = {}
     for i in range(len(items)):
         members.setdefault(uf.find(i), []).append(i)

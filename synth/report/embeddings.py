@@ -89,8 +89,7 @@ def embed_texts(texts: list[str], endpoint: EmbeddingEndpoint | None = None) -> 
 
 def project_2d(vectors: np.ndarray) -> np.ndarray:
     """The first two principal components of `vectors`, scaled to [0, 1] each (n x 2, outliers
-    clipped to the border). The
-    components come from the d x d covariance, so memory grows with d², not n²."""
+    clipped to the border)."""
     n = vectors.shape[0]
     if n == 0:
         return np.zeros((0, 2))
@@ -99,10 +98,24 @@ def project_2d(vectors: np.ndarray) -> np.ndarray:
         points = np.zeros((n, 2))
         points[:, 0] = np.arange(n)
     else:
-        _, eigenvectors = np.linalg.eigh(centred.T @ centred)
-        points = centred @ eigenvectors[:, ::-1][:, :2]
+        points = centred @ top_components(centred, 2)
     # Text embeddings put a few outliers far out; scale by the 1st..99th percentiles and clip them to
     # the border, so the bulk of the points spreads over the map.
     low, high = np.percentile(points, 1, axis=0), np.percentile(points, 99, axis=0)
     span = np.where(high - low == 0, 1.0, high - low)
     return np.clip((points - low) / span, 0.0, 1.0)
+
+
+def top_components(centred: np.ndarray, k: int, iterations: int = 30) -> np.ndarray:
+    """The `k` leading principal directions (d x k) of a centred matrix by subspace iteration: a few
+    products with the n x d matrix instead of a d x d eigendecomposition (which took 7 s for 4,000 x 1,024
+    on two busy cores; this takes a fraction of a second). Deterministic: a seeded start."""
+    d = centred.shape[1]
+    width = min(d, k + 6)  # oversampling: the leading directions converge faster
+    basis, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((d, width)))
+    for _ in range(iterations):
+        basis, _ = np.linalg.qr(centred.T @ (centred @ basis))
+    # Order the subspace's directions by the variance they carry.
+    small = basis.T @ (centred.T @ (centred @ basis))
+    values, vectors = np.linalg.eigh(small)
+    return (basis @ vectors[:, ::-1])[:, :k]
