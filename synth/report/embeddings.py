@@ -117,5 +117,5 @@ def top_components(centred: np.ndarray, k: int, iterations: int = 30) -> np.ndar
         basis, _ = np.linalg.qr(centred.T @ (centred @ basis))
     # Order the subspace's directions by the variance they carry.
     small = basis.T @ (centred.T @ (centred @ basis))
-    values, vectors = np.linalg.eigh(small)
+    _, vectors = np.linalg.eigh(small)
     return (basis @ vectors[:, ::-1])[:, :k]
