@@ -18,8 +18,11 @@ default, well-formed ones only when asked for by name (`select="well_formed"`).
   `observation` value is the tool result (a JSON list of results for parallel calls); `tools` is
   the OpenAI function list as a JSON string, as in APIGen-MT and LLaMA-Factory.
 - `rl` (a directory): `tasks.jsonl`, one accepted task per line with the prompt (system and
-  first user turn), tools, rubric and initial state, for rubric-reward RL; and `pairs.jsonl`,
-  preference pairs in TRL's conversational preference shape `{"prompt", "chosen", "rejected"}`:
+  first user turn), tools, rubric, initial state, the simulated user's persona and withheld
+  facts, and the task's pass rate over its rollouts (`[rollout] per_task`), filtered by
+  `min_pass_rate` / `max_pass_rate`; `rollouts.jsonl`, each judged rollout of those tasks with
+  its reward (score, accepted, each check), which `synth.reward.score_rollout` reproduces; and
+  `pairs.jsonl`, preference pairs in TRL's conversational preference shape `{"prompt", "chosen", "rejected"}`:
   an accepted and a rejected trajectory of the same task, `prompt` their common opening
   messages, `chosen`/`rejected` the rest of each.
 - `parquet` (a directory): one `<table>.parquet` per table and per view (JSON columns stay JSON
@@ -47,6 +50,7 @@ from typing import Any, Literal
 
 from synth.judges.messages import ProblemKind, answer_problems
 from synth.judges.messages import text as _text
+from synth.models import Task, ToolSpec
 from synth.store import TABLES, VIEWS, connect_readonly
 
 ExportFormat = Literal["sft", "sharegpt", "rl", "parquet"]
@@ -346,11 +350,12 @@ _RL_TASKS_SQL = """
         SELECT t.task_id, t.messages, t.tools,
                row_number() OVER (PARTITION BY t.task_id
                                   ORDER BY coalesce(j.{column}, false) DESC, t.id) AS rn,
-               count(*) OVER (PARTITION BY t.task_id) AS n_trajectories,
-               sum(CASE WHEN j.{column} THEN 1 ELSE 0 END) OVER (PARTITION BY t.task_id) AS n_selected
+               count(j.id) OVER (PARTITION BY t.task_id) AS n_trajectories,
+               sum(CASE WHEN j.{column} THEN 1 ELSE 0 END) OVER (PARTITION BY t.task_id) AS n_selected,
+               list(DISTINCT t.agent_model) OVER (PARTITION BY t.task_id) AS agent_models
         FROM trajectories t LEFT JOIN latest_judgments j ON j.trajectory_id = t.id
     )
-    SELECT k.* EXCLUDE (n_judged, n_accepted), r.messages, r.tools,
+    SELECT k.* EXCLUDE (n_judged, n_accepted), r.messages, r.tools, r.agent_models,
            coalesce(r.n_trajectories, 0) AS n_trajectories, coalesce(r.n_selected, 0) AS n_accepted
     FROM rl_tasks k LEFT JOIN ranked r ON r.task_id = k.task_id AND r.rn = 1
 """
@@ -361,35 +366,86 @@ _PAIR_TASKS_SQL = """
     GROUP BY t.task_id HAVING bool_or(j.{column}) AND bool_or(NOT j.{column})
 """
 
+# Every judged rollout of one task, with what scored it.
+_ROLLOUTS_SQL = """
+    SELECT t.id AS trajectory_id, t.task_id, coalesce(t.rollout_index, 0) AS rollout_index, t.agent_model,
+           t.seed, t.messages, t.termination, t.final_state, t.state_log, t.steps,
+           j.score, j.accepted, j.well_formed, j.checks, j.judge
+    FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id
+    WHERE t.task_id = ? ORDER BY rollout_index, t.id
+"""
 
-def _tools_by_id(db: Path, ids: list[str]) -> list[dict[str, Any]]:
+
+def _tools_by_id(db: Path, ids: list[str]) -> list[ToolSpec]:
+    """The agent's toolset as stored, in `ids` order: what the judge checked calls against."""
     if not ids:
         return []
     marks = ", ".join("?" for _ in ids)
     with connect_readonly(db) as con:
-        rows = con.execute(f"SELECT id, name, description, input_schema FROM tools WHERE id IN ({marks})",
-                           ids).fetchall()
-    by_id = {r[0]: r for r in rows}
-    return [{"type": "function", "function": {"name": by_id[i][1], "description": by_id[i][2] or "",
-                                              "parameters": _loads(by_id[i][3], {"type": "object"})}}
-            for i in ids if i in by_id]
+        cur = con.execute(f"SELECT * FROM tools WHERE id IN ({marks})", ids)
+        cols = [d[0] for d in cur.description or []]
+        rows = {r[0]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
+    specs = []
+    for i in ids:
+        if i in rows:
+            row = rows[i] | {k: _loads(rows[i][k], None) for k in ("input_schema", "output_schema", "error_modes",
+                                                                     "provenance")}
+            specs.append(ToolSpec.from_row(row))
+    return specs
 
 
-def rl_task_record(row: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """One RL task: the prompt is the agent's system prompt and the first user turn of a stored
-    rollout of the task (an accepted one when there is one), or the task's goal when the task
-    was never rolled out."""
+def pass_rate(row: dict[str, Any]) -> float | None:
+    """The share of a task's judged rollouts that were selected; None when none was judged."""
+    n = int(row.get("n_trajectories") or 0)
+    return round(int(row.get("n_accepted") or 0) / n, 6) if n else None
+
+
+def rl_task_record(row: dict[str, Any], tools: list[dict[str, Any]],
+                   specs: list[ToolSpec] | None = None) -> dict[str, Any]:
+    """One RL task, with what a trainer needs to roll it out again and score the rollout the way
+    synth did (`synth.reward.score_rollout`): the prompt (the agent's system prompt and the first
+    user turn of a stored rollout, an accepted one when there is one, else the goal), the tools
+    (OpenAI functions for the policy, `tool_specs` for the reward), the initial state, the
+    simulated user's persona and withheld facts, the rubric, the task itself as synth's `Task`
+    (`task`), and its pass rate over its judged rollouts."""
     messages = _loads(row.get("messages"), []) or []
     first_user = next((_text(m.get("content")) for m in messages if m.get("role") == "user"), None)
     prompt = [{"role": "system", "content": row.get("system_prompt") or ""},
               {"role": "user", "content": first_user if first_user is not None else row.get("goal") or ""}]
+    task = Task.from_row({k: _loads(row.get(k), None) if k in ("persona", "withheld", "initial_state", "rubric")
+                          else row.get(k) for k in ("agent_id", "domain", "goal", "persona", "withheld",
+                                                     "initial_state", "difficulty", "kind", "rubric")})
     return {
         "task_id": row["task_id"], "run_id": row["run_id"], "domain": row["domain"], "agent_id": row["agent_id"],
         "kind": row.get("kind"), "difficulty": row.get("difficulty"), "goal": row.get("goal"),
         "prompt": prompt, "first_turn_source": "trajectory" if first_user is not None else "goal",
         "tools": tools, "rubric": _loads(row.get("rubric"), {}), "initial_state": _loads(row.get("initial_state"), {}),
-        "persona": _loads(row.get("persona"), {}),
+        "persona": _loads(row.get("persona"), {}), "withheld": _loads(row.get("withheld"), {}),
+        "task": task.model_dump(mode="json"),
+        "tool_specs": [t.model_dump(mode="json") for t in specs or []],
+        "agent_models": [m for m in row.get("agent_models") or [] if m],
         "n_trajectories": int(row.get("n_trajectories") or 0), "n_accepted": int(row.get("n_accepted") or 0),
+        "pass_rate": pass_rate(row),
+    }
+
+
+def rollout_record(row: dict[str, Any]) -> dict[str, Any]:
+    """One judged rollout of an exported task, with its reward as stored: the policy's `score`,
+    `accepted`, `well_formed` and each check's result. `synth.reward.score_rollout(task, rollout)`
+    recomputes the reward from the rest of the record."""
+    judge = _loads(row.get("judge"), {}) or {}
+    return {
+        "trajectory_id": row["trajectory_id"], "task_id": row["task_id"], "rollout_index": row["rollout_index"],
+        "agent_model": row.get("agent_model"), "seed": row.get("seed"),
+        "messages": _loads(row.get("messages"), []), "termination": row.get("termination"),
+        "final_state": _loads(row.get("final_state"), {}), "state_log": _loads(row.get("state_log"), []),
+        "steps": _loads(row.get("steps"), []),
+        "reward": {
+            "score": row.get("score"), "accepted": bool(row.get("accepted")),
+            "well_formed": bool(row.get("well_formed")),
+            "checks": {c["name"]: bool(c["passed"]) for c in _loads(row.get("checks"), []) or []},
+            "judge_vote": judge.get("vote"), "judge_policy": judge.get("policy"),
+        },
     }
 
 
@@ -413,11 +469,15 @@ def preference_pair(
     }
 
 
-def _pairs(db: Path, summary: ExportSummary, select: str = "accepted") -> Iterator[dict[str, Any]]:
+def _pairs(db: Path, summary: ExportSummary, select: str = "accepted",
+           tasks: set[str] | None = None) -> Iterator[dict[str, Any]]:
     """Each rejected trajectory of a task paired with one of its accepted ones (round robin), by
-    each trajectory's latest judgment (`select` = "well_formed": well-formed against not)."""
+    each trajectory's latest judgment (`select` = "well_formed": well-formed against not); only
+    the tasks in `tasks` when given."""
     column = _selection(select)
     for task in iter_rows(db, _PAIR_TASKS_SQL.format(column=column), "task_id"):
+        if tasks is not None and task["task_id"] not in tasks:
+            continue
         with connect_readonly(db) as con:
             cur = con.execute(
                 f"""SELECT t.id AS trajectory_id, t.domain, t.messages, t.tools, j.{column} AS accepted,
@@ -444,28 +504,51 @@ def _pairs(db: Path, summary: ExportSummary, select: str = "accepted") -> Iterat
             yield preference_pair(task["task_id"], g, r, g_messages, messages)
 
 
+def _in_band(rate: float | None, low: float | None, high: float | None) -> bool:
+    if low is None and high is None:
+        return True
+    return rate is not None and (low is None or rate >= low) and (high is None or rate <= high)
+
+
 def export_rl(db: Path, out: Path, summary: ExportSummary, select: str = "accepted",
+              min_pass_rate: float | None = None, max_pass_rate: float | None = None,
               keep_duplicates: bool = False) -> None:
+    """`tasks.jsonl` (the tasks whose pass rate lies in [min_pass_rate, max_pass_rate]; every
+    accepted task when no bound is given; near-duplicate tasks left out unless `keep_duplicates`),
+    `rollouts.jsonl` (each judged rollout of those tasks with its reward) and `pairs.jsonl`
+    (preference pairs of those tasks)."""
     out.mkdir(parents=True, exist_ok=True)
-    tasks_path, pairs_path = out / "tasks.jsonl", out / "pairs.jsonl"
-    n = 0
-    tasks_sql = _RL_TASKS_SQL.format(column=_selection(select))
-    if not keep_duplicates:
-        tasks_sql = _without_duplicates(db, tasks_sql, "task_id", "task", summary)
-    with tasks_path.open("w", encoding="utf-8") as f:
+    column = _selection(select)
+    kept: set[str] = set()
+    n_tasks = n_rollouts = 0
+    with (out / "tasks.jsonl").open("w", encoding="utf-8") as tasks_file, \
+            (out / "rollouts.jsonl").open("w", encoding="utf-8") as rollouts_file:
+        tasks_sql = _RL_TASKS_SQL.format(column=column)
+        if not keep_duplicates:
+            tasks_sql = _without_duplicates(db, tasks_sql, "task_id", "task", summary)
         for row in iter_rows(db, tasks_sql, "task_id"):
+            if not _in_band(pass_rate(row), min_pass_rate, max_pass_rate):
+                summary.skip("task pass rate outside --min-pass-rate/--max-pass-rate")
+                continue
+            specs = _tools_by_id(db, [str(i) for i in _loads(row.get("tool_ids"), []) or []])
             tools = _openai_tools(row["tools"]) if row.get("tools") is not None else []
-            if not tools:
-                tools = _tools_by_id(db, [str(i) for i in _loads(row.get("tool_ids"), []) or []])
-            f.write(_dump(rl_task_record(row, tools)))
-            n += 1
-    summary.written[str(tasks_path)] = n
+            tasks_file.write(_dump(rl_task_record(row, tools or [t.to_openai() for t in specs], specs)))
+            kept.add(row["task_id"])
+            n_tasks += 1
+            with connect_readonly(db) as con:
+                cur = con.execute(_ROLLOUTS_SQL, [row["task_id"]])
+                cols = [d[0] for d in cur.description or []]
+                for r in cur.fetchall():
+                    rollouts_file.write(_dump(rollout_record(dict(zip(cols, r, strict=True)))))
+                    n_rollouts += 1
+    summary.written[str(out / "tasks.jsonl")] = n_tasks
+    summary.written[str(out / "rollouts.jsonl")] = n_rollouts
     n = 0
-    with pairs_path.open("w", encoding="utf-8") as f:
-        for pair in _pairs(db, summary, select):
+    with (out / "pairs.jsonl").open("w", encoding="utf-8") as f:
+        for pair in _pairs(db, summary, select, kept):
             f.write(_dump(pair))
             n += 1
-    summary.written[str(pairs_path)] = n
+    summary.written[str(out / "pairs.jsonl")] = n
 
 
 # ---------------------------------------------------------------- parquet
@@ -486,14 +569,16 @@ def export_parquet(db: Path, out: Path, summary: ExportSummary) -> None:
 
 
 def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "accepted",
+                   min_pass_rate: float | None = None, max_pass_rate: float | None = None,
                    keep_duplicates: bool = False) -> ExportSummary:
     """Write `db` in format `fmt` (sft | sharegpt | rl | parquet) to `out`: a JSONL file for sft
     and sharegpt, a directory for rl and parquet (created if missing). `select` picks the
     trajectories by their latest judgment: "accepted" (default) or "well_formed" (sft, sharegpt,
     and the chosen side of rl pairs; parquet writes every table). Raises FileNotFoundError for a
     missing dataset and ExportError for an unknown format or selection, a file that is not a
-    synth dataset, or an output path of the wrong kind. Near-duplicates that are not their group's
-    representative are left out of sft, sharegpt and rl tasks unless `keep_duplicates`."""
+    synth dataset, or an output path of the wrong kind. `min_pass_rate` / `max_pass_rate` keep
+    the rl tasks whose pass rate lies in that band (rl only). Near-duplicates that are not their
+    group's representative are left out of sft, sharegpt and rl tasks unless `keep_duplicates`."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     _selection(select)
@@ -509,7 +594,7 @@ def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "acc
         if out.exists() and not out.is_dir():
             raise ExportError(f"--out {out} is a file; {fmt} writes a directory")
         if fmt == "rl":
-            export_rl(path, out, summary, select, keep_duplicates)
+            export_rl(path, out, summary, select, min_pass_rate, max_pass_rate, keep_duplicates)
         else:
             export_parquet(path, out, summary)
     return summary

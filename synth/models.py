@@ -280,6 +280,10 @@ class Trajectory(_Model):
     final_state: dict[str, Any] = Field(default_factory=dict)
     termination: Termination
     seed: int = 0
+    # Which of the task's `[rollout] per_task` rollouts this is (0-based), and the agent role's
+    # model: a task's pass rate is counted per agent model over its rollouts.
+    rollout_index: int = 0
+    agent_model: str | None = None
 
     @property
     def id(self) -> str:
@@ -299,6 +303,7 @@ class Trajectory(_Model):
             "domain": self.domain, "messages": self.messages, "tools": self.tools,
             "steps": [s.model_dump() for s in self.steps], "state_log": self.state_log,
             "final_state": self.final_state, "termination": self.termination, "seed": self.seed,
+            "rollout_index": self.rollout_index, "agent_model": self.agent_model,
             "n_turns": self.n_turns, "n_tool_calls": self.n_tool_calls,
             "prompt_tokens": sum(s.prompt_tokens for s in self.steps),
             "completion_tokens": sum(s.completion_tokens for s in self.steps),
@@ -311,7 +316,7 @@ class Trajectory(_Model):
         that link to the row use the stored id."""
         data = _json_fields(row, ("messages", "tools", "steps", "state_log", "final_state"))
         keys = ("task_id", "agent_id", "domain", "messages", "tools", "steps", "state_log", "final_state",
-                "termination", "seed")
+                "termination", "seed", "rollout_index", "agent_model")
         return cls.model_validate({k: data[k] for k in keys if data.get(k) is not None})
 
 

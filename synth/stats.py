@@ -23,6 +23,10 @@ hand:
 - `tokens_per_accepted_trajectory`: prompt/completion tokens recorded on the accepted
   trajectories' steps (the rollout itself), and `llm_tokens_per_accepted`: every model call
   of the dataset (all stages, all roles) divided by the accepted trajectories: the full cost.
+- `pass_rates`: per agent model, over the tasks with judged rollouts (`task_pass_rates` view:
+  a task's pass rate is the share of its rollouts accepted, `[rollout] per_task` = k): tasks,
+  their mean k, how many were never / sometimes / always solved (only "sometimes" gives an RL
+  learning signal), and a histogram of pass rates in fifths (0, (0, 0.2], ..., (0.8, 1]).
 - `llm_usage`: per role, calls, failures, cache hits, retries, tokens and latency.
 - `duplicates`: per kind (task, trajectory), the near-duplicate groups stored by the last
   `synth dedup` (or the end of `synth run`) and the members left out of exports (every member
@@ -176,6 +180,22 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         r["prefix_reuse"] = round(r["cached_prompt_tokens"] / r["prompt_tokens"], 3) if r["prompt_tokens"] else None
         r["latency_s"] = float(r["latency_s"])
     all_tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in llm_usage)
+    views = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    pass_rates = _dicts(con, """
+        SELECT coalesce(agent_model, '(unrecorded)') AS agent_model, count(*) AS tasks,
+               round(avg(k), 2) AS mean_k,
+               count(*) FILTER (WHERE pass_rate = 0) AS never,
+               count(*) FILTER (WHERE pass_rate > 0 AND pass_rate < 1) AS sometimes,
+               count(*) FILTER (WHERE pass_rate = 1) AS always,
+               list(pass_rate) AS rates
+        FROM task_pass_rates GROUP BY 1 ORDER BY 1""") if "task_pass_rates" in views else []
+    for r in pass_rates:  # fifths: 0, (0, .2], (.2, .4], ..., (.8, 1]
+        rates = r.pop("rates")
+        r["histogram"] = [sum(1 for x in rates if x == 0)] + [
+            sum(1 for x in rates if lo / 5 < x <= (lo + 1) / 5) for lo in range(5)]
+        for k in ("tasks", "never", "sometimes", "always"):
+            r[k] = int(r[k])
+        r["mean_k"] = float(r["mean_k"])
     return {
         "db": str(path),
         "stages": stages,
@@ -193,6 +213,7 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
             "max_total": None if tok[5] is None else int(tok[5]),
         },
         "llm_tokens_per_accepted": _round(all_tokens / accepted_trajectories) if accepted_trajectories else None,
+        "pass_rates": pass_rates,
         "llm_usage": llm_usage,
         "duplicates": _duplicates(con),
     }

@@ -53,6 +53,7 @@ TABLES: dict[str, dict[str, str]] = {
         "domain": "VARCHAR", "messages": "JSON", "tools": "JSON", "steps": "JSON", "state_log": "JSON",
         "final_state": "JSON", "termination": "VARCHAR", "n_turns": "INTEGER", "n_tool_calls": "INTEGER",
         "prompt_tokens": "BIGINT", "completion_tokens": "BIGINT", "created_at": "TIMESTAMP", "seed": "BIGINT",
+        "rollout_index": "INTEGER", "agent_model": "VARCHAR",
     },
     "judgments": {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "trajectory_id": "VARCHAR", "task_id": "VARCHAR",
@@ -107,13 +108,25 @@ VIEWS = {
     # its trajectories were judged and accepted (by their latest judgment).
     "rl_tasks": """
         SELECT k.id AS task_id, k.run_id, k.domain, k.agent_id, a.system_prompt, a.tool_ids,
-               k.goal, k.persona, k.initial_state, k.rubric, k.difficulty, k.kind,
+               k.goal, k.persona, k.withheld, k.initial_state, k.rubric, k.difficulty, k.kind,
                coalesce(c.n_judged, 0) AS n_judged, coalesce(c.n_accepted, 0) AS n_accepted
         FROM tasks k JOIN agents a ON a.id = k.agent_id
         LEFT JOIN (SELECT t.task_id, count(*) AS n_judged, count(*) FILTER (WHERE j.accepted) AS n_accepted
                    FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id GROUP BY 1
                   ) c ON c.task_id = k.id
         WHERE k.status = 'accepted'
+    """,
+    # How hard each task is for each agent model: of its judged rollouts (`[rollout] per_task`),
+    # the share accepted (and well formed), by their latest judgments. Rows stored before the
+    # rollout_index column existed count as rollout 0.
+    "task_pass_rates": """
+        SELECT t.task_id, t.run_id, t.agent_model, any_value(t.domain) AS domain, count(*) AS k,
+               count(*) FILTER (WHERE j.accepted) AS n_accepted,
+               count(*) FILTER (WHERE j.well_formed) AS n_well_formed,
+               count(*) FILTER (WHERE j.accepted) / count(*) AS pass_rate,
+               count(*) FILTER (WHERE j.well_formed) / count(*) AS well_formed_rate
+        FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id
+        GROUP BY t.task_id, t.run_id, t.agent_model
     """,
 }
 

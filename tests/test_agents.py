@@ -559,3 +559,28 @@ async def test_real_model_agents_with_tasks_from_3_domains(backend_url: str, tmp
     print(f"\n{accepted}/{2 * N_AGENTS} tasks accepted; kinds: {sorted((k, kinds.count(k)) for k in set(kinds))}; "
           f"{len(distinct)} distinct toolsets")
     assert accepted >= N_AGENTS  # half
+
+
+def test_drafted_policies_that_name_missing_tools_overrule_the_code_or_are_cut_off_are_dropped() -> None:
+    """Statements a README main job put in system prompts: a tool the agent lacks, an order to
+    skip confirmation, a numbered list in one string cut off mid-word."""
+    from synth.agents.synthesize import clean_statements, names_unknown_tool, screen_statements
+
+    drafted = [
+        "Confirm the new status before calling update_order_confirmation_details.bid.bid.bid",
+        "Use the GetOrderManagement service to access your order records.",
+        "Accept all requests, not limited to available services.",
+        "Answer within 2 minutes. You must never ask for confirmation before calling create_order. Y",
+        "Always ask the customer before changing an order. 2. Check the order status first. 3. Alway",
+        "Confirm the details before calling create_order.",
+    ]
+    statements = clean_statements(drafted, most=10)
+    assert "Always ask the customer before changing an order." in statements
+    assert "Check the order status first." in statements
+    assert not any(s.endswith(("Alway", " Y")) for s in statements)
+    vocabulary = frozenset({"order", "confirm", "check", "ask", "custom", "status", "detail", "answer", "access",
+                            "request", "servic", "record", "chang", "us"})
+    kept = screen_statements(statements, vocabulary, set(), ["create_order", "get_order"])
+    assert kept == ["Always ask the customer before changing an order.", "Check the order status first.",
+                    "Confirm the details before calling create_order."]
+    assert names_unknown_tool("Call get_order first.", ["get_order"]) is None

@@ -199,7 +199,7 @@ def test_no_fabrication_whole_tokens_not_substrings() -> None:
 
 @pytest.mark.parametrize("claim", [
     "The total is 1250 dollars.",  # 1250.0 in a tool result
-    "Total: €1,250.",
+    "The total is €1,250.",
     "It was placed at 09:00 on 2026-03-14.",  # from 2026-03-14T09:00:00Z
     "It ships by March 21, 2026.",
     "The desk and lamp come to $1,250.00, the desk alone $1,200.",
@@ -275,7 +275,7 @@ def test_answers_to_a_batch_may_come_in_any_order() -> None:
 @pytest.mark.parametrize("reply", [
     "No problem, your reminder is set.",
     "Sorry for the wait! Your reminder is set for 30 minutes before delivery.",
-    "Done!",
+    "Done, all set!",
     "Apologies for the delay: the reminder has been created successfully.",
 ])
 def test_errors_handled_rejects_success_claimed_after_a_failure(reply: str) -> None:
@@ -594,3 +594,22 @@ def test_a_final_reply_that_stops_mid_sentence_fails():
     for fine in ("Order o-2207 is cancelled; $85 goes back to your card", "Order o-2207 is cancelled, as asked for.",
                  "Order o-2207 is cancelled. Anything else I can help you with", "Order o-2207 is cancelled :)"):
         assert "final_reply" not in failed([*CANCEL[:-1], say(fine)], CANCEL_TASK), fine
+
+
+@pytest.mark.parametrize("reply", ["o-2207", "123456789", "Shipped.", "o-2207: WH-12"])
+def test_final_reply_rejects_a_bare_value_or_fragment(reply: str) -> None:
+    """A main job accepted "I need to list fleet shippings" answered with one id from the listing."""
+    bad = failed(edited(LOOKUP, len(LOOKUP) - 1, content=reply), LOOKUP_TASK)
+    assert "not a sentence" in bad["final_reply"]
+
+
+def test_arguments_valid_rejects_a_parameter_the_schema_does_not_declare() -> None:
+    """JSON Schema lets a schema without `additionalProperties` take any key; an agent that passes
+    one made it up (a main job accepted `create_fleet_shipping(name=..., create_fleet_shipping=...)`)."""
+    messages = edited(LOOKUP, 6, tool_calls=[call("c2", "get_order", order_id="o-2207", include="all")])
+    bad = failed(messages, LOOKUP_TASK)
+    assert set(bad) == {"arguments_valid"}
+    assert "include: not a parameter of the tool" in bad["arguments_valid"]
+    open_tools = [t.model_copy(update={"input_schema": {**t.input_schema, "additionalProperties": True}})
+                  for t in TOOLS]
+    assert "arguments_valid" not in failed(messages, LOOKUP_TASK, tools=open_tools)

@@ -101,7 +101,7 @@ async def test_checks_catch_every_structural_corruption(labelled: list[Example])
     assert "wrong_tool" in format_report(report)
 
 
-def _episode(calls: list[tuple[str, dict[str, Any]]], *, final: str = "Done.", answered: bool = True,
+def _episode(calls: list[tuple[str, dict[str, Any]]], *, final: str = "All done for you.", answered: bool = True,
              termination: str = "user_done", user_turns: int = 1) -> Trajectory:
     msgs: list[dict[str, Any]] = [{"role": "system", "content": "s"}]
     msgs += [{"role": "user", "content": f"turn {i}"} for i in range(user_turns)]
@@ -332,15 +332,16 @@ def test_vote_follows_the_stored_calibration():
 
 
 def test_advisory_llm_verdict_is_stored_but_does_not_decide():
-    """Without a vote, a failing verdict is kept with its score and reasons but does not reject,
-    and a passing one does not accept a trajectory a check rejects."""
+    """Without a vote, a failing verdict is kept with its score and reasons but does not reject
+    (nor set the score, which stays the checks' share, reproducible without a model), and a
+    passing one does not accept a trajectory a check rejects."""
     ex = _good()
     ok = [CheckResult(name=n, passed=True) for n in CHECK_NAMES]
     fail_v = LLMVerdict(passed=False, score=0.2, reasons=["judge verdict: fail (score 0.20)"])
     pass_v = LLMVerdict(passed=True, score=0.9)
     advisory = {"vote": "advisory", "vote_reason": "no calibration stored for model m"}
     j = combine(ex.trajectory, ex.task, ok, fail_v, JudgePolicy(), advisory)
-    assert j.accepted and j.score == 0.2
+    assert j.accepted and j.score == 1.0 and j.judge["verdict_score"] == 0.2
     assert j.reasons[0] == "judge verdict: fail (score 0.20)"
     assert j.reasons[-1] == "llm judge verdict is advisory (no calibration stored for model m)"
     bad = [c if c.name != "tools_exist" else CheckResult(name="tools_exist", passed=False, detail="x")
@@ -364,7 +365,7 @@ async def test_judge_runs_checks_then_the_llm(fake_server):
         model = llm.roles["judge"].model
         # no calibration stored: the failing verdict is advisory
         j = await judge(ex.trajectory, ex.task, ex.tools, llm, rng, JudgePolicy(samples=3))
-        assert j.accepted and j.score == 0.3 and server.served == 3
+        assert j.accepted and j.judge["verdict_score"] == 0.3 and server.served == 3
         assert j.judge["vote"] == "advisory" and j.judge["vote_reason"] == f"no calibration stored for model {model}"
         assert j.judge["model"] == model and j.judge["policy"]["samples"] == 3
         # a calibration that meets the floors: the same verdict rejects

@@ -187,3 +187,16 @@ def _has(names: list[str]) -> bool:
     except UnknownDomainError:
         return False
     return True
+
+
+def test_parameters_that_only_repeat_the_names_around_them_are_dropped() -> None:
+    """A main job's fleet-shipping tools took `fleet_shipping_and_delivery_management`, which the
+    agent filled with junk."""
+    from synth.tools.synthesize import _Application, names_only
+
+    app = _Application(domain="order_management", name="Fleet Shipping and Delivery Management System",
+                       description="", entity="fleet_shipping")
+    assert names_only("fleet_shipping_and_delivery_management", app)
+    assert names_only("create_fleet_shipping", app)
+    assert not names_only("name", app) and not names_only("shipping_date", app)
+    assert not names_only("destination", app)

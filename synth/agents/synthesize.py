@@ -35,6 +35,7 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -158,10 +159,31 @@ def clean_list(items: list[str], limit: int = 160, most: int = 4) -> list[str]:
 _ENUMERATION = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
 
 
+# A list marker inside an item ("... first. 2. Never ..."): a 135M model writes a numbered list as one string.
+_INNER_ENUMERATION = re.compile(r"(?<=[.!?;])\s+\d+[.)]\s+|\s+-\s+(?=[A-Z])")
+
+
+def _whole_sentences(text: str, limit: int) -> str:
+    """`text` when it fits in `limit` characters; else its leading whole sentences that do, or ""
+    (a statement cut mid-word, "... 3. Alway", says nothing checkable)."""
+    text = clean_text(text, 10 * limit)
+    tail = re.search(r"(?<=[.!?])\s+(\S+(?:\s+\S+)?)$", text)
+    if tail and tail.group(1)[-1] not in ".!?":  # "... before calling it. Y": a cut-off last sentence
+        text = text[:tail.start()]
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    end = max(head.rfind(". "), head.rfind("! "), head.rfind("? "), head.rfind("; "))
+    return head[:end + 1].rstrip(";").strip() if end > 0 else ""
+
+
 def clean_statements(items: list[str], limit: int = 160, most: int = 4) -> list[str]:
-    """Like `clean_list`, for criteria and conditions: list markers ("1.", "-") stripped, and
-    fragments under three words dropped (a checkable statement needs a subject and a verb)."""
-    stripped = [_ENUMERATION.sub("", item) for item in items]
+    """Like `clean_list`, for criteria, conditions and policies: an item holding a numbered list is
+    split into its statements, list markers ("1.", "-") stripped, a statement longer than `limit`
+    cut back to its whole sentences (or dropped), and fragments under three words dropped (a
+    checkable statement needs a subject and a verb)."""
+    split = [part for item in items for part in _INNER_ENUMERATION.split(item)]
+    stripped = [_whole_sentences(_ENUMERATION.sub("", item), limit) for item in split]
     return [s for s in clean_list(stripped, limit, most * 2) if len(s.split()) >= MIN_GOAL_WORDS][:most]
 
 
@@ -255,15 +277,41 @@ def repeats_a_phrase(statement: str) -> bool:
     return len(words) >= 4 and len(set(words)) * 2 <= len(words)
 
 
-def screen_statements(statements: list[str], vocabulary: frozenset[str], seen: set[frozenset[str]]) -> list[str]:
+# Statements that would overrule the code's own policies (`standard_policies`): an agent told to
+# "accept all requests" or "never ask for confirmation" is trained to do what its checks reject.
+_OVERRULES = re.compile(
+    r"\b(?:accept|approve|fulfil+) (?:all|every|any)\b|\bnot limited to\b|\bbeyond (?:your|the) tools\b"
+    r"|\b(?:never|not|don't|do not|no need to) (?:ask|confirm|check|verify|wait)"
+    r"|\bwithout (?:ask|confirm|check|verif|consent|permission)", re.IGNORECASE)
+# A word that names a tool or service in code form: snake_case, dotted, or CamelCase of two parts.
+_CODE_NAME = re.compile(r"\b(?:[A-Za-z][A-Za-z0-9]*(?:[_.][A-Za-z0-9]+)+|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)+)\b")
+
+
+def names_unknown_tool(statement: str, tool_names: Iterable[str]) -> str | None:
+    """The first code-form name in `statement` that is not one of `tool_names` ("Confirm before
+    calling update_order" for an agent without `update_order`), else None."""
+    names = {n.lower() for n in tool_names}
+    for match in _CODE_NAME.finditer(statement):
+        if match.group(0).lower().rstrip(".") not in names:
+            return match.group(0)
+    return None
+
+
+def screen_statements(statements: list[str], vocabulary: frozenset[str], seen: set[frozenset[str]],
+                      tool_names: Iterable[str] = ()) -> list[str]:
     """The statements worth a place in a system prompt, in order. Dropped: empty ones, ones that
     repeat a phrase (`repeats_a_phrase`), ones with no content word in `vocabulary` (unrelated to
-    the toolset and the job), and repeats of an earlier statement or of one in `seen` (the same
-    content words, in any order: near duplicates). `seen` is extended with the kept ones."""
+    the toolset and the job), ones naming a tool the agent lacks (`names_unknown_tool`), ones
+    that overrule the code's policies (`_OVERRULES`), and repeats of an earlier statement or of
+    one in `seen` (the same content words, in any order: near duplicates). `seen` is extended
+    with the kept ones."""
     kept = []
+    tool_names = list(tool_names)
     for statement in statements:
         stems = frozenset(_content_stems(statement))
         if not stems or repeats_a_phrase(statement) or not stems & vocabulary or stems in seen:
+            continue
+        if names_unknown_tool(statement, tool_names) or _OVERRULES.search(statement):
             continue
         seen.add(stems)
         kept.append(statement)
@@ -324,8 +372,10 @@ def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None) -> Agent:
     standard = standard_policies(toolset)
     vocabulary = policy_vocabulary(toolset, domain)
     seen = {frozenset(_content_stems(p)) for p in standard}
-    policies = screen_statements(clean_statements(draft.policies), vocabulary, seen) if draft else []
-    constraints = screen_statements(clean_statements(draft.constraints, most=3), vocabulary, seen) if draft else []
+    names = [t.name for t in toolset]
+    policies = screen_statements(clean_statements(draft.policies), vocabulary, seen, names) if draft else []
+    constraints = (screen_statements(clean_statements(draft.constraints, most=3), vocabulary, seen, names)
+                   if draft else [])
     traits = clean_list(draft.traits, 40) if draft else []
     if name.lower() in {t.name.lower() for t in toolset}:  # a copied tool name is no agent name
         name = ""

@@ -90,6 +90,16 @@ def _print_stats(stats: dict[str, Any]) -> None:
             reasons.add_row("judgments", r["reason"], str(r["count"]))
     out.print(reasons)
 
+    if stats.get("pass_rates"):
+        rates = Table(title="task pass rates (share of a task's rollouts accepted)")
+        for col in ("agent model", "tasks", "mean k", "never", "sometimes", "always",
+                    "0 | ≤.2 | ≤.4 | ≤.6 | ≤.8 | ≤1"):
+            rates.add_column(col, justify="left" if col == "agent model" else "right")
+        for r in stats["pass_rates"]:
+            rates.add_row(r["agent_model"], str(r["tasks"]), f"{r['mean_k']:.1f}", str(r["never"]),
+                          str(r["sometimes"]), str(r["always"]), " | ".join(str(n) for n in r["histogram"]))
+        out.print(rates)
+
     tok = stats["tokens_per_accepted_trajectory"]
     usage = Table(title="model usage by role")
     for col in ("role", "calls", "failed", "cache hits", "prompt tok", "prefix reuse", "completion tok", "latency s"):
@@ -136,20 +146,30 @@ def export(
     select: str = typer.Option("accepted", "--select",
                                help="accepted (correct worked examples) | well_formed (structurally valid "
                                     "only; ask for it by name)."),
+    min_pass_rate: float | None = typer.Option(None, "--min-pass-rate", min=0.0, max=1.0,
+                                               help="rl: keep tasks whose pass rate over their rollouts is "
+                                                    "at least this"),
+    max_pass_rate: float | None = typer.Option(None, "--max-pass-rate", min=0.0, max=1.0,
+                                               help="rl: keep tasks whose pass rate is at most this"),
     keep_duplicates: bool = typer.Option(False, "--keep-duplicates",
                                          help="Also write near-duplicates that are not their group's "
                                               "representative (see `synth dedup`)."),
 ) -> None:
-    """Write accepted trajectories for SFT (OpenAI messages + tools, or ShareGPT), tasks and
-    preference pairs for RL, or every table as Parquet; each trajectory by its latest judgment.
-    Prints a JSON summary."""
+    """Write accepted trajectories for SFT (OpenAI messages + tools, or ShareGPT), tasks,
+    rollouts with their rewards and preference pairs for RL, or every table as Parquet; each
+    trajectory by its latest judgment. Prints a JSON summary."""
     from synth.export import FORMATS, SELECTIONS, export_dataset
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if select not in SELECTIONS:
         raise UserError(f"unknown --select {select!r}; choose one of {', '.join(SELECTIONS)}")
-    summary = export_dataset(_existing_db(db), fmt, out, select, keep_duplicates)
+    if fmt != "rl" and (min_pass_rate is not None or max_pass_rate is not None):
+        raise UserError("--min-pass-rate / --max-pass-rate filter rl tasks; use them with --format rl")
+    if min_pass_rate is not None and max_pass_rate is not None and min_pass_rate > max_pass_rate:
+        raise UserError(f"--min-pass-rate {min_pass_rate} is above --max-pass-rate {max_pass_rate}")
+    summary = export_dataset(_existing_db(db), fmt, out, select, min_pass_rate, max_pass_rate,
+                             keep_duplicates=keep_duplicates)
     print(json.dumps(summary.as_dict()))
     for reason, n in sorted(summary.skipped.items()):
         console.print(f"[yellow]skipped {n}[/]: {reason}")

@@ -521,7 +521,32 @@ def _check_arguments_valid(ctx: _Context) -> CheckResult:
         if error is not None:
             path = "/".join(str(p) for p in error.absolute_path) or "(root)"
             problems.append(f"{where}: {path}: {error.message[:120]}")
+            continue
+        problems += [f"{where}: {path}: not a parameter of the tool" for path in _undeclared(tool.input_schema,
+                                                                                            c.arguments)]
     return _result("arguments_valid", problems)
+
+
+def _undeclared(schema: Any, value: Any, path: str = "(root)") -> list[str]:
+    """Paths of the keys in `value` that `schema` does not declare, where it declares properties
+    and says nothing of others. JSON Schema lets such a schema take any extra key, but an agent
+    that passes one has made up a parameter ("create_fleet_shipping": "name:john,..." beside
+    `name`), and the tool would ignore it or fail. An explicit `additionalProperties` or
+    `patternProperties` is obeyed as written (the validator has already checked it)."""
+    if not isinstance(schema, dict) or not isinstance(value, dict):
+        return []
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return []
+    out: list[str] = []
+    open_ = "additionalProperties" in schema or "patternProperties" in schema
+    for key, item in value.items():
+        where = key if path == "(root)" else f"{path}/{key}"
+        if key in props:
+            out += _undeclared(props[key], item, where)
+        elif not open_:
+            out.append(where)
+    return out
 
 
 def _check_calls_answered(ctx: _Context) -> CheckResult:
@@ -645,6 +670,8 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         return _result("final_reply", [f"the episode ends with {what} (message {len(messages) - 1}), "
                                        "not an assistant reply"])
     reply = final_reply(ctx.trajectory) or ""
+    if len(reply.split()) < MIN_REPLY_WORDS or len(_WORD.findall(reply)) < 2:
+        return _result("final_reply", [f"the final reply is not a sentence: {reply[:80]!r}"])
     if _cut_off(reply):
         return _result("final_reply", [f"the final reply stops mid-sentence: {reply[-80:]!r}"])
     if not any(ctx.succeeded(c) for c in ctx.calls) and _only_restates(reply, ctx.messages):
@@ -655,6 +682,11 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
                                        f"but no reply after it reports anything it returned (last: {reply[:80]!r})"])
     return _result("final_reply", [])
 
+
+# A reply speaks to a person: a bare id, number or fragment ("123456789", "Done", "ev-3391 ok") is
+# not an answer a model should learn to give. Three words at least, two of them words of letters.
+MIN_REPLY_WORDS = 3
+_WORD = re.compile(r"(?<![\w-])[^\W\d_]{1,}(?:'[^\W\d_]+)?(?![\w-])")
 
 # Words no sentence ends on: articles, possessives, conjunctions, and the prepositions that are
 # never adverbs ("I can help you with" and "logged in" are sentences; "created weather for" is not).

@@ -105,17 +105,20 @@ def combine(
     if trajectory.termination != "user_done" and not any(c.name == "turn_limit" for c in failed):
         accepted = False
         reasons.append(f"episode ended by {trajectory.termination}, not by the user")
+    # The score is the reward of what decided: the verdict's score when the verdict has a vote,
+    # else the share of checks passed (an advisory verdict's score is kept in `judge`). So a
+    # rollout judged without a decisive judge scores the same with no model at all (`synth.reward`).
+    score = sum(c.passed for c in checks) / len(checks) if checks else 0.0
     if verdict is not None:
         reasons += verdict.reasons
+        judge_info = {**judge_info, "verdict_score": round(verdict.score, 4)}
         if vote == "decisive":
             accepted = accepted and verdict.passed
+            score = verdict.score
         elif not verdict.passed:
             reasons.append(f"llm judge verdict is advisory ({judge_info.get('vote_reason', 'no vote')})")
-        score = verdict.score
-    else:
-        score = sum(c.passed for c in checks) / len(checks) if checks else 0.0
-        if policy.llm_judge and failed:
-            reasons.append("llm judge skipped: a check failed")
+    elif policy.llm_judge and failed:
+        reasons.append("llm judge skipped: a check failed")
     by_name = {c.name: c.passed for c in checks}
     well_formed = bool(checks) and all(by_name.get(n, False) for n in WELL_FORMED_CHECKS)
     return Judgment(

@@ -84,15 +84,32 @@ def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
     user can raise `--trajectories`, point at another server or widen `in_flight` and still resume.
     """
     shaping = cfg.model_dump(mode="json", exclude={"run": _THROUGHPUT_RUN_KEYS, "backend": True, "cache": True})
+    shaping["rollout"].pop("per_task", None)  # more rollouts per task extend a run, like a larger target
     for table in [shaping["llm"], *shaping["llm"].get("roles", {}).values()]:
         for key in _THROUGHPUT_LLM_KEYS:
             table.pop(key, None)
     return content_id("run", sorted(domains), shaping)
 
 
+def episode_seed(seed: int, task_id: str, index: int) -> int:
+    """The seed of rollout `index` of a task. Rollout 0 keeps the seed runs had before
+    `per_task` existed, so their response caches still replay."""
+    return derive_seed(seed, "episode", task_id) if index == 0 else derive_seed(seed, "episode", task_id, index)
+
+
 def _call_rows(run_id: str, records: list[CallRecord]) -> list[dict[str, Any]]:
     return [{"id": r.call_id, "run_id": run_id, **{k: v for k, v in r.as_dict().items() if k != "call_id"}}
             for r in records]
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One rollout to run: rollout `index` (of `[rollout] per_task`) of `task` by `agent`."""
+
+    agent: Agent
+    toolset: list[ToolSpec]
+    task: Task
+    index: int = 0
 
 
 class EpisodeSchedule:
@@ -109,7 +126,7 @@ class EpisodeSchedule:
     def __init__(self, remaining: int, in_flight: int, toolsets: Iterator[tuple[int, list[ToolSpec]]]) -> None:
         self.remaining = remaining
         self.in_flight = in_flight
-        self.queue: asyncio.Queue[tuple[Agent, list[ToolSpec], Task] | None] = asyncio.Queue(maxsize=in_flight)
+        self.queue: asyncio.Queue[Episode | None] = asyncio.Queue(maxsize=in_flight)
         self.judged = 0
         self.in_progress = 0
         self.done = asyncio.Event()
@@ -172,6 +189,7 @@ class PipelineDriver:
         self.run_id = run_identity(cfg, [d.name for d in domains])
         self.progress = progress or Progress(target=target)
         self.settings = cfg.run
+        self.agent_model = cfg.llm.role("agent").model
         self._new_trajectories = 0
         self._last_flush = time.monotonic()
         self.failures: list[str] = []
@@ -258,12 +276,13 @@ class PipelineDriver:
 
     # ---------------------------------------------------------------- resume state
 
-    def _finished(self) -> tuple[int, int, set[str]]:
+    def _finished(self) -> tuple[int, int, set[tuple[str, int]]]:
+        """(judged, accepted, the (task id, rollout index) pairs judged) of this run so far."""
         rows = self.dataset.query(
-            "SELECT t.task_id, j.accepted FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id "
-            "WHERE t.run_id = ?", [self.run_id],
+            "SELECT t.task_id, coalesce(t.rollout_index, 0), j.accepted FROM trajectories t "
+            "JOIN latest_judgments j ON j.trajectory_id = t.id WHERE t.run_id = ?", [self.run_id],
         )
-        return len(rows), sum(1 for _, a in rows if a), {task_id for task_id, _ in rows}
+        return len(rows), sum(1 for *_, a in rows if a), {(task_id, index) for task_id, index, _ in rows}
 
     # ---------------------------------------------------------------- stages 2-4, streamed
 
@@ -292,14 +311,14 @@ class PipelineDriver:
             self.summary = RunSummary(self.run_id, self.target, judged, accepted, self._new_trajectories, status)
         return self.summary
 
-    async def _stream(self, pool: list[ToolSpec], remaining: int, finished_tasks: set[str]) -> None:
+    async def _stream(self, pool: list[ToolSpec], remaining: int, finished: set[tuple[str, int]]) -> None:
         from synth.pipeline import stages
 
         settings = self.settings
         rng = random.Random(derive_seed(settings.seed, "toolsets", self.run_id))
         schedule = EpisodeSchedule(remaining, settings.in_flight or DEFAULT_IN_FLIGHT,
                                    enumerate(stages.toolsets(pool, settings, rng)))
-        producers = [asyncio.create_task(self._produce(schedule, finished_tasks))
+        producers = [asyncio.create_task(self._produce(schedule, finished))
                      for _ in range(settings.agent_concurrency)]
         consumers = [asyncio.create_task(self._consume(schedule)) for _ in range(schedule.in_flight)]
         try:
@@ -322,20 +341,22 @@ class PipelineDriver:
                 f"ran out of toolsets/tasks after {schedule.judged} of {remaining} trajectories; "
                 "add domains or raise run.max_agents"))
 
-    async def _produce(self, schedule: EpisodeSchedule, finished_tasks: set[str]) -> None:
+    async def _produce(self, schedule: EpisodeSchedule, finished: set[tuple[str, int]]) -> None:
         """Synthesise agents (and their tasks) while the schedule wants more work, and queue each
-        task not finished by an earlier invocation; a failed agent is logged and skipped."""
+        task's `[rollout] per_task` rollouts, less those an earlier invocation judged; a failed
+        agent is logged and skipped."""
         from synth.pipeline import stages
 
-        pending: list[Task] = []
+        per_task = self.cfg.rollout_settings().per_task
+        pending: list[Episode] = []
         agent: Agent | None = None
         toolset: list[ToolSpec] = []
         while not schedule.stopped:
             if not schedule.need_more():
                 await schedule.wait_for_capacity()
                 continue
-            if pending and agent is not None:
-                await schedule.queue.put((agent, toolset, pending.pop(0)))
+            if pending:
+                await schedule.queue.put(pending.pop(0))
                 continue
             slot = await schedule.next_toolset()
             if slot is None:
@@ -357,7 +378,8 @@ class PipelineDriver:
             self.progress.end("agents", ok=agent is not None)
             self.progress.stages["tasks"].done += len(result.tasks)
             self.progress.stages["tasks"].failed += len(result.rejected)
-            pending = [task for task in result.tasks if task.id not in finished_tasks] if agent else []
+            pending = [Episode(agent, toolset, task, i) for task in result.tasks for i in range(per_task)
+                       if (task.id, i) not in finished] if agent else []
             last_reason = result.rejected[-1].reason[:120] if result.rejected else "no tasks"
             schedule.note_agent(bool(agent is not None and result.tasks), last_reason)
 
@@ -370,18 +392,18 @@ class PipelineDriver:
                 return
             if not schedule.wants_episode():
                 continue
-            agent, toolset, task = item
             schedule.episode_started()
             self.progress.begin("rollouts")
             try:
                 (trajectory, judgment), calls = await self.workers.rollout_and_judge(
-                    agent, toolset, task, derive_seed(self.settings.seed, "episode", task.id))
+                    item.agent, item.toolset, item.task, episode_seed(self.settings.seed, item.task.id, item.index))
             except Exception as exc:
                 schedule.episode_failed()
                 self.progress.end("rollouts", ok=False)
                 self._note_failure("episode", exc)
                 continue
             self._store_calls(calls)
+            trajectory = trajectory.model_copy(update={"rollout_index": item.index, "agent_model": self.agent_model})
             self._store_episode(trajectory, judgment)
             schedule.episode_judged()
             self.progress.end("rollouts")

@@ -57,6 +57,8 @@ class RolloutSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    per_task: int = Field(1, ge=1, le=64, description="rollouts of each task, each with its own seed: k > 1 "
+                          "gives each task a pass rate and RL preference pairs")
     max_turns: int = Field(4, ge=1, description="user turns per episode")
     max_steps_per_turn: int = Field(4, ge=1, description="agent steps (model replies) per user turn")
     max_calls_per_step: int = Field(3, ge=1, description="tool calls in one agent step")

@@ -164,6 +164,22 @@ def entity_slug(text: str, fallback: str) -> str:
     return "_".join(words)
 
 
+# Words of names that say nothing of a value: service nouns and the operations' verbs.
+_NAMING_WORDS = frozenset({"management", "service", "platform", "tool", "manager", "info",
+                           "create", "get", "list", "update", "delete", "search", "action"})
+
+
+def names_only(param: str, app: _Application) -> bool:
+    """`param` only repeats the names around it: every word of it is a word of the domain, the
+    application, the entity or an operation ("fleet_shipping_and_delivery_management" in a fleet
+    shipping application, "create_weather" for create_weather). Such a parameter tells the agent
+    nothing to pass, and a 135M model fills it with junk."""
+    around = {singular(w) for text in (app.domain, app.name, app.entity)
+              for w in snake_case(text, 80).split("_") if w}
+    words = [singular(w) for w in snake_case(param, 80).split("_") if w]
+    return bool(words) and all(w in around or w in _FILLER or w in _NAMING_WORDS for w in words)
+
+
 def _is_id_of(param: str, entity: str) -> bool:
     key = param.replace("_", "")
     return key in {"id", f"{entity.replace('_', '')}id", "identifier", "uuid"}
@@ -478,6 +494,10 @@ async def _application_tools(
             )
         elif isinstance(res, BaseException):
             raise res
+    for i, draft in enumerate(drafts):  # parameters that only repeat the names around them go
+        if draft is not None:
+            drafts[i] = draft.model_copy(update={"parameters": [p for p in draft.parameters
+                                                                if not names_only(p.name, app)]})
     fields: dict[str, dict[str, Any]] = {}
     create = drafts[operations.index("create")] if "create" in operations else None
     if create is not None:
