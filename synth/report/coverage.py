@@ -15,6 +15,7 @@ it and the tool is in the trajectory's agent's toolset.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,13 +34,13 @@ MAX_TASK_POINTS = 4000
 PAGE_SIZE = 5000
 
 # Per tool: the trajectories that call it (by name, within their agent's toolset), and how many of
-# those are accepted by their latest judgment.
+# those are accepted by their latest judgment. `{where}` filters the trajectories (`t`).
 TOOL_USE_SQL = """
     WITH called AS (
         SELECT DISTINCT trajectory_id, agent_id, accepted, name FROM (
             SELECT t.id AS trajectory_id, t.agent_id, coalesce(j.accepted, false) AS accepted,
                    unnest(json_extract_string(t.messages, '$[*].tool_calls[*].function.name')) AS name
-            FROM trajectories t LEFT JOIN latest_judgments j ON j.trajectory_id = t.id)
+            FROM trajectories t LEFT JOIN latest_judgments j ON j.trajectory_id = t.id {where})
     ),
     agent_tools AS (
         SELECT id AS agent_id, unnest(from_json(tool_ids, '["VARCHAR"]')) AS tool_id FROM agents
@@ -109,6 +110,8 @@ class CoverageMap:
     cells: list[MapCell] = field(default_factory=list)
     groups: dict[str, int] = field(default_factory=dict)  # points per colour group, over all points
     categories: list[str] = field(default_factory=list)
+    cell_of: dict[str, int] = field(default_factory=dict)  # (tool map) every tool id -> its cell (row * GRID + col)
+    domain_of: dict[str, str] = field(default_factory=dict)  # (tool map) every tool id -> its domain
 
     @property
     def uncovered_cells(self) -> list[MapCell]:
@@ -143,10 +146,12 @@ def tool_text(row: dict[str, Any]) -> str:
     return f"{row['name']} {row.get('description') or ''} {' '.join(str(p) for p in params)}"
 
 
-def tool_use(db: str | Path) -> dict[str, tuple[int, int]]:
-    """Tool id -> (trajectories calling it, accepted ones among them)."""
+def tool_use(db: str | Path, exclude_run: str | None = None) -> dict[str, tuple[int, int]]:
+    """Tool id -> (trajectories calling it, accepted ones among them), leaving out the trajectories
+    of `exclude_run`."""
+    where, params = ("WHERE t.run_id IS DISTINCT FROM ?", [exclude_run]) if exclude_run else ("", [])
     with connect_readonly(db) as con:
-        return {r[0]: (int(r[1]), int(r[2])) for r in con.execute(TOOL_USE_SQL).fetchall()}
+        return {r[0]: (int(r[1]), int(r[2])) for r in con.execute(TOOL_USE_SQL.format(where=where), params).fetchall()}
 
 
 def grid_cells(xy: np.ndarray, uses: list[tuple[int, int]], grid: int = GRID) -> tuple[list[MapCell], np.ndarray]:
@@ -170,14 +175,16 @@ def tool_map(db: str | Path, endpoint: EmbeddingEndpoint | None = None) -> Cover
     use = tool_use(db)
     xy = project_2d(embed_texts([tool_text(r) for r in rows], endpoint))
     uses = [use.get(r["id"], (0, 0)) for r in rows]
-    cells, _ = grid_cells(xy, uses)
+    cells, index = grid_cells(xy, uses)
     order = sorted(range(len(rows)), key=lambda i: hash_order(rows[i]["id"]))[:MAX_TOOL_POINTS]
     points = [MapPoint(rows[i]["id"], rows[i]["name"], float(xy[i, 0]), float(xy[i, 1]), rows[i]["domain"] or "",
                        category_of(rows[i]["domain"] or ""), rows[i]["source"], *uses[i]) for i in sorted(order)]
     groups: dict[str, int] = {}
     for r in rows:
         groups[r["source"]] = groups.get(r["source"], 0) + 1
-    return CoverageMap(points, len(rows), cells, groups, sorted({p.category for p in points}))
+    return CoverageMap(points, len(rows), cells, groups, sorted({p.category for p in points}),
+                       {r["id"]: int(index[i]) for i, r in enumerate(rows)},
+                       {r["id"]: r["domain"] or "" for r in rows})
 
 
 def hash_order(text: str) -> int:
@@ -205,3 +212,91 @@ def category_colours(categories: list[str]) -> dict[str, str]:
     """A distinct hue per category, evenly around the colour wheel."""
     n = max(len(categories), 1)
     return {c: f"hsl({round(360 * i / n)}, 65%, 45%)" for i, c in enumerate(sorted(categories))}
+
+
+# ---------------------------------------------------------------- steering
+
+PRIOR_LEVELS = 8
+
+
+def coverage_priors(db: str | Path, exclude_run: str | None = None, levels: int = PRIOR_LEVELS,
+                    cmap: CoverageMap | None = None) -> dict[str, int]:
+    """A head start of uses per accepted tool for `ToolsetSampler(prior_uses=...)`: 0 for a tool whose
+    domain and map cell no accepted trajectory reaches, up to `levels` for the best covered. A tool's
+    coverage is the accepted trajectories (of runs other than `exclude_run`) calling tools of its domain,
+    per tool of that domain, plus the same over its map cell (`tool_map`, a tool cluster)."""
+    cmap = cmap or tool_map(db)
+    use = tool_use(db, exclude_run)
+    per_domain: dict[str, list[int]] = {}  # domain -> [accepted calls, tools]
+    per_cell: dict[int, list[int]] = {}
+    for tool_id, domain in cmap.domain_of.items():
+        accepted = use.get(tool_id, (0, 0))[1]
+        for counts in (per_domain.setdefault(domain, [0, 0]), per_cell.setdefault(cmap.cell_of[tool_id], [0, 0])):
+            counts[0] += accepted
+            counts[1] += 1
+    scores = {t: per_domain[d][0] / per_domain[d][1] + per_cell[cmap.cell_of[t]][0] / per_cell[cmap.cell_of[t]][1]
+              for t, d in cmap.domain_of.items()}
+    top = max(scores.values(), default=0.0)
+    if top <= 0:
+        return {}
+    return {t: math.ceil(levels * s / top) for t, s in scores.items() if s > 0}
+
+
+_RUNS_SQL = """
+    SELECT r.id, r.started_at, coalesce(TRY_CAST(r.config->'run'->>'steer_coverage' AS BOOLEAN), false) AS steer,
+           (SELECT count(*) FROM agents a WHERE a.run_id = r.id AND a.status = 'accepted') AS agents,
+           (SELECT count(*) FROM trajectories t WHERE t.run_id = r.id) AS trajectories
+    FROM runs r ORDER BY r.started_at NULLS LAST, r.id
+"""
+
+_RUN_TOOLSETS_SQL = """
+    SELECT DISTINCT run_id, unnest(from_json(tool_ids, '["VARCHAR"]')) AS tool_id FROM agents WHERE status = 'accepted'
+"""
+
+# Per run, the tools its accepted trajectories call (within their agent's toolset).
+_RUN_REACHED_SQL = """
+    WITH called AS (
+        SELECT DISTINCT run_id, agent_id, name FROM (
+            SELECT t.run_id, t.agent_id,
+                   unnest(json_extract_string(t.messages, '$[*].tool_calls[*].function.name')) AS name
+            FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id WHERE j.accepted)
+    ),
+    agent_tools AS (
+        SELECT id AS agent_id, unnest(from_json(tool_ids, '["VARCHAR"]')) AS tool_id FROM agents
+    )
+    SELECT DISTINCT c.run_id, x.tool_id
+    FROM called c JOIN agent_tools x ON x.agent_id = c.agent_id JOIN tools tl ON tl.id = x.tool_id AND tl.name = c.name
+"""
+
+
+def coverage_by_run(db: str | Path, cmap: CoverageMap) -> list[dict[str, Any]]:
+    """Per run, in start order: whether it steered, its agents and trajectories, and where its
+    toolsets went relative to what the runs before it had covered: the share of the tools it
+    sampled that lie in map cells and domains no earlier accepted trajectory reached, and the
+    cells its own accepted trajectories reached first. Shows what `steer_coverage` changed."""
+    with connect_readonly(db) as con:
+        cur = con.execute(_RUNS_SQL)
+        cols = [d[0] for d in cur.description or []]
+        runs = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        sampled: dict[str, set[str]] = {}
+        for run_id, tool_id in con.execute(_RUN_TOOLSETS_SQL).fetchall():
+            sampled.setdefault(run_id, set()).add(tool_id)
+        reached: dict[str, set[str]] = {}
+        for run_id, tool_id in con.execute(_RUN_REACHED_SQL).fetchall():
+            reached.setdefault(run_id, set()).add(tool_id)
+    covered_cells: set[int] = set()
+    covered_domains: set[str] = set()
+    out = []
+    for run in runs:
+        tools = [t for t in sampled.get(run["id"], set()) if t in cmap.cell_of]
+        cells = {cmap.cell_of[t] for t in reached.get(run["id"], set()) if t in cmap.cell_of}
+        domains = {cmap.domain_of[t] for t in reached.get(run["id"], set()) if t in cmap.domain_of}
+        out.append({**run, "tools_sampled": len(tools),
+                    "in_empty_cells": sum(cmap.cell_of[t] not in covered_cells for t in tools) / len(tools)
+                    if tools else None,
+                    "in_empty_domains": sum(cmap.domain_of[t] not in covered_domains for t in tools) / len(tools)
+                    if tools else None,
+                    "new_cells": len(cells - covered_cells), "cells": len(cells)})
+        covered_cells |= cells
+        covered_domains |= domains
+    return out

@@ -22,6 +22,7 @@ from synth.report.coverage import (
     SOURCE_COLOURS,
     CoverageMap,
     category_colours,
+    coverage_by_run,
     task_map,
     tool_map,
 )
@@ -109,6 +110,7 @@ def write_report(db: str | Path, out: str | Path, endpoint: EmbeddingEndpoint | 
         "examples": {"accepted": timed("accepted_examples", contents.example_trajectories, db, True),
                      "rejected": timed("rejected_examples", contents.example_trajectories, db, False)},
         "duplicates": timed("duplicates", contents.duplicate_examples, db),
+        "runs": timed("runs", coverage_by_run, db, tools),
         "extra_sections": extra_sections or [],
     }
     start = time.perf_counter()
