@@ -127,3 +127,40 @@ def test_backend_killed_mid_run_is_restarted_and_the_run_completes(tmp_path: Pat
     assert proc.returncode == 0, err[-4000:]
     assert "restarting" in err
     assert json.loads(out.strip().splitlines()[-1])["judged"] == 3
+
+
+def test_four_rollouts_per_task_on_the_real_model_with_rewards_that_replay(backend_url: str, tmp_path: Path):
+    """`[rollout] per_task = 4` on the embedded model: 4 judged rollouts of a task (one task, to keep
+    the tier short), a rerun adds none, the RL export's pass-rate band matches SQL, and
+    `synth.reward.score_rollout` returns each exported rollout's stored score."""
+    from synth.export import export_dataset
+    from synth.reward import score_rollout
+
+    db = tmp_path / "synth.duckdb"
+    env = {**_env(tmp_path), "SYNTH_RUN__TOOLS_PER_DOMAIN": "4", "SYNTH_ROLLOUT__PER_TASK": "4"}
+    for attempt in ("first", "rerun"):
+        proc = subprocess.run(_run_cmd(db, 4, "--base-url", backend_url), capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["judged"] == 4 and summary["status"] == "finished"
+        if attempt == "rerun":
+            assert summary["new_trajectories"] == 0
+    con = duckdb.connect(str(db), read_only=True)
+    per_task = con.execute("SELECT task_id, count(*), count(DISTINCT rollout_index) FROM trajectories "
+                           "GROUP BY 1").fetchall()
+    band = {r[0] for r in con.execute("SELECT task_id FROM task_pass_rates "
+                                      "WHERE pass_rate BETWEEN 0.25 AND 0.75").fetchall()}
+    con.close()
+    assert len(per_task) == 1 and all(n == 4 and distinct == 4 for _, n, distinct in per_task), per_task
+
+    export_dataset(db, "rl", tmp_path / "band", min_pass_rate=0.25, max_pass_rate=0.75)
+    kept = [json.loads(line) for line in (tmp_path / "band" / "tasks.jsonl").read_text().splitlines()]
+    assert {t["task_id"] for t in kept} == band
+    export_dataset(db, "rl", tmp_path / "rl")
+    tasks = {t["task_id"]: t for t in map(json.loads, (tmp_path / "rl" / "tasks.jsonl").read_text().splitlines())}
+    rollouts = [json.loads(line) for line in (tmp_path / "rl" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 4
+    for r in rollouts:
+        reward = score_rollout(tasks[r["task_id"]], r)
+        assert (reward.score, reward.accepted) == (r["reward"]["score"], r["reward"]["accepted"]), r["trajectory_id"]

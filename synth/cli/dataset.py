@@ -93,11 +93,11 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if stats.get("pass_rates"):
         rates = Table(title="task pass rates (share of a task's rollouts accepted)")
         for col in ("agent model", "tasks", "mean k", "never", "sometimes", "always",
-                    "0 | ≤.2 | ≤.4 | ≤.6 | ≤.8 | ≤1"):
+                    "histogram 0 ≤.2 ≤.4 ≤.6 ≤.8 ≤1"):
             rates.add_column(col, justify="left" if col == "agent model" else "right")
         for r in stats["pass_rates"]:
             rates.add_row(r["agent_model"], str(r["tasks"]), f"{r['mean_k']:.1f}", str(r["never"]),
-                          str(r["sometimes"]), str(r["always"]), " | ".join(str(n) for n in r["histogram"]))
+                          str(r["sometimes"]), str(r["always"]), " ".join(str(n) for n in r["histogram"]))
         out.print(rates)
 
     tok = stats["tokens_per_accepted_trajectory"]
