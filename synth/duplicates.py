@@ -35,17 +35,18 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from synth.export import iter_rows
 from synth.ids import canonical_json, content_id
 from synth.judges.messages import iter_tool_calls
 from synth.judges.messages import text as message_content
-from synth.store import Dataset, connect_readonly
+from synth.store import Dataset
 
 Kind = Literal["task", "trajectory"]
 KINDS: tuple[Kind, ...] = ("task", "trajectory")
@@ -238,22 +239,6 @@ def _loads(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _pages(db: str | Path, sql: str, key: str) -> Iterator[dict[str, Any]]:
-    """Rows of `sql` in `key` order, one short read-only connection per page."""
-    last: Any = None
-    while True:
-        where = "" if last is None else f"WHERE {key} > ?"
-        with connect_readonly(db) as con:
-            cur = con.execute(f"SELECT * FROM ({sql}) q {where} ORDER BY {key} LIMIT {PAGE_SIZE}",
-                              [] if last is None else [last])
-            cols = [d[0] for d in cur.description or []]
-            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-        yield from rows
-        if len(rows) < PAGE_SIZE:
-            return
-        last = rows[-1][key]
-
-
 def _toolset_key(tool_ids: Any, fallback: str | None) -> str:
     ids = _loads(tool_ids, None)
     if isinstance(ids, list) and ids:
@@ -303,10 +288,10 @@ def _rank(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def find_duplicates(db: str | Path) -> dict[Kind, list[DuplicateGroup]]:
     """Every near-duplicate group of tasks and of trajectories in the dataset at `db` (read-only)."""
-    tasks = [task_item(r) for r in _pages(db, _TASKS_SQL, "id")]
+    tasks = [task_item(r) for r in iter_rows(db, _TASKS_SQL, "id", page_size=PAGE_SIZE)]
     task_groups = group_items(tasks, TASK_THRESHOLD, "task")
     del tasks
-    trajectories = [trajectory_item(r) for r in _pages(db, _TRAJECTORIES_SQL, "id")]
+    trajectories = [trajectory_item(r) for r in iter_rows(db, _TRAJECTORIES_SQL, "id", page_size=PAGE_SIZE)]
     return {"task": task_groups, "trajectory": group_items(trajectories, TRAJECTORY_THRESHOLD, "trajectory")}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from synth.domains import load_taxonomy
+from synth.export import iter_rows
 from synth.report.embeddings import EmbeddingEndpoint, embed_texts, project_2d
 from synth.store import connect_readonly
 
@@ -123,21 +123,6 @@ def category_of(domain: str) -> str:
     return taxonomy.get(domain).category if domain in taxonomy else "(other)"
 
 
-def _pages(db: str | Path, sql: str, key: str) -> Iterator[dict[str, Any]]:
-    last: Any = None
-    while True:
-        where = "" if last is None else f"WHERE {key} > ?"
-        with connect_readonly(db) as con:
-            cur = con.execute(f"SELECT * FROM ({sql}) q {where} ORDER BY {key} LIMIT {PAGE_SIZE}",
-                              [] if last is None else [last])
-            cols = [d[0] for d in cur.description or []]
-            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-        yield from rows
-        if len(rows) < PAGE_SIZE:
-            return
-        last = rows[-1][key]
-
-
 def tool_text(row: dict[str, Any]) -> str:
     """What a tool is embedded from: its name, description and parameter names."""
     params = row.get("params") or []
@@ -171,7 +156,7 @@ def grid_cells(xy: np.ndarray, uses: list[tuple[int, int]], grid: int = GRID) ->
 
 def tool_map(db: str | Path, endpoint: EmbeddingEndpoint | None = None) -> CoverageMap:
     """The map of the accepted tools (see the module docstring)."""
-    rows = list(_pages(db, _TOOLS_SQL, "id"))
+    rows = list(iter_rows(db, _TOOLS_SQL, "id", page_size=PAGE_SIZE))
     use = tool_use(db)
     xy = project_2d(embed_texts([tool_text(r) for r in rows], endpoint))
     uses = [use.get(r["id"], (0, 0)) for r in rows]
