@@ -19,6 +19,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from synth.llm.fake_server import FakeOpenAIServer
 from synth.report import EmbeddingEndpoint, embed_texts, write_report
 from synth.report.embeddings import hashed_tfidf, project_2d
 from synth.stats import dataset_stats
-from synth.store import Dataset, connect_readonly
+from synth.store import connect_readonly
 from tests.test_dataset import build_dataset
 
 REAL_TOOLS = {"tools": [
@@ -180,17 +181,43 @@ def test_report_renders_in_headless_chromium(main_job: Path, tmp_path: Path):
         assert (np.abs(region - np.array(rgb)).sum(axis=1) < 30).any(), f"no dot of colour {rgb} on the map"
 
 
-def test_report_reads_while_a_writer_holds_the_dataset_between_flushes(main_job: Path, tmp_path: Path):
+_WRITER = """
+import sys, time
+from pathlib import Path
+from synth.store import Dataset
+db, stop = Path(sys.argv[1]), Path(sys.argv[2])
+writer = Dataset(db)
+n = 0
+while not stop.exists():
+    writer.add("llm_calls", {"id": f"late-{n}", "run_id": "r", "role": "agent", "model": "m", "ok": True,
+                             "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.1})
+    writer.flush()
+    n += 1
+    print(n, flush=True)
+    time.sleep(0.005)
+"""
+
+
+def test_report_reads_while_a_writer_flushes(main_job: Path, tmp_path: Path):
+    """A run's writer (another process, as in `synth run`) flushes every few milliseconds, holding
+    the file only inside each flush, while the report reads: both go through."""
     copy = tmp_path / "live.duckdb"
     shutil.copy(main_job, copy)
-    writer = Dataset(copy)  # the run's writer: opens the file only inside flush()
-    writer.add("llm_calls", {"id": "late-call", "run_id": "r", "role": "agent", "model": "m", "ok": True,
-                             "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.1})
-    summary = write_report(copy, tmp_path / "live.html")
-    writer.flush()
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(copy), str(stop)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "1"  # it holds and flushes
+        summary = write_report(copy, tmp_path / "live.html")
+    finally:
+        stop.touch()
+        out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err[-2000:]
+    flushed = 1 + len(out.split())
     assert summary.trajectories == dataset_stats(main_job)["stages"]["trajectories"]["total"]
+    assert flushed >= 3, "the writer did not flush while the report read"
     with connect_readonly(copy) as con:
-        assert con.execute("SELECT count(*) FROM llm_calls WHERE id = 'late-call'").fetchall() == [(1,)]
+        assert con.execute("SELECT count(*) FROM llm_calls WHERE id LIKE 'late-%'").fetchall() == [(flushed,)]
 
 
 class _EmbeddingsHandler(BaseHTTPRequestHandler):
