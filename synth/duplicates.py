@@ -91,12 +91,22 @@ def _stem(word: str) -> str:
 
 def content_words(text: str) -> set[str]:
     """The stemmed content words of `text`; values (tokens with a digit or '@') are kept whole."""
-    out = set()
-    for token in _WORD.findall(text.lower()):
-        if token in _STOP_WORDS:
-            continue
-        out.add(token if _is_value(token) else _stem(token))
+    out = {_word_of(token) for token in _WORD.findall(text.lower())}
+    out.discard("")
     return out
+
+
+_word_cache: dict[str, str] = {}
+
+
+def _word_of(token: str) -> str:
+    """A token as a content word ('' for a stop word), cached: a dataset repeats its vocabulary."""
+    word = _word_cache.get(token)
+    if word is None:
+        if len(_word_cache) > 2_000_000:
+            _word_cache.clear()
+        word = _word_cache[token] = "" if token in _STOP_WORDS else token if _is_value(token) else _stem(token)
+    return word
 
 
 def _is_value(token: str) -> bool:
