@@ -121,6 +121,10 @@ class RunConfig(_Strict):
     # None: sized to the server when the run starts (`synth.llm.session.episodes_in_flight`).
     in_flight: int | None = Field(None, ge=1, description="episodes in flight (the backpressure bound)")
     agent_concurrency: int = Field(2, ge=1, description="agents being synthesised at once")
+    # Balance and cost. Neither is part of the run's identity: raising one resumes the same run.
+    domain_quota: int | None = Field(None, ge=1, description="at most this many judged trajectories per domain")
+    token_budget: int | None = Field(None, ge=1, description="stop cleanly once this run's model calls have used "
+                                     "this many tokens (prompt + completion, cache replays not counted)")
 
     @field_validator("domains", "categories", "exclude", mode="before")
     @classmethod

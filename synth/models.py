@@ -73,7 +73,7 @@ class ToolSpec(_Model):
     error_modes: list[str] = Field(default_factory=list)
     domain: str
     application: str = ""
-    source: Literal["synthetic", "mcp"] = "synthetic"
+    source: Literal["synthetic", "mcp", "python"] = "synthetic"
     provenance: Provenance = Field(default_factory=Provenance)
 
     @field_validator("name")

@@ -200,3 +200,11 @@ def test_parameters_that_only_repeat_the_names_around_them_are_dropped() -> None
     assert names_only("create_fleet_shipping", app)
     assert not names_only("name", app) and not names_only("shipping_date", app)
     assert not names_only("destination", app)
+
+
+def test_more_than_eight_applications_per_domain_are_accepted() -> None:
+    """`synth tools generate --applications 9` died with a pydantic error (the list allowed 8)."""
+    from synth.tools.synthesize import ApplicationList
+
+    apps = [{"name": f"App {i}", "description": "An application.", "entity": f"thing{i}"} for i in range(12)]
+    assert len(ApplicationList.model_validate({"applications": apps}).applications) == 12

@@ -187,7 +187,8 @@ def clean_statements(items: list[str], limit: int = 160, most: int = 4) -> list[
     return [s for s in clean_list(stripped, limit, most * 2) if len(s.split()) >= MIN_GOAL_WORDS][:most]
 
 
-def _main_domain(toolset: list[ToolSpec]) -> str:
+def main_domain(toolset: list[ToolSpec]) -> str:
+    """The domain most of `toolset` belongs to (ties: the first by name): the agent's and its tasks' domain."""
     counts = Counter(t.domain for t in toolset)
     return min(counts, key=lambda d: (-counts[d], d)) if counts else "general"
 
@@ -363,7 +364,7 @@ def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None) -> Agent:
     Drafted policies and constraints pass `screen_statements` (against the toolset's vocabulary
     and the code's own policies, so none is said twice); `policy_source` is "code" when none of
     the drafted policies survives (the prompt then holds `standard_policies` only)."""
-    domain = _main_domain(toolset)
+    domain = main_domain(toolset)
     apps = sorted({application_of(t) for t in toolset if application_of(t)})
     noun = _humanize(apps[0]) if len(apps) == 1 else _humanize(domain)
     name = clean_text(draft.name, 40) if draft else ""
@@ -403,7 +404,7 @@ async def synthesize_agent(toolset: list[ToolSpec], llm: LLMClient, seed: int,
     to a prompt built from the toolset). Raises ValueError on an empty toolset."""
     if not toolset:
         raise ValueError("synthesize_agent needs a non-empty toolset")
-    domain = _main_domain(toolset)
+    domain = main_domain(toolset)
     apps = sorted({application_of(t) for t in toolset if application_of(t)})
     prompt = render("synth.agents", "agent.j2", domain=_humanize(domain), applications=apps[:3],
                     tools=_tool_lines(toolset))

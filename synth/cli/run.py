@@ -43,6 +43,10 @@ def run(
                           console=console)
     print(json.dumps(summary.as_dict()))
     _group_duplicates(Path(cfg.run.db))
+    if summary.status == "budget_spent":  # stopped as asked: not a failure
+        console.print(f"[yellow]run {summary.run_id} spent its token budget[/]: {summary.judged}/{summary.target} "
+                      "judged; raise run.token_budget and run the same command again to resume")
+        return
     if summary.status not in ("finished",):
         console.print(f"[yellow]run {summary.run_id} ended {summary.status}[/]: "
                       f"{summary.judged}/{summary.target} judged; run the same command again to resume")

@@ -30,7 +30,7 @@ def _split(values: str) -> list[str]:
 def tools_generate(
     domains: str = typer.Option(..., "--domains", help="Comma-separated taxonomy domains."),
     per_domain: int = typer.Option(10, "--per-domain", min=1, help="Tools to generate per domain."),
-    applications: int = typer.Option(3, "--applications", min=1, help="Applications per domain."),
+    applications: int = typer.Option(3, "--applications", min=1, max=64, help="Applications per domain."),
     evolution_rounds: int = typer.Option(1, "--evolution-rounds", min=0, help="Evolution passes per tool."),
     seed: int = typer.Option(0, "--seed", help="Seed of the run (same seed, same prompts)."),
     db: Path = DbOpt,

@@ -22,10 +22,12 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from synth.agents.synthesize import main_domain
 from synth.config import DEFAULT_IN_FLIGHT, SynthConfig
 from synth.ids import content_id, derive_seed
 from synth.llm.usage import CallRecord
@@ -75,7 +77,7 @@ FLUSH_INTERVAL_S = 1.0
 # `steer_coverage` changes which toolsets come next, from what other runs accepted, not what the run
 # makes of a toolset: switching it on resumes the same run, and datasets made before it keep their run ids.
 _THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "categories", "exclude", "workers", "worker_concurrency",
-                        "in_flight", "agent_concurrency", "steer_coverage"}
+                        "in_flight", "agent_concurrency", "domain_quota", "token_budget", "steer_coverage"}
 _THROUGHPUT_LLM_KEYS = ("base_urls", "api_key_env", "max_concurrency", "timeout_s", "max_retries")
 
 
@@ -125,7 +127,8 @@ class EpisodeSchedule:
     `judged + in_progress >= remaining`, so the pass stops at exactly the target.
     """
 
-    def __init__(self, remaining: int, in_flight: int, toolsets: Iterator[tuple[int, list[ToolSpec]]]) -> None:
+    def __init__(self, remaining: int, in_flight: int, toolsets: Iterator[tuple[int, list[ToolSpec]]],
+                 quota: int | None = None, judged_by_domain: Mapping[str, int] | None = None) -> None:
         self.remaining = remaining
         self.in_flight = in_flight
         self.queue: asyncio.Queue[Episode | None] = asyncio.Queue(maxsize=in_flight)
@@ -140,17 +143,36 @@ class EpisodeSchedule:
         self.barren_reason: str | None = None
         self._toolsets = toolsets
         self._toolsets_lock = asyncio.Lock()
+        # `[run] domain_quota`: episodes judged, in progress or queued per domain, against the quota.
+        self.quota = quota
+        self.planned: Counter[str] = Counter(judged_by_domain or {})
+        # `[run] token_budget` spent: no new work; episodes in progress finish and are stored.
+        self.budget_spent = False
 
     @property
     def stopped(self) -> bool:
-        return self.done.is_set() or self.barren >= MAX_BARREN_AGENTS
+        return self.done.is_set() or self.barren >= MAX_BARREN_AGENTS or self.budget_spent
+
+    def domain_full(self, domain: str) -> bool:
+        return self.quota is not None and self.planned[domain] >= self.quota
+
+    def plan(self, domain: str) -> bool:
+        """Reserve an episode of `domain` against its quota; False when the domain is full."""
+        if self.domain_full(domain):
+            return False
+        self.planned[domain] += 1
+        return True
+
+    def spend_budget(self) -> None:
+        self.budget_spent = True
+        self.capacity_changed.set()
 
     def need_more(self) -> bool:
         return self.judged + self.in_progress + self.queue.qsize() < self.remaining and not self.done.is_set()
 
     async def wait_for_capacity(self) -> None:
         self.capacity_changed.clear()
-        if not self.need_more() and not self.done.is_set():
+        if not self.need_more() and not self.stopped:
             await self.capacity_changed.wait()
 
     async def next_toolset(self) -> tuple[int, list[ToolSpec]] | None:
@@ -163,14 +185,19 @@ class EpisodeSchedule:
             self.barren_reason = why
 
     def wants_episode(self) -> bool:
-        return self.judged + self.in_progress < self.remaining
+        return self.judged + self.in_progress < self.remaining and not self.budget_spent
 
     def episode_started(self) -> None:
         self.in_progress += 1
 
-    def episode_failed(self) -> None:
+    def episode_failed(self, domain: str) -> None:
         self.in_progress -= 1
+        self.planned[domain] -= 1
         self.capacity_changed.set()
+
+    def episode_dropped(self, domain: str) -> None:
+        """A queued episode not run (the target or the budget was reached first)."""
+        self.planned[domain] -= 1
 
     def episode_judged(self) -> None:
         self.in_progress -= 1
@@ -192,6 +219,8 @@ class PipelineDriver:
         self.progress = progress or Progress(target=target)
         self.settings = cfg.run
         self.agent_model = cfg.llm.role("agent").model
+        self.tokens_spent = self._spent_so_far()
+        self._schedule: EpisodeSchedule | None = None
         self._new_trajectories = 0
         self._last_flush = time.monotonic()
         self.failures: list[str] = []
@@ -201,6 +230,9 @@ class PipelineDriver:
 
     def _store_calls(self, records: list[CallRecord]) -> None:
         self.dataset.add_many("llm_calls", _call_rows(self.run_id, records))
+        self.tokens_spent += sum(r.prompt_tokens + r.completion_tokens for r in records if not r.cache_hit)
+        if self._over_budget() and self._schedule is not None and not self._schedule.budget_spent:
+            self._schedule.spend_budget()
         self.progress.completion_tokens += sum(r.completion_tokens for r in records)
 
     def _record_run(self, status: str, started_at: Any) -> None:
@@ -269,12 +301,42 @@ class PipelineDriver:
         if missing:
             by_domain = self._stored_tools()
         pool = [t for d in self.domains for t in by_domain[d.name]]
+        pool += self._bound_tools(await stages.bound_tools(self.cfg), {t.id for t in pool})
         if len(pool) < 2:
             raise RuntimeError(
                 f"only {len(pool)} usable tool(s) for domains {[d.name for d in self.domains]}; "
                 "see `synth stats` for the rejection reasons"
             )
         return pool
+
+    def _bound_tools(self, bound: list[ToolSpec], have: set[str]) -> list[ToolSpec]:
+        """Store the tools the config binds (live MCP servers with a domain, Python functions),
+        and return those not already in the pool: they join their domain's toolsets whether or
+        not the domain was selected, since binding them asked for them."""
+        self.dataset.add_many("tools", (t.to_row(self.run_id) for t in bound))
+        self.dataset.flush()
+        new = [t for t in bound if t.id not in have]
+        self.progress.stages["tools"].done += len(new)
+        return new
+
+    # ---------------------------------------------------------------- budgets
+
+    def _spent_so_far(self) -> int:
+        """Tokens this run's model calls used in earlier invocations (cache replays not counted)."""
+        rows = self.dataset.query(
+            "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM llm_calls "
+            "WHERE run_id = ? AND NOT coalesce(cache_hit, false)", [self.run_id])
+        return int(rows[0][0]) if rows else 0
+
+    def _over_budget(self) -> bool:
+        budget = self.settings.token_budget
+        return budget is not None and self.tokens_spent >= budget
+
+    def _judged_by_domain(self) -> dict[str, int]:
+        rows = self.dataset.query(
+            "SELECT t.domain, count(*) FROM trajectories t JOIN latest_judgments j ON j.trajectory_id = t.id "
+            "WHERE t.run_id = ? GROUP BY 1", [self.run_id])
+        return {str(d): int(n) for d, n in rows}
 
     # ---------------------------------------------------------------- resume state
 
@@ -297,16 +359,19 @@ class PipelineDriver:
             done, _accepted, finished_tasks = self._finished()
             self.progress.already_done = done
             remaining = self.target - done
-            if remaining > 0:
+            if remaining > 0 and not self._over_budget():
                 pool = await self._tools()
-                await self._stream(pool, remaining, finished_tasks)
-            status = "finished"
+                if not self._over_budget():
+                    await self._stream(pool, remaining, finished_tasks)
+            status = "budget_spent" if self._over_budget() else "finished"
         except asyncio.CancelledError:
             status = "interrupted"
             raise
         finally:
             self.dataset.flush()
             judged, accepted, _ = self._finished()
+            if status == "budget_spent" and judged >= self.target:
+                status = "finished"
             if status == "finished" and judged < self.target:
                 status = "incomplete"
             self._record_run(status, started_at)
@@ -319,7 +384,9 @@ class PipelineDriver:
         settings = self.settings
         rng = random.Random(derive_seed(settings.seed, "toolsets", self.run_id))
         schedule = EpisodeSchedule(remaining, settings.in_flight or DEFAULT_IN_FLIGHT,
-                                   enumerate(stages.toolsets(pool, settings, rng, self.run_id)))
+                                   enumerate(stages.toolsets(pool, settings, rng, self.run_id)),
+                                   settings.domain_quota, self._judged_by_domain())
+        self._schedule = schedule
         producers = [asyncio.create_task(self._produce(schedule, finished))
                      for _ in range(settings.agent_concurrency)]
         consumers = [asyncio.create_task(self._consume(schedule)) for _ in range(schedule.in_flight)]
@@ -338,10 +405,16 @@ class PipelineDriver:
                 f"{MAX_BARREN_AGENTS} agents in a row yielded no usable task (last: {schedule.barren_reason}); "
                 "the generator model is not producing valid agents/tasks: see the reasons in "
                 "`synth stats` or the tasks table"))
-        elif schedule.judged < remaining:
+        elif schedule.budget_spent:
             self._note_failure("run", RuntimeError(
-                f"ran out of toolsets/tasks after {schedule.judged} of {remaining} trajectories; "
-                "add domains or raise run.max_agents"))
+                f"token budget spent ({self.tokens_spent} of {settings.token_budget} tokens) after "
+                f"{schedule.judged} of {remaining} trajectories; raise run.token_budget and rerun to resume"))
+        elif schedule.judged < remaining:
+            full = sorted(d for d in schedule.planned if schedule.domain_full(d))
+            why = (f"; domains at their quota of {settings.domain_quota}: {', '.join(full)}" if full else "")
+            self._note_failure("run", RuntimeError(
+                f"ran out of toolsets/tasks after {schedule.judged} of {remaining} trajectories{why}; "
+                "add domains or raise run.max_agents" + (" or run.domain_quota" if full else "")))
 
     async def _produce(self, schedule: EpisodeSchedule, finished: set[tuple[str, int]]) -> None:
         """Synthesise agents (and their tasks) while the schedule wants more work, and queue each
@@ -358,12 +431,18 @@ class PipelineDriver:
                 await schedule.wait_for_capacity()
                 continue
             if pending:
-                await schedule.queue.put(pending.pop(0))
+                episode = pending.pop(0)
+                if schedule.plan(episode.task.domain):
+                    await schedule.queue.put(episode)
+                else:
+                    pending.clear()
                 continue
             slot = await schedule.next_toolset()
             if slot is None:
                 return
             index, toolset = slot
+            if schedule.domain_full(main_domain(toolset)):
+                continue  # balanced across domains: this one has its share
             self.progress.begin("agents")
             try:
                 result, calls = await self.workers.synthesize_agent_and_tasks(
@@ -393,6 +472,7 @@ class PipelineDriver:
             if item is None:
                 return
             if not schedule.wants_episode():
+                schedule.episode_dropped(item.task.domain)
                 continue
             schedule.episode_started()
             self.progress.begin("rollouts")
@@ -400,7 +480,7 @@ class PipelineDriver:
                 (trajectory, judgment), calls = await self.workers.rollout_and_judge(
                     item.agent, item.toolset, item.task, episode_seed(self.settings.seed, item.task.id, item.index))
             except Exception as exc:
-                schedule.episode_failed()
+                schedule.episode_failed(item.task.domain)
                 self.progress.end("rollouts", ok=False)
                 self._note_failure("episode", exc)
                 continue

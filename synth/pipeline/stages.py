@@ -18,7 +18,7 @@ from synth.config import Role, RunConfig, SynthConfig
 from synth.judges import judge as judge_with_policy
 from synth.llm import LLMClient
 from synth.models import Agent, Calibration, Judgment, Task, ToolSpec, Trajectory
-from synth.rollout import ToolExecutor, run_episode
+from synth.rollout import ToolExecutor, bound_tool_specs, run_episode
 from synth.store import Dataset
 from synth.tools.repository import store_tools
 from synth.tools.synthesize import SynthesisResult, SynthesisSettings, synthesize_domain
@@ -65,6 +65,13 @@ def toolsets(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
 async def agent_and_tasks(toolset: list[ToolSpec], llm: LLMClient, cfg: SynthConfig, seed: int) -> AgentResult:
     settings = AgentSettings(tasks_per_agent=cfg.run.tasks_per_agent)
     return await synthesize_agent_and_tasks(toolset, llm, settings, seed)
+
+
+async def bound_tools(cfg: SynthConfig) -> list[ToolSpec]:
+    """The tools `[rollout] mcp_servers` (those with a domain) and `python_tools` bind into the
+    run's pool, listed now (`synth.rollout.bound_tool_specs`)."""
+    settings = cfg.rollout_settings()
+    return await bound_tool_specs(settings.mcp_servers, settings.python_tools)
 
 
 async def rollout(agent: Agent, tools: list[ToolSpec], task: Task, llm: LLMClient, cfg: SynthConfig,

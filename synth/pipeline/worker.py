@@ -17,7 +17,14 @@ from synth.config import SynthConfig
 from synth.llm import LLMClient, UsageLog
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Calibration, Judgment, Task, ToolSpec, Trajectory
-from synth.rollout.executors import McpExecutor, McpServerBinding, ToolExecutor, bind_executors
+from synth.rollout.executors import (
+    McpExecutor,
+    McpServerBinding,
+    PythonExecutor,
+    ToolExecutor,
+    bind_executors,
+    python_tool_spec,
+)
 
 if TYPE_CHECKING:  # the stage modules load lazily, in the process that runs them
     from synth.agents import AgentResult
@@ -30,6 +37,7 @@ class StageWorker:
         self.calibration = calibration  # the judge model's stored calibration (its vote), or None
         self._llm: LLMClient | None = None
         self._mcp: _LiveMcpServers | None = None
+        self._python: dict[str, ToolExecutor] | None = None
 
     @property
     def llm(self) -> LLMClient:
@@ -76,15 +84,18 @@ class StageWorker:
         return (trajectory, judgment), self._calls()
 
     async def _executors(self) -> dict[str, ToolExecutor]:
-        """Real executors for the `[rollout] mcp_servers` bindings, started on first use and kept
-        for the worker's lifetime; tools of the toolset with those names run for real."""
-        bindings = self.config.rollout_settings().mcp_servers
-        if not bindings:
-            return {}
-        if self._mcp is None:
-            self._mcp = _LiveMcpServers(bindings)
-            await self._mcp.start()
-        return self._mcp.executors
+        """Real executors for the `[rollout] mcp_servers` and `python_tools` bindings, started on
+        first use and kept for the worker's lifetime; tools of the toolset with those names run
+        for real (a Python tool wins a name clash with an MCP one)."""
+        settings = self.config.rollout_settings()
+        if self._python is None:
+            registry = {python_tool_spec(b).name: b.load() for b in settings.python_tools}
+            self._python = bind_executors(PythonExecutor(registry)) if registry else {}
+        if settings.mcp_servers:
+            if self._mcp is None:
+                self._mcp = _LiveMcpServers(settings.mcp_servers)
+            await self._mcp.start()  # concurrent episodes all wait until the servers are up
+        return {**(self._mcp.executors if self._mcp is not None else {}), **self._python}
 
     async def close(self) -> None:
         if self._mcp is not None:
@@ -106,7 +117,9 @@ class _LiveMcpServers:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._hold())
+        """Start the servers once; every caller returns when they are up (or raises why not)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._hold())
         await self._ready.wait()
         if self._error is not None:
             raise RuntimeError(f"cannot start MCP server(s) for the rollout: {self._error}") from self._error

@@ -5,7 +5,16 @@ from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, action_schema, 
 from synth.rollout.arguments import validate_arguments
 from synth.rollout.crud import merge_patch
 from synth.rollout.episode import RolloutSettings, execute_call, run_episode
-from synth.rollout.executors import McpExecutor, McpServerBinding, PythonExecutor, ToolExecutor, bind_executors
+from synth.rollout.executors import (
+    McpExecutor,
+    McpServerBinding,
+    PythonExecutor,
+    PythonToolBinding,
+    ToolExecutor,
+    bind_executors,
+    bound_tool_specs,
+    python_tool_spec,
+)
 from synth.rollout.faults import FAULT_KINDS
 from synth.rollout.observation import ToolObservation
 from synth.rollout.user import UserTurn, simulate_user_turn
@@ -18,6 +27,7 @@ __all__ = [
     "McpServerBinding",
     "ParsedCall",
     "PythonExecutor",
+    "PythonToolBinding",
     "RolloutSettings",
     "ToolExecutor",
     "ToolMode",
@@ -27,8 +37,10 @@ __all__ = [
     "action_schema",
     "agent_step",
     "bind_executors",
+    "bound_tool_specs",
     "execute_call",
     "merge_patch",
+    "python_tool_spec",
     "run_episode",
     "simulate_tool_call",
     "simulate_user_turn",

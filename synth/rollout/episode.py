@@ -45,7 +45,7 @@ from synth.llm import LLMClient, LLMError, Usage
 from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
 from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, agent_step
 from synth.rollout.arguments import validate_arguments
-from synth.rollout.executors import McpServerBinding, ToolExecutor
+from synth.rollout.executors import McpServerBinding, PythonToolBinding, ToolExecutor
 from synth.rollout.faults import FAULT_KINDS, TRANSIENT_FAULTS
 from synth.rollout.observation import ToolObservation, error_observation
 from synth.rollout.user import UserMode, simulate_user_turn
@@ -72,6 +72,7 @@ class RolloutSettings(BaseModel):
     agent_max_tokens: int = Field(384, ge=16)
     environment_max_tokens: int = Field(320, ge=16)
     mcp_servers: list[McpServerBinding] = Field(default_factory=list)
+    python_tools: list[PythonToolBinding] = Field(default_factory=list)
 
 
 def _step(turn: int, actor: Any, usage: Usage, **fields: Any) -> StepRecord:

@@ -18,16 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
+import os
+import re
+import shlex
+import sys
 import time
+import types
+import typing
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth.llm import Usage
-from synth.models import ToolSpec
+from synth.models import Provenance, ToolSpec
 from synth.rollout.observation import ToolObservation, error_observation
+from synth.tools.spec import guess_side_effect, tool_from_mcp
 
 
 class ToolExecutor(Protocol):
@@ -42,15 +50,63 @@ class ToolExecutor(Protocol):
 
 
 class McpServerBinding(BaseModel):
-    """Config: one stdio MCP server whose tools run for real (`tools`: which; empty means all)."""
+    """Config (`[[rollout.mcp_servers]]`): one live MCP server whose tools run for real, over stdio
+    (`command`, `args`; a `command` with spaces and no `args` is split like a shell line) or
+    streamable HTTP (`url`). `tools` picks which of its tools (empty: all). With a `domain` (a
+    taxonomy domain, or any name such as `mcp/<server>`), the run lists the server's tools at its
+    start and adds them to that domain's pool, so agents get them beside simulated tools; without
+    one, only tools of that name already in the pool run for real."""
 
     model_config = ConfigDict(extra="forbid")
 
-    command: str
+    command: str | None = None
     args: list[str] = Field(default_factory=list)
+    url: str | None = None
     env: dict[str, str] | None = None
     tools: list[str] = Field(default_factory=list)
+    domain: str | None = None
     timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerBinding:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server binding needs exactly one of 'command' (stdio) or 'url' (streamable HTTP)")
+        if self.command is not None and not self.args and len(shlex.split(self.command)) > 1:
+            self.command, *self.args = shlex.split(self.command)
+        return self
+
+    @property
+    def label(self) -> str:
+        """How the server is named in provenance and messages."""
+        return self.url or " ".join([self.command or "", *self.args])
+
+
+class PythonToolBinding(BaseModel):
+    """Config (`[[rollout.python_tools]]`): a Python function run as a tool. `target` is
+    `package.module:function`; its schema comes from the type hints and its description from
+    the docstring (`python_tool_spec`). `domain` adds it to that domain's pool (default
+    `python`); `writes` says whether it changes the world (default: guessed from its name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    name: str | None = None
+    domain: str = "python"
+    writes: bool | None = None
+
+    def load(self) -> PythonTool:
+        """The function, imported from the installed packages or the working directory; raises
+        ValueError naming the target when it cannot be imported."""
+        module_name, _, attr = self.target.partition(":")
+        if os.getcwd() not in sys.path:  # `synth run` is a console script: its cwd is not on the path
+            sys.path.append(os.getcwd())
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"python tool {self.target!r} cannot be loaded: {type(exc).__name__}: {exc}") from None
+        if not callable(fn):
+            raise ValueError(f"python tool {self.target!r} is not callable")
+        return cast(PythonTool, fn)
 
 
 def _mcp_content(result: Any) -> tuple[Any, bool]:
@@ -81,13 +137,20 @@ class McpExecutor:
 
     async def __aenter__(self) -> McpExecutor:
         from mcp import ClientSession
-        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         stack = contextlib.AsyncExitStack()
         try:
-            params = StdioServerParameters(command=self.binding.command, args=self.binding.args, env=self.binding.env)
-            read, write = await stack.enter_async_context(stdio_client(params))
-            self.session = await stack.enter_async_context(ClientSession(read, write))
+            if self.binding.url is not None:
+                from mcp.client.streamable_http import streamable_http_client
+
+                streams = await stack.enter_async_context(streamable_http_client(self.binding.url))
+            else:
+                from mcp.client.stdio import StdioServerParameters, stdio_client
+
+                params = StdioServerParameters(command=self.binding.command or "", args=self.binding.args,
+                                               env=self.binding.env)
+                streams = await stack.enter_async_context(stdio_client(params))
+            self.session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
             await asyncio.wait_for(self.session.initialize(), self.binding.timeout_s)
             listed = await asyncio.wait_for(self.session.list_tools(), self.binding.timeout_s)
         except BaseException:
@@ -95,15 +158,11 @@ class McpExecutor:
             raise
         self._stack = stack
         wanted = set(self.binding.tools)
-        self.specs = [
-            ToolSpec.model_validate({
-                "name": t.name, "description": t.description or "", "input_schema": t.input_schema,
-                "output_schema": t.output_schema, "domain": "mcp", "source": "mcp",
-                "provenance": {"servers": [" ".join([self.binding.command, *self.binding.args])]},
-            })
-            for t in listed.tools
-            if not wanted or t.name in wanted
-        ]
+        provenance = Provenance(servers=[self.binding.label])
+        # As declared, annotations (readOnlyHint, destructiveHint, ...) included: they decide whether it writes.
+        self.specs = [tool_from_mcp(t.model_dump(mode="json", by_alias=True, exclude_none=True),
+                                    domain=self.binding.domain or "mcp", provenance=provenance)
+                      for t in listed.tools if not wanted or t.name in wanted]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -171,6 +230,109 @@ class PythonExecutor:
             obs = error_observation("tool_error", f"{name}: {type(exc).__name__}: {exc}", "python")
         obs.usage = Usage(latency_s=time.perf_counter() - started)
         return obs
+
+
+_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
+                               dict: "object", list: "array", tuple: "array"}
+
+
+def _type_schema(hint: Any) -> dict[str, Any]:
+    """The JSON Schema of a type hint: scalars, lists / tuples (with items), dicts, Literal
+    (enum), Optional / unions (anyOf); anything else is an unconstrained value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in _JSON_TYPES:
+        return {"type": _JSON_TYPES[hint]}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        options = [_type_schema(a) for a in args if a is not type(None)]
+        return options[0] if len(options) == 1 else {"anyOf": options}
+    if origin in (list, tuple, set, frozenset):
+        return {"type": "array", **({"items": _type_schema(args[0])} if args and args[0] is not Ellipsis else {})}
+    if origin is dict:
+        return {"type": "object"}
+    return {}
+
+
+def _docstring_parts(doc: str) -> tuple[str, dict[str, str]]:
+    """(description, {parameter: description}) of a docstring: its text before an `Args:` /
+    `Parameters:` section or `:param` lines, and each parameter's line there."""
+    lines = inspect.cleandoc(doc).splitlines()
+    params: dict[str, str] = {}
+    body: list[str] = []
+    in_args = False
+    for line in lines:
+        stripped = line.strip()
+        sphinx = re.match(r":param\s+(?:\w+\s+)?(\w+):\s*(.*)", stripped)
+        if sphinx:
+            params[sphinx.group(1)] = sphinx.group(2)
+            continue
+        if re.match(r"^(Args|Arguments|Parameters|Params):$", stripped):
+            in_args = True
+            continue
+        if in_args:
+            item = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)", stripped)
+            if item:
+                params[item.group(1)] = item.group(2)
+                continue
+            if re.match(r"^(Returns|Raises|Yields|Examples?):$", stripped) or not stripped:
+                in_args = False
+            continue
+        body.append(line)
+    return " ".join(" ".join(body).split()), params
+
+
+def python_tool_spec(binding: PythonToolBinding, fn: PythonTool | None = None) -> ToolSpec:
+    """The ToolSpec of a bound Python function: one property per parameter from its type hint
+    (`_type_schema`), required unless it has a default (defaults kept), descriptions from the
+    docstring (Google `Args:` or Sphinx `:param x:`), the output schema from the return hint."""
+    fn = fn or binding.load()
+    hints = typing.get_type_hints(fn)
+    description, param_docs = _docstring_parts(fn.__doc__ or "")
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        schema = _type_schema(hints.get(param.name, Any))
+        if param.name in param_docs:
+            schema["description"] = param_docs[param.name]
+        if param.default is inspect.Parameter.empty:
+            required.append(param.name)
+        elif param.default is None or isinstance(param.default, str | int | float | bool):
+            schema["default"] = param.default
+        properties[param.name] = schema
+    output = _type_schema(hints["return"]) if "return" in hints else None
+    name = str(binding.name or getattr(fn, "__name__", None) or binding.target.rpartition(":")[2])
+    side_effect = ("write" if binding.writes else "read") if binding.writes is not None else guess_side_effect(
+        name, {})
+    return ToolSpec.model_validate({
+        "name": name, "description": description or name.replace("_", " "),
+        "input_schema": {"type": "object", "properties": properties, "required": required},
+        "output_schema": output if output and output.get("type") == "object" else None,
+        "side_effect": side_effect, "domain": binding.domain, "source": "python",
+        "provenance": {"servers": [binding.target]},
+    })
+
+
+async def bound_tool_specs(mcp_servers: list[McpServerBinding],
+                           python_tools: list[PythonToolBinding]) -> list[ToolSpec]:
+    """The tools the config binds into runs' pools: each MCP server with a `domain`, started,
+    listed and stopped (its tools as declared), and every Python tool. Raises RuntimeError naming
+    the server that cannot be started or listed, ValueError for a Python target that cannot be
+    loaded."""
+    specs: list[ToolSpec] = []
+    for binding in mcp_servers:
+        if binding.domain is None:
+            continue
+        try:
+            async with McpExecutor(binding) as server:
+                specs += server.specs
+        except Exception as exc:
+            raise RuntimeError(f"MCP server {binding.label!r} could not be listed: {type(exc).__name__}: "
+                               f"{str(exc)[:200]}") from exc
+    specs += [python_tool_spec(b) for b in python_tools]
+    return specs
 
 
 def bind_executors(*executors: McpExecutor | PythonExecutor) -> dict[str, ToolExecutor]:

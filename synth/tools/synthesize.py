@@ -60,6 +60,11 @@ _WRITES = {"create", "update", "delete", "action"}
 # ---------------------------------------------------------------- generation schemas (kept flat)
 
 
+# Applications per domain: the schema asks for exactly the number wanted (`_applications`), so this
+# only bounds a request (`synth tools generate --applications 9` once died on a bound of 8).
+MAX_APPLICATIONS = 64
+
+
 class ApplicationDraft(BaseModel):
     name: str = Field(min_length=2, max_length=60)
     description: str = Field(min_length=5, max_length=200)
@@ -67,7 +72,7 @@ class ApplicationDraft(BaseModel):
 
 
 class ApplicationList(BaseModel):
-    applications: list[ApplicationDraft] = Field(min_length=1, max_length=8)
+    applications: list[ApplicationDraft] = Field(min_length=1, max_length=MAX_APPLICATIONS)
 
 
 class ParameterDraft(BaseModel):

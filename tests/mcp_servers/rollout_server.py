@@ -1,7 +1,8 @@
 """A small stdio MCP server whose tools compute real results, for rollout tests: an episode that
 binds these tools must show exactly these results in its trajectory.
 
-Run: `python tests/mcp_servers/rollout_server.py`.
+Run: `python tests/mcp_servers/rollout_server.py` (stdio), or with `--http PORT` to serve streamable HTTP
+at `http://127.0.0.1:PORT/mcp`.
 """
 
 from __future__ import annotations
@@ -37,4 +38,9 @@ def always_fails(reason: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()
