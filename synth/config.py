@@ -112,6 +112,10 @@ class RunConfig(_Strict):
     tools_per_domain: int = Field(8, ge=1)
     tasks_per_agent: int = Field(2, ge=1)
     max_agents: int = Field(10_000, ge=1)
+    # Sample toolsets toward the regions of the tool repository that earlier runs' accepted
+    # trajectories left empty (`synth.report.coverage.coverage_priors`).
+    steer_coverage: bool = Field(False, description="toolsets favour domains and tool clusters with few "
+                                                    "accepted trajectories")
     workers: int = Field(2, ge=1, description="Ray actors hosting the stages")
     worker_concurrency: int = Field(64, ge=1, description="items one actor runs at once")
     # None: sized to the server when the run starts (`synth.llm.session.episodes_in_flight`).

@@ -32,6 +32,10 @@ Reading is paged by key (`ORDER BY key LIMIT n`, one short connection per page),
 materialised whole and a run still writing the file gets the lock between pages. Rows written
 while an export runs may or may not be included; stop the run for an exact snapshot.
 
+Near-duplicates (`synth.duplicates`, the `duplicates` table) are left out: a trajectory or task that
+is not its group's representative is not written (counted in `ExportSummary.duplicates_left_out`),
+unless `keep_duplicates=True` (`synth export --keep-duplicates`). Parquet writes every row.
+
 A trajectory that cannot be exported faithfully (a tool call without its answer, arguments that
 are not a JSON object) is skipped and counted in `ExportSummary.skipped`, never written broken.
 """
@@ -66,12 +70,14 @@ class ExportSummary:
     out: str
     written: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    duplicates_left_out: int = 0
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "out": self.out, "written": self.written, "skipped": self.skipped}
+        return {"format": self.format, "out": self.out, "written": self.written, "skipped": self.skipped,
+                "duplicates_left_out": self.duplicates_left_out}
 
 
 # ---------------------------------------------------------------- reading
@@ -221,16 +227,32 @@ _SELECTED_SQL = """
 """
 
 
+# Members of a near-duplicate group other than its representative (`synth.duplicates`).
+_NOT_REPRESENTATIVE_SQL = "SELECT id FROM duplicates WHERE kind = '{kind}' AND NOT is_representative"
+
+
+def _without_duplicates(db: Path, sql: str, key: str, kind: str, summary: ExportSummary) -> str:
+    """`sql` less the rows whose `key` is a near-duplicate left out; their number goes to `summary`."""
+    dropped = _NOT_REPRESENTATIVE_SQL.format(kind=kind)
+    with connect_readonly(db) as con:
+        n = con.execute(f"SELECT count(*) FROM ({sql}) q WHERE {key} IN ({dropped})").fetchall()[0][0]
+    summary.duplicates_left_out += int(n)
+    return f"SELECT * FROM ({sql}) q WHERE {key} NOT IN ({dropped})"
+
+
 def _selection(select: str) -> str:
     if select not in SELECTIONS:
         raise ExportError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     return select
 
 
-def _accepted(db: Path, summary: ExportSummary, select: str = "accepted",
+def _accepted(db: Path, summary: ExportSummary, select: str = "accepted", keep_duplicates: bool = False,
               ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Selected trajectories with their normalised messages; unexportable ones are counted."""
-    for row in iter_rows(db, _SELECTED_SQL.format(column=_selection(select)), "trajectory_id"):
+    sql = _SELECTED_SQL.format(column=_selection(select))
+    if not keep_duplicates:
+        sql = _without_duplicates(db, sql, "trajectory_id", "trajectory", summary)
+    for row in iter_rows(db, sql, "trajectory_id"):
         messages, problem = openai_messages(_loads(row["messages"], []))
         if messages is None:
             summary.skip(problem)
@@ -254,10 +276,11 @@ def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
-def export_sft(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
+def export_sft(db: Path, out: Path, summary: ExportSummary, select: str = "accepted",
+               keep_duplicates: bool = False) -> None:
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for row, messages in _accepted(db, summary, select):
+        for row, messages in _accepted(db, summary, select, keep_duplicates):
             f.write(_dump({"messages": messages, "tools": _openai_tools(row["tools"]), "metadata": _metadata(row)}))
             n += 1
     summary.written[str(out)] = n
@@ -303,10 +326,11 @@ def sharegpt_conversation(messages: list[dict[str, Any]]) -> tuple[str, list[dic
     return system, turns
 
 
-def export_sharegpt(db: Path, out: Path, summary: ExportSummary, select: str = "accepted") -> None:
+def export_sharegpt(db: Path, out: Path, summary: ExportSummary, select: str = "accepted",
+                    keep_duplicates: bool = False) -> None:
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for row, messages in _accepted(db, summary, select):
+        for row, messages in _accepted(db, summary, select, keep_duplicates):
             converted = sharegpt_conversation(messages)
             if converted is None:
                 summary.skip("turns do not alternate as ShareGPT requires")
@@ -487,17 +511,22 @@ def _in_band(rate: float | None, low: float | None, high: float | None) -> bool:
 
 
 def export_rl(db: Path, out: Path, summary: ExportSummary, select: str = "accepted",
-              min_pass_rate: float | None = None, max_pass_rate: float | None = None) -> None:
+              min_pass_rate: float | None = None, max_pass_rate: float | None = None,
+              keep_duplicates: bool = False) -> None:
     """`tasks.jsonl` (the tasks whose pass rate lies in [min_pass_rate, max_pass_rate]; every
-    accepted task when no bound is given), `rollouts.jsonl` (each judged rollout of those tasks
-    with its reward) and `pairs.jsonl` (preference pairs of those tasks)."""
+    accepted task when no bound is given; near-duplicate tasks left out unless `keep_duplicates`),
+    `rollouts.jsonl` (each judged rollout of those tasks with its reward) and `pairs.jsonl`
+    (preference pairs of those tasks)."""
     out.mkdir(parents=True, exist_ok=True)
     column = _selection(select)
     kept: set[str] = set()
     n_tasks = n_rollouts = 0
     with (out / "tasks.jsonl").open("w", encoding="utf-8") as tasks_file, \
             (out / "rollouts.jsonl").open("w", encoding="utf-8") as rollouts_file:
-        for row in iter_rows(db, _RL_TASKS_SQL.format(column=column), "task_id"):
+        tasks_sql = _RL_TASKS_SQL.format(column=column)
+        if not keep_duplicates:
+            tasks_sql = _without_duplicates(db, tasks_sql, "task_id", "task", summary)
+        for row in iter_rows(db, tasks_sql, "task_id"):
             if not _in_band(pass_rate(row), min_pass_rate, max_pass_rate):
                 summary.skip("task pass rate outside --min-pass-rate/--max-pass-rate")
                 continue
@@ -540,14 +569,16 @@ def export_parquet(db: Path, out: Path, summary: ExportSummary) -> None:
 
 
 def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "accepted",
-                   min_pass_rate: float | None = None, max_pass_rate: float | None = None) -> ExportSummary:
+                   min_pass_rate: float | None = None, max_pass_rate: float | None = None,
+                   keep_duplicates: bool = False) -> ExportSummary:
     """Write `db` in format `fmt` (sft | sharegpt | rl | parquet) to `out`: a JSONL file for sft
     and sharegpt, a directory for rl and parquet (created if missing). `select` picks the
     trajectories by their latest judgment: "accepted" (default) or "well_formed" (sft, sharegpt,
     and the chosen side of rl pairs; parquet writes every table). Raises FileNotFoundError for a
     missing dataset and ExportError for an unknown format or selection, a file that is not a
     synth dataset, or an output path of the wrong kind. `min_pass_rate` / `max_pass_rate` keep
-    the rl tasks whose pass rate lies in that band (rl only)."""
+    the rl tasks whose pass rate lies in that band (rl only). Near-duplicates that are not their
+    group's representative are left out of sft, sharegpt and rl tasks unless `keep_duplicates`."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     _selection(select)
@@ -558,12 +589,12 @@ def export_dataset(db: str | Path, fmt: str, out: str | Path, select: str = "acc
         if out.is_dir():
             raise ExportError(f"--out {out} is a directory; {fmt} writes one JSONL file")
         out.parent.mkdir(parents=True, exist_ok=True)
-        (export_sft if fmt == "sft" else export_sharegpt)(path, out, summary, select)
+        (export_sft if fmt == "sft" else export_sharegpt)(path, out, summary, select, keep_duplicates)
     else:
         if out.exists() and not out.is_dir():
             raise ExportError(f"--out {out} is a file; {fmt} writes a directory")
         if fmt == "rl":
-            export_rl(path, out, summary, select, min_pass_rate, max_pass_rate)
+            export_rl(path, out, summary, select, min_pass_rate, max_pass_rate, keep_duplicates)
         else:
             export_parquet(path, out, summary)
     return summary

@@ -28,6 +28,9 @@ hand:
   their mean k, how many were never / sometimes / always solved (only "sometimes" gives an RL
   learning signal), and a histogram of pass rates in fifths (0, (0, 0.2], ..., (0.8, 1]).
 - `llm_usage`: per role, calls, failures, cache hits, retries, tokens and latency.
+- `duplicates`: per kind (task, trajectory), the near-duplicate groups stored by the last
+  `synth dedup` (or the end of `synth run`) and the members left out of exports (every member
+  but each group's representative; see `synth.duplicates`).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ TOP_REASONS = 10
 _MASK = "regexp_replace(regexp_replace({text}, '''[^'']*''|\"[^\"]*\"', '''…''', 'g'), '[0-9]+', 'N', 'g')"
 
 
-def _reason_head(column: str) -> str:
+def reason_head(column: str) -> str:
     """SQL for a reason's head: quoted values and numbers masked, then the text before the first
     ':' (the rest usually names the item), at most 120 characters."""
     masked = _MASK.format(text=f"coalesce({column}, '(no reason)')")
@@ -73,8 +76,19 @@ def _status_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]
 
 def _stage_reasons(con: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, Any]]:
     return _dicts(con, f"""
-        SELECT {_reason_head('reason')} AS reason, count(*) AS count FROM {table}
+        SELECT {reason_head('reason')} AS reason, count(*) AS count FROM {table}
         WHERE status = 'rejected' GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
+
+
+def _duplicates(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
+    out = {kind: {"groups": 0, "left_out": 0} for kind in ("task", "trajectory")}
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "duplicates" in tables:  # older datasets lack it
+        for kind, groups, left_out in con.execute("""
+                SELECT kind, count(DISTINCT group_id), count(*) FILTER (WHERE NOT is_representative)
+                FROM duplicates GROUP BY 1""").fetchall():
+            out[str(kind)] = {"groups": int(groups), "left_out": int(left_out)}
+    return out
 
 
 def _round(value: Any, digits: int = 2) -> float | None:
@@ -140,7 +154,7 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         FROM (SELECT unnest(from_json(failed_checks, '["VARCHAR"]')) AS c FROM latest_judgments WHERE NOT accepted)
         GROUP BY 1 ORDER BY count DESC, c LIMIT {TOP_REASONS}""")
     judge_reasons = _dicts(con, f"""
-        SELECT {_reason_head('r')} AS reason, count(*) AS count
+        SELECT {reason_head('r')} AS reason, count(*) AS count
         FROM (SELECT unnest(from_json(reasons, '["VARCHAR"]')) AS r FROM latest_judgments WHERE NOT accepted)
         GROUP BY 1 ORDER BY count DESC, reason LIMIT {TOP_REASONS}""")
     tok = con.execute("""
@@ -201,4 +215,5 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         "llm_tokens_per_accepted": _round(all_tokens / accepted_trajectories) if accepted_trajectories else None,
         "pass_rates": pass_rates,
         "llm_usage": llm_usage,
+        "duplicates": _duplicates(con),
     }

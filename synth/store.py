@@ -67,6 +67,13 @@ TABLES: dict[str, dict[str, str]] = {
         "kinds": "JSON", "n_good": "INTEGER", "judge_recall": "DOUBLE", "judge_precision": "DOUBLE",
         "created_at": "TIMESTAMP",
     },
+    # Near-duplicate groups of tasks and trajectories (`synth.duplicates`): one row per member of a
+    # group of two or more, `id` the member's id; rewritten whole by `synth dedup` and at the end of a run.
+    "duplicates": {
+        "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "kind": "VARCHAR", "group_id": "VARCHAR",
+        "representative_id": "VARCHAR", "is_representative": "BOOLEAN", "similarity": "DOUBLE",
+        "group_size": "INTEGER", "created_at": "TIMESTAMP",
+    },
     "llm_calls": {
         "id": "VARCHAR PRIMARY KEY", "run_id": "VARCHAR", "role": "VARCHAR", "model": "VARCHAR",
         "endpoint": "VARCHAR", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
@@ -314,6 +321,26 @@ class Dataset:
                 chunk = encoded[start:start + _ROWS_PER_INSERT]
                 values = ", ".join(f"({marks})" for _ in chunk)
                 con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES {values}",
+                            [v for row in chunk for v in row])
+            con.execute("COMMIT")
+        return len(encoded)
+
+    def replace(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Replace every row of `table` with `rows` in one transaction (readers see the old rows or
+        the new ones, never none); for tables recomputed whole, like `duplicates`. Returns rows written."""
+        self.flush()
+        cols = list(TABLES[table])
+        stamp = now()
+        encoded = [_encode(table, {**row, "created_at": stamp} if "created_at" in TABLES[table] else row)
+                   for row in rows]
+        marks = ", ".join("?" for _ in cols)
+        with self.connect() as con:
+            con.execute("BEGIN")
+            con.execute(f"DELETE FROM {table}")
+            for start in range(0, len(encoded), _ROWS_PER_INSERT):
+                chunk = encoded[start:start + _ROWS_PER_INSERT]
+                values = ", ".join(f"({marks})" for _ in chunk)
+                con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES {values}",
                             [v for row in chunk for v in row])
             con.execute("COMMIT")
         return len(encoded)

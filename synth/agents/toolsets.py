@@ -7,6 +7,10 @@ tools, so `ToolsetSampler` always starts a toolset from a least-used tool (a ran
 them) and fills it with the least-used tools of the chosen group (random ties), synthetic and MCP
 tools alike.
 
+Steering (`prior_uses`): a tool can start with uses it never had in this sampler, as if already
+drawn; `synth.report.coverage.coverage_priors` gives tools in domains and map cells that accepted
+trajectories already reach such a head start, so least-use reaches the empty regions first.
+
 Distinctness: a toolset (the frozenset of its tool ids) is never returned twice while another
 exists. A repeat is retried with a widened group and more randomness, then, for a tiny repository,
 by enumeration; only when every subset of sizes min..max has been used does it repeat one.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import defaultdict
+from collections.abc import Mapping
 
 from synth.domains import load_taxonomy
 from synth.models import ToolSpec
@@ -26,6 +31,7 @@ _LEVEL_WEIGHTS = (0.5, 0.35, 0.15)
 _ATTEMPTS_PER_LEVEL = 6
 _ENUMERATE_UP_TO = 16
 _RANDOM_FALLBACK_TRIES = 200
+MAX_PRIOR_USES = 16  # a head start beyond this changes little and costs a bump per use
 
 
 def application_of(tool: ToolSpec) -> str:
@@ -52,7 +58,8 @@ class ToolsetSampler:
     Deterministic for a given tool list and rng state.
     """
 
-    def __init__(self, tools: list[ToolSpec], rng: random.Random, min_size: int = 2, max_size: int = 8) -> None:
+    def __init__(self, tools: list[ToolSpec], rng: random.Random, min_size: int = 2, max_size: int = 8,
+                 prior_uses: Mapping[str, int] | None = None) -> None:
         if min_size < 1 or max_size < min_size:
             raise ValueError(f"toolset sizes must satisfy 1 <= min_size <= max_size, got {min_size}..{max_size}")
         unique: dict[str, ToolSpec] = {}
@@ -84,6 +91,9 @@ class ToolsetSampler:
         self._domains_of_category: dict[str, list[str]] = defaultdict(list)
         for domain in sorted(self._by_domain):
             self._domains_of_category[categories[domain]].append(domain)
+        for i, tool_id in enumerate(self.ids):
+            for _ in range(min(int((prior_uses or {}).get(tool_id, 0)), MAX_PRIOR_USES)):
+                self._bump(i)
 
     # ------------------------------------------------------------ public
 

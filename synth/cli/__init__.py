@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from synth.cli import core, dataset, domains, judge, run, tools  # noqa: F401  (registration)
+from synth.cli import core, dataset, domains, judge, report, run, tools  # noqa: F401  (registration)
 from synth.cli.app import app, console
 
 

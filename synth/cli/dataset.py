@@ -112,6 +112,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     out.print(f"tokens per accepted trajectory (rollout): mean {tok['mean_total']}, median {tok['median_total']}, "
               f"max {tok['max_total']} over {tok['n']}; all model tokens per accepted trajectory: "
               f"{stats['llm_tokens_per_accepted']}")
+    dup = stats.get("duplicates") or {}
+    out.print("near-duplicates left out of exports (synth dedup): " + ", ".join(
+        f"{d['left_out']} {kind}(s) in {d['groups']} group(s)" for kind, d in dup.items()), highlight=False)
 
 
 @app.command("stats")
@@ -148,6 +151,9 @@ def export(
                                                     "at least this"),
     max_pass_rate: float | None = typer.Option(None, "--max-pass-rate", min=0.0, max=1.0,
                                                help="rl: keep tasks whose pass rate is at most this"),
+    keep_duplicates: bool = typer.Option(False, "--keep-duplicates",
+                                         help="Also write near-duplicates that are not their group's "
+                                              "representative (see `synth dedup`)."),
 ) -> None:
     """Write accepted trajectories for SFT (OpenAI messages + tools, or ShareGPT), tasks,
     rollouts with their rewards and preference pairs for RL, or every table as Parquet; each
@@ -162,7 +168,8 @@ def export(
         raise UserError("--min-pass-rate / --max-pass-rate filter rl tasks; use them with --format rl")
     if min_pass_rate is not None and max_pass_rate is not None and min_pass_rate > max_pass_rate:
         raise UserError(f"--min-pass-rate {min_pass_rate} is above --max-pass-rate {max_pass_rate}")
-    summary = export_dataset(_existing_db(db), fmt, out, select, min_pass_rate, max_pass_rate)
+    summary = export_dataset(_existing_db(db), fmt, out, select, min_pass_rate, max_pass_rate,
+                             keep_duplicates=keep_duplicates)
     print(json.dumps(summary.as_dict()))
     for reason, n in sorted(summary.skipped.items()):
         console.print(f"[yellow]skipped {n}[/]: {reason}")

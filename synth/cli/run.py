@@ -42,6 +42,7 @@ def run(
     summary = execute_run(cfg, ray_address=ray_address, use_ray=not no_ray, show_progress=not quiet,
                           console=console)
     print(json.dumps(summary.as_dict()))
+    _group_duplicates(Path(cfg.run.db))
     if summary.status == "budget_spent":  # stopped as asked: not a failure
         console.print(f"[yellow]run {summary.run_id} spent its token budget[/]: {summary.judged}/{summary.target} "
                       "judged; raise run.token_budget and run the same command again to resume")
@@ -50,3 +51,13 @@ def run(
         console.print(f"[yellow]run {summary.run_id} ended {summary.status}[/]: "
                       f"{summary.judged}/{summary.target} judged; run the same command again to resume")
         raise typer.Exit(1)
+
+
+def _group_duplicates(db: Path) -> None:
+    """Refresh the near-duplicate groups (`synth dedup`) once the run has stopped writing."""
+    from synth.duplicates import dedup_dataset
+
+    if db.is_file():
+        summary = dedup_dataset(db)
+        console.print(f"near-duplicates: {summary.left_out['trajectory']} trajectory(ies) and "
+                      f"{summary.left_out['task']} task(s) left out of exports (synth dedup)", highlight=False)

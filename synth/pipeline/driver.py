@@ -74,8 +74,10 @@ FLUSH_INTERVAL_S = 1.0
 # changing them between invocations resumes the same run instead of starting a new one.
 # The selection keys (domains, categories, exclude) are left out too: the selected domain names are
 # hashed instead, so `--categories travel` and the same domains named one by one are the same run.
+# `steer_coverage` changes which toolsets come next, from what other runs accepted, not what the run
+# makes of a toolset: switching it on resumes the same run, and datasets made before it keep their run ids.
 _THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "categories", "exclude", "workers", "worker_concurrency",
-                        "in_flight", "agent_concurrency", "domain_quota", "token_budget"}
+                        "in_flight", "agent_concurrency", "domain_quota", "token_budget", "steer_coverage"}
 _THROUGHPUT_LLM_KEYS = ("base_urls", "api_key_env", "max_concurrency", "timeout_s", "max_retries")
 
 
@@ -382,7 +384,7 @@ class PipelineDriver:
         settings = self.settings
         rng = random.Random(derive_seed(settings.seed, "toolsets", self.run_id))
         schedule = EpisodeSchedule(remaining, settings.in_flight or DEFAULT_IN_FLIGHT,
-                                   enumerate(stages.toolsets(pool, settings, rng)),
+                                   enumerate(stages.toolsets(pool, settings, rng, self.run_id)),
                                    settings.domain_quota, self._judged_by_domain())
         self._schedule = schedule
         producers = [asyncio.create_task(self._produce(schedule, finished))

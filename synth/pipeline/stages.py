@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from synth.agents import AgentResult, AgentSettings, ToolsetSampler, store_agent_result, synthesize_agent_and_tasks
@@ -44,10 +45,19 @@ def store_tool_result(dataset: Dataset, run_id: str, result: SynthesisResult) ->
     return store_tools(dataset, run_id, result.tools, result.rejected)["accepted"]
 
 
-def toolsets(pool: list[ToolSpec], settings: RunConfig, rng: random.Random) -> Iterator[list[ToolSpec]]:
+def toolsets(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
+             run_id: str | None = None) -> Iterator[list[ToolSpec]]:
     """At most `settings.max_agents` toolsets, in a deterministic order for a given pool and rng
-    (resume relies on it: the i-th toolset of a re-run is the i-th of the first run)."""
-    sampler = ToolsetSampler(pool, rng)
+    (resume relies on it: the i-th toolset of a re-run is the i-th of the first run). With
+    `settings.steer_coverage`, tools in domains and map cells that other runs' accepted trajectories
+    reach often start with a head start of uses (`coverage_priors`, which leaves out `run_id`'s own
+    rows so a resumed run draws the same toolsets), so the empty regions are sampled first."""
+    priors = None
+    if settings.steer_coverage and Path(settings.db).is_file():
+        from synth.report.coverage import coverage_priors
+
+        priors = coverage_priors(settings.db, exclude_run=run_id)
+    sampler = ToolsetSampler(pool, rng, prior_uses=priors)
     for _ in range(settings.max_agents):
         yield sampler.sample()
 
