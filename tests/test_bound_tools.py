@@ -46,7 +46,20 @@ def test_mcp_bindings_take_command_and_args_or_one_shell_line_or_a_url() -> None
 def test_bound_python_and_mcp_tools_run_for_real_inside_episodes_beside_simulated_ones(
     fake_server: Any, tmp_path: Path,
 ) -> None:
-    server = fake_server(seed=4)
+    holder: dict[str, Any] = {}
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        """Schema-valid defaults, except that an agent whose toolset has the bound tools calls them
+        on its first step (so the test does not hang on the fake's random choices)."""
+        text = json.dumps(body.get("response_format") or {})
+        first_step = sum(1 for m in body["messages"] if m["role"] == "tool") == 0
+        calls = [c for c in ({"tool": "convert_currency", "arguments": {"amount": 12.5, "currency": "GBP"}},
+                             {"tool": "convert_temperature", "arguments": {"celsius": 21.5}}) if c["tool"] in text]
+        if calls and first_step:
+            return {"role": "assistant", "content": json.dumps({"action": "call", "calls": calls})}
+        return holder["server"].default_message(body)
+
+    server = holder["server"] = fake_server(seed=4, responder=respond)
     cfg = load_config(None, {
         "llm": {"base_urls": [server.base_url], "max_retries": 20},
         "cache": {"enabled": True, "dir": str(tmp_path / "cache")},
