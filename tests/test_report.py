@@ -151,8 +151,8 @@ def test_report_renders_in_headless_chromium(main_job: Path, tmp_path: Path):
     page = dom.stdout
     for heading in ("Coverage map of the tool repository", "Coverage map of the tasks", "Yield by stage",
                     "Yield by category", "Yield by domain", "Rejection reasons", "Check failure rates",
-                    "LLM judge: calibration and vote", "Cost per accepted trajectory", "Near-duplicates",
-                    "Accepted trajectories", "Rejected trajectories"):
+                    "LLM judge: calibration and vote", "Cost per accepted trajectory", "Task pass rates",
+                    "Near-duplicates", "Accepted trajectories", "Rejected trajectories"):
         assert f">{heading}</h2>" in page, heading
     assert re.search(rf'<b id="accepted-count">{accepted:,}</b>', page)
     tools = stats["stages"]["tools"]["accepted"]
