@@ -110,6 +110,8 @@ class RunConfig(_Strict):
     trajectories: int = Field(10, ge=1)
     seed: int = 0
     tools_per_domain: int = Field(8, ge=1)
+    # The tool stage streams: agents start once the first wave of this many domains has tools.
+    tool_wave_domains: int = Field(8, ge=1, description="domains per wave of the streamed tool stage")
     tasks_per_agent: int = Field(2, ge=1)
     max_agents: int = Field(10_000, ge=1)
     # Sample toolsets toward the regions of the tool repository that earlier runs' accepted

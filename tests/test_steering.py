@@ -57,8 +57,9 @@ def test_a_steered_run_samples_where_accepted_trajectories_are_missing(tmp_path:
         # The fake backend's trajectories are all rejected: mark those of run A's busiest domain
         # accepted, as if its model had succeeded there only.
         with connect_readonly(first) as con:
-            covered = con.execute("SELECT domain FROM trajectories GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
-                                  ).fetchall()[0][0]
+            # (the domain whose trajectories called tools most: coverage counts accepted tool calls)
+            covered = con.execute("SELECT domain FROM trajectories GROUP BY 1 "
+                                  "ORDER BY sum(n_tool_calls) DESC, count(*) DESC, 1 LIMIT 1").fetchall()[0][0]
             rows = con.execute("SELECT id, task_id, run_id FROM trajectories WHERE domain = ?", [covered]).fetchall()
         ds = Dataset(first)
         for trajectory_id, task_id, run_id in rows:

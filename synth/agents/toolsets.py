@@ -62,38 +62,56 @@ class ToolsetSampler:
                  prior_uses: Mapping[str, int] | None = None) -> None:
         if min_size < 1 or max_size < min_size:
             raise ValueError(f"toolset sizes must satisfy 1 <= min_size <= max_size, got {min_size}..{max_size}")
-        unique: dict[str, ToolSpec] = {}
-        for tool in tools:
-            unique.setdefault(tool.id, tool)
-        if not unique:
-            raise ValueError("ToolsetSampler needs at least one tool; the tool repository is empty")
-        self.tools: list[ToolSpec] = list(unique.values())
-        self.ids: list[str] = list(unique)
         self.rng = rng
-        n = len(self.tools)
-        self.min_size = min(min_size, n)
-        self.max_size = min(max_size, n)
-        self.uses: list[int] = [0] * n
+        self.tools: list[ToolSpec] = []
+        self.ids: list[str] = []
+        self.uses: list[int] = []
+        self._sizes = (min_size, max_size)
         self._seen: set[frozenset[str]] = set()
         # Least-used buckets: _buckets[c] holds the tools used c times; O(1) moves and picks.
-        self._buckets: list[list[int]] = [list(range(n))]
-        self._slot: list[int] = list(range(n))
+        self._buckets: list[list[int]] = [[]]
+        self._slot: list[int] = []
         self._floor = 0
         self._by_app: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._by_domain: dict[str, list[int]] = defaultdict(list)
-        for i, tool in enumerate(self.tools):
+        self._category: dict[str, str] = {}
+        self._domains_of_category: dict[str, list[str]] = defaultdict(list)
+        self._priors: Mapping[str, int] = prior_uses or {}
+        self.extend(tools)
+        if not self.tools:
+            raise ValueError("ToolsetSampler needs at least one tool; the tool repository is empty")
+
+    def extend(self, tools: list[ToolSpec]) -> int:
+        """Add `tools` (those not already held) with no uses, or their steering priors: a streaming run
+        adds each wave of domains as its tools are made, and least-use starts the next toolsets
+        from the new tools. Deterministic for a given sequence of calls. Returns how many were new."""
+        held = set(self.ids)
+        new = {t.id: t for t in tools if t.id not in held}
+        start = len(self.tools)
+        for tool_id, tool in new.items():
+            i = len(self.tools)
+            self.tools.append(tool)
+            self.ids.append(tool_id)
+            self.uses.append(0)
+            self._slot.append(len(self._buckets[0]))
+            self._buckets[0].append(i)
             self._by_domain[tool.domain].append(i)
             app = application_of(tool)
             if app:
                 self._by_app[(tool.domain, app)].append(i)
-        categories = _category_of_domains(set(self._by_domain))
-        self._category: dict[str, str] = categories
-        self._domains_of_category: dict[str, list[str]] = defaultdict(list)
-        for domain in sorted(self._by_domain):
-            self._domains_of_category[categories[domain]].append(domain)
-        for i, tool_id in enumerate(self.ids):
-            for _ in range(min(int((prior_uses or {}).get(tool_id, 0)), MAX_PRIOR_USES)):
+        self._floor = 0 if new else self._floor
+        n = len(self.tools)
+        self.min_size = min(self._sizes[0], n)
+        self.max_size = min(self._sizes[1], n)
+        fresh = sorted(set(self._by_domain) - set(self._category))
+        self._category.update(_category_of_domains(set(fresh)))
+        for domain in fresh:
+            self._domains_of_category[self._category[domain]].append(domain)
+            self._domains_of_category[self._category[domain]].sort()
+        for i in range(start, n):
+            for _ in range(min(int(self._priors.get(self.ids[i], 0)), MAX_PRIOR_USES)):
                 self._bump(i)
+        return len(new)
 
     # ------------------------------------------------------------ public
 

@@ -23,11 +23,12 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from synth.agents.synthesize import main_domain
+from synth.agents.toolsets import ToolsetSampler
 from synth.config import DEFAULT_IN_FLIGHT, SynthConfig
 from synth.ids import content_id, derive_seed
 from synth.llm.usage import CallRecord
@@ -106,6 +107,33 @@ def _call_rows(run_id: str, records: list[CallRecord]) -> list[dict[str, Any]]:
             for r in records]
 
 
+class ToolStream:
+    """The run's toolsets while the tool stage may still be making later waves of domains: the
+    i-th toolset comes from the sampler holding the first waves, and before drawing more than
+    `drawn_before_next` toolsets it waits for the next wave's tools and adds them (one toolset
+    per domain of a wave, least-used first, so the new domains' tools are drawn first). So the
+    sequence depends on the tools, never on timing, and a resumed run draws the same toolsets."""
+
+    def __init__(self, sampler: ToolsetSampler, later: list[tuple[asyncio.Future[list[ToolSpec]], int]],
+                 drawn_before_next: int, max_agents: int) -> None:
+        self.sampler = sampler
+        self.later = later
+        self.drawn_before_next = drawn_before_next
+        self.max_agents = max_agents
+        self.drawn = 0
+
+    async def next(self) -> tuple[int, list[ToolSpec]] | None:
+        if self.drawn >= self.max_agents:
+            return None
+        while self.later and self.drawn >= self.drawn_before_next:
+            wave, n_domains = self.later.pop(0)
+            self.sampler.extend(await wave)
+            self.drawn_before_next += n_domains
+        index = self.drawn
+        self.drawn += 1
+        return index, self.sampler.sample()
+
+
 @dataclass(frozen=True)
 class Episode:
     """One rollout to run: rollout `index` (of `[rollout] per_task`) of `task` by `agent`."""
@@ -127,7 +155,7 @@ class EpisodeSchedule:
     `judged + in_progress >= remaining`, so the pass stops at exactly the target.
     """
 
-    def __init__(self, remaining: int, in_flight: int, toolsets: Iterator[tuple[int, list[ToolSpec]]],
+    def __init__(self, remaining: int, in_flight: int, toolsets: ToolStream,
                  quota: int | None = None, judged_by_domain: Mapping[str, int] | None = None) -> None:
         self.remaining = remaining
         self.in_flight = in_flight
@@ -177,7 +205,7 @@ class EpisodeSchedule:
 
     async def next_toolset(self) -> tuple[int, list[ToolSpec]] | None:
         async with self._toolsets_lock:
-            return next(self._toolsets, None)
+            return await self._toolsets.next()
 
     def note_agent(self, usable: bool, why: str) -> None:
         self.barren = 0 if usable else self.barren + 1
@@ -221,6 +249,7 @@ class PipelineDriver:
         self.agent_model = cfg.llm.role("agent").model
         self.tokens_spent = self._spent_so_far()
         self._schedule: EpisodeSchedule | None = None
+        self._wave_task: asyncio.Task[None] | None = None
         self._new_trajectories = 0
         self._last_flush = time.monotonic()
         self.failures: list[str] = []
@@ -257,8 +286,8 @@ class PipelineDriver:
 
     # ---------------------------------------------------------------- stage 1: tools
 
-    def _stored_tools(self) -> dict[str, list[ToolSpec]]:
-        names = [d.name for d in self.domains]
+    def _stored_tools(self, domains: list[Any]) -> dict[str, list[ToolSpec]]:
+        names = [d.name for d in domains]
         marks = ", ".join("?" for _ in names)
         rows = self.dataset.query(
             f"SELECT name, description, input_schema, output_schema, side_effect, error_modes, domain, "
@@ -276,12 +305,54 @@ class PipelineDriver:
             by_domain[data["domain"]].append(ToolSpec.from_row(data))
         return by_domain
 
-    async def _tools(self) -> list[ToolSpec]:
+    async def _tools(self) -> ToolStream:
+        """Stage 1, streamed: the selected domains in waves of `[run] tool_wave_domains`. The first
+        wave's tools (and the bound ones) are made before this returns; the later waves are made in
+        the background, in order, and the returned `ToolStream` adds each to the toolset sampler
+        once enough toolsets were drawn from the waves before it, so agents and rollouts start as
+        soon as the first domains have tools, and the toolsets drawn do not depend on timing."""
         from synth.pipeline import stages
 
-        by_domain = self._stored_tools()
+        size = self.settings.tool_wave_domains
+        waves = [self.domains[i:i + size] for i in range(0, len(self.domains), size)] or [[]]
+        pool = await self._wave_tools(waves[0])
+        pool += self._bound_tools(await stages.bound_tools(self.cfg), {t.id for t in pool})
+        drawn_before_next = len(waves[0])
+        while len(pool) < 2 and len(waves) > 1:  # too few tools to start: take the next wave now
+            waves.pop(0)
+            pool += await self._wave_tools(waves[0])
+            drawn_before_next += len(waves[0])
+        if len(pool) < 2:
+            raise RuntimeError(
+                f"only {len(pool)} usable tool(s) for domains {[d.name for d in self.domains]}; "
+                "see `synth stats` for the rejection reasons"
+            )
+        later: list[asyncio.Future[list[ToolSpec]]] = [asyncio.get_running_loop().create_future()
+                                                       for _ in waves[1:]]
+        self._wave_task = asyncio.create_task(self._later_waves(waves[1:], later))
+        rng = random.Random(derive_seed(self.settings.seed, "toolsets", self.run_id))
+        sampler = stages.toolset_sampler(pool, self.settings, rng, self.run_id)
+        return ToolStream(sampler, list(zip(later, (len(w) for w in waves[1:]), strict=True)),
+                          drawn_before_next, self.settings.max_agents)
+
+    async def _later_waves(self, waves: list[list[Any]], results: list[asyncio.Future[list[ToolSpec]]]) -> None:
+        for domains, result in zip(waves, results, strict=True):
+            try:
+                result.set_result(await self._wave_tools(domains))
+            except Exception as exc:
+                for pending in results:
+                    if not pending.done():
+                        pending.set_exception(exc)
+                raise
+
+    async def _wave_tools(self, domains: list[Any]) -> list[ToolSpec]:
+        """The tools of `domains`: the stored ones, and a synthesis (concurrent) for each domain
+        with fewer than half of `tools_per_domain`; a synthesis failure fails the run."""
+        from synth.pipeline import stages
+
+        by_domain = self._stored_tools(domains)
         wanted = self.settings.tools_per_domain
-        missing = [d for d in self.domains if len(by_domain[d.name]) < max(2, wanted // 2)]
+        missing = [d for d in domains if len(by_domain[d.name]) < max(2, wanted // 2)]
 
         async def one(domain: Any) -> None:
             self.progress.begin("tools")
@@ -299,15 +370,8 @@ class PipelineDriver:
         await asyncio.gather(*(one(d) for d in missing))
         self.dataset.flush()
         if missing:
-            by_domain = self._stored_tools()
-        pool = [t for d in self.domains for t in by_domain[d.name]]
-        pool += self._bound_tools(await stages.bound_tools(self.cfg), {t.id for t in pool})
-        if len(pool) < 2:
-            raise RuntimeError(
-                f"only {len(pool)} usable tool(s) for domains {[d.name for d in self.domains]}; "
-                "see `synth stats` for the rejection reasons"
-            )
-        return pool
+            by_domain = self._stored_tools(domains)
+        return [t for d in domains for t in by_domain[d.name]]
 
     def _bound_tools(self, bound: list[ToolSpec], have: set[str]) -> list[ToolSpec]:
         """Store the tools the config binds (live MCP servers with a domain, Python functions),
@@ -360,9 +424,17 @@ class PipelineDriver:
             self.progress.already_done = done
             remaining = self.target - done
             if remaining > 0 and not self._over_budget():
-                pool = await self._tools()
-                if not self._over_budget():
-                    await self._stream(pool, remaining, finished_tasks)
+                stream = await self._tools()
+                try:
+                    if not self._over_budget():
+                        await self._stream(stream, remaining, finished_tasks)
+                    if self._wave_task is not None:  # the tool repository is a product too: finish it
+                        await self._wave_task
+                finally:
+                    if self._wave_task is not None and not self._wave_task.done():
+                        self._wave_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await self._wave_task
             status = "budget_spent" if self._over_budget() else "finished"
         except asyncio.CancelledError:
             status = "interrupted"
@@ -378,13 +450,9 @@ class PipelineDriver:
             self.summary = RunSummary(self.run_id, self.target, judged, accepted, self._new_trajectories, status)
         return self.summary
 
-    async def _stream(self, pool: list[ToolSpec], remaining: int, finished: set[tuple[str, int]]) -> None:
-        from synth.pipeline import stages
-
+    async def _stream(self, stream: ToolStream, remaining: int, finished: set[tuple[str, int]]) -> None:
         settings = self.settings
-        rng = random.Random(derive_seed(settings.seed, "toolsets", self.run_id))
-        schedule = EpisodeSchedule(remaining, settings.in_flight or DEFAULT_IN_FLIGHT,
-                                   enumerate(stages.toolsets(pool, settings, rng, self.run_id)),
+        schedule = EpisodeSchedule(remaining, settings.in_flight or DEFAULT_IN_FLIGHT, stream,
                                    settings.domain_quota, self._judged_by_domain())
         self._schedule = schedule
         producers = [asyncio.create_task(self._produce(schedule, finished))

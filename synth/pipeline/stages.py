@@ -52,14 +52,21 @@ def toolsets(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
     `settings.steer_coverage`, tools in domains and map cells that other runs' accepted trajectories
     reach often start with a head start of uses (`coverage_priors`, which leaves out `run_id`'s own
     rows so a resumed run draws the same toolsets), so the empty regions are sampled first."""
+    sampler = toolset_sampler(pool, settings, rng, run_id)
+    for _ in range(settings.max_agents):
+        yield sampler.sample()
+
+
+def toolset_sampler(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
+                    run_id: str | None = None) -> ToolsetSampler:
+    """The run's `ToolsetSampler` over `pool` (with the steering priors of `toolsets`); a streamed
+    tool stage `extend`s it wave by wave."""
     priors = None
     if settings.steer_coverage and Path(settings.db).is_file():
         from synth.report.coverage import coverage_priors
 
         priors = coverage_priors(settings.db, exclude_run=run_id)
-    sampler = ToolsetSampler(pool, rng, prior_uses=priors)
-    for _ in range(settings.max_agents):
-        yield sampler.sample()
+    return ToolsetSampler(pool, rng, prior_uses=priors)
 
 
 async def agent_and_tasks(toolset: list[ToolSpec], llm: LLMClient, cfg: SynthConfig, seed: int) -> AgentResult:

@@ -1,0 +1,70 @@
+"""The streamed tool stage: agents and rollouts start once the first wave of domains has tools,
+later waves join the toolset sampler in order, the toolsets drawn do not depend on when a wave
+finished, and the run still makes every domain's tools."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from synth.agents.toolsets import ToolsetSampler
+from synth.config import load_config
+from synth.models import ToolSpec
+from synth.pipeline.driver import ToolStream
+from synth.pipeline.run import execute_run
+
+DOMAINS = ["weather", "order_management", "issue_tracking", "cloud_drive", "stock_trading", "recipes_cooking"]
+
+
+def _tool(domain: str, i: int) -> ToolSpec:
+    return ToolSpec(name=f"{domain}_tool_{i}", description=f"Tool {i} of {domain}",
+                    inputSchema={"type": "object", "properties": {}}, domain=domain)
+
+
+def _draw(delays: list[float]) -> list[list[str]]:
+    """Ten toolsets from a stream whose two later waves finish after `delays` seconds."""
+    async def main() -> list[list[str]]:
+        loop = asyncio.get_running_loop()
+        waves = [[_tool(d, i) for i in range(3)] for d in ("alpha", "beta", "gamma")]
+        later = [loop.create_future() for _ in waves[1:]]
+        for future, wave, delay in zip(later, waves[1:], delays, strict=True):
+            loop.call_later(delay, future.set_result, wave)
+        stream = ToolStream(ToolsetSampler(waves[0], random.Random(3)), [(f, 1) for f in later], 1, 10)
+        out = []
+        while (item := await stream.next()) is not None:
+            out.append([t.name for t in item[1]])
+        return out
+
+    return asyncio.run(main())
+
+
+def test_toolsets_do_not_depend_on_when_a_wave_arrives() -> None:
+    fast, slow = _draw([0.0, 0.0]), _draw([0.05, 0.01])
+    assert fast == slow and len(fast) == 10
+    # the first toolset comes from the first wave alone; the later waves' unused tools are drawn soon after
+    assert all(n.startswith("alpha") for n in fast[0])
+    assert {n.split("_")[0] for ts in fast[:4] for n in ts} == {"alpha", "beta", "gamma"}
+
+
+def test_rollouts_start_before_the_tool_stage_ends_and_every_domain_gets_tools(fake_server: Any,
+                                                                                tmp_path: Path) -> None:
+    server = fake_server()
+    cfg = load_config(None, {
+        "llm": {"base_urls": [server.base_url], "max_retries": 20},
+        "cache": {"enabled": True, "dir": str(tmp_path / "cache")},
+        "run": {"domains": ",".join(DOMAINS), "db": str(tmp_path / "synth.duckdb"), "trajectories": 3,
+                "tools_per_domain": 4, "tool_wave_domains": 1, "tasks_per_agent": 1},
+    }, environ={})
+    summary = execute_run(cfg, use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    assert summary.status == "finished" and summary.judged == 3
+    con = duckdb.connect(str(tmp_path / "synth.duckdb"), read_only=True)
+    domains = {d for (d,) in con.execute("SELECT DISTINCT domain FROM tools WHERE status = 'accepted'").fetchall()}
+    first_agent = con.execute("SELECT min(created_at) FROM agents").fetchall()[0][0]
+    last_tool = con.execute("SELECT max(created_at) FROM tools").fetchall()[0][0]
+    con.close()
+    assert domains == set(DOMAINS)  # the tool stage finished every wave, though 3 trajectories were enough
+    assert first_agent < last_tool  # agents were made while later waves were still being synthesised
