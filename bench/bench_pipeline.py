@@ -9,9 +9,13 @@
     model calls/s and episodes/s.
 (c) `memory`: peak RSS of a 2,000-episode fake-backend run against a 200-episode one (the driver
     process, in-process workers; flat is the target: bounded queues, batched writes).
+(d) `scale`: Kimi's scale with the fake backend: `--domains all` with 60 tools per domain (20,000+
+    synthetic tools), the tool stage streamed; distinct accepted tools, tools/s, how long before the
+    tool stage ended the first rollout was stored, and peak RSS.
 
     python bench/bench_pipeline.py throughput [--episodes 300]
     python bench/bench_pipeline.py memory [--small 200 --large 2000]
+    python bench/bench_pipeline.py scale [--trajectories 400 --tools-per-domain 60 --categories c --ray]
     python bench/bench_pipeline.py server [--base-url URL] [--episodes 16] [--parallel 4] [--seconds 60]
                                           [--in-flight 8]
 
@@ -264,6 +268,48 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
               "tokens")
 
 
+def bench_scale(trajectories: int, tools_per_domain: int, ray: bool, categories: str | None) -> None:
+    """Kimi's scale with the instant fake backend: every domain of the taxonomy (or of
+    `categories`), `tools_per_domain` synthetic tools each, the tool stage streamed in waves."""
+    url, server = start_fake()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "scale.duckdb"
+            select = ["--domains", "", "--categories", categories] if categories else ["--domains", "all"]
+            code = ("import resource,subprocess,sys;p=subprocess.run(sys.argv[1:]);"
+                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);sys.exit(p.returncode)")
+            env = {**os.environ, "SYNTH_CACHE__ENABLED": "false", "SYNTH_RUN__TOOLS_PER_DOMAIN": str(tools_per_domain),
+                   "SYNTH_RUN__MAX_AGENTS": "100000"}
+            started = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c", code, sys.executable, "-m", "synth", "run", *select,
+                 "--trajectories", str(trajectories), "--db", str(db), "--base-url", url, "-q",
+                 *(() if ray else ("--no-ray",))],
+                capture_output=True, text=True, env=env, cwd=tmp)
+            wall = time.perf_counter() - started
+            if proc.returncode not in (0, 1):
+                sys.exit(f"scale run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            peak_mib = int(proc.stdout.strip().splitlines()[-1]) / 1024
+            con = duckdb.connect(str(db), read_only=True)
+            try:
+                tools, names, domains, first_tool, last_tool = con.execute(
+                    "SELECT count(DISTINCT id), count(DISTINCT name), count(DISTINCT domain), min(created_at), "
+                    "max(created_at) FROM tools WHERE status = 'accepted' AND source = 'synthetic'").fetchone()
+                rejected = con.execute("SELECT count(*) FROM tools WHERE status = 'rejected'").fetchone()[0]
+                first_rollout, judged = con.execute("SELECT min(created_at), count(*) FROM trajectories").fetchone()
+            finally:
+                con.close()
+    finally:
+        server.terminate()
+    stage_s = (last_tool - first_tool).total_seconds()
+    lead = (last_tool - first_rollout).total_seconds() if first_rollout else float("nan")
+    print(f"(d) scale, instant fake backend, {'ray actors' if ray else 'in-process'}: {domains} domains, "
+          f"{tools:,} distinct accepted synthetic tools ({names:,} distinct names, {rejected:,} rejected), "
+          f"{judged} trajectories judged; wall {wall:.0f} s, tool stage {stage_s:.0f} s "
+          f"({tools / max(stage_s, 1e-9):,.0f} tools/s); first rollout stored {lead:.0f} s before the tool stage "
+          f"ended; peak RSS {peak_mib:,.0f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="which", required=True)
@@ -279,12 +325,19 @@ def main() -> None:
     s.add_argument("--parallel", type=int, default=4)
     s.add_argument("--seconds", type=float, default=60)
     s.add_argument("--in-flight", type=int, help="episodes in flight (default: the run sizes it, 2 per slot)")
+    k = sub.add_parser("scale")
+    k.add_argument("--trajectories", type=int, default=400)
+    k.add_argument("--tools-per-domain", type=int, default=60)
+    k.add_argument("--categories", help="only these categories (default: every domain)")
+    k.add_argument("--ray", action="store_true", help="through Ray actors instead of in-process")
     args = parser.parse_args()
     load_config(None, environ={})  # fail early on a broken ./synth.toml
     if args.which == "throughput":
         bench_throughput(args.episodes, args.ray)
     elif args.which == "memory":
         bench_memory(args.small, args.large)
+    elif args.which == "scale":
+        bench_scale(args.trajectories, args.tools_per_domain, args.ray, args.categories)
     else:
         bench_server(args.base_url, args.episodes, args.parallel, args.seconds, args.in_flight)
 

@@ -613,3 +613,17 @@ def test_arguments_valid_rejects_a_parameter_the_schema_does_not_declare() -> No
     open_tools = [t.model_copy(update={"input_schema": {**t.input_schema, "additionalProperties": True}})
                   for t in TOOLS]
     assert "arguments_valid" not in failed(messages, LOOKUP_TASK, tools=open_tools)
+
+
+def test_final_reply_rejects_one_line_of_advice_for_a_request_for_tips() -> None:
+    """A main job accepted "Never forget to ask the user about the weather!" as the answer to
+    "Could you give me tips on avoiding common mistakes with hyperlocal weathers?"."""
+    tips = task("Could you give me tips on avoiding common mistakes with hyperlocal weathers?", kind="no_tool")
+    ask = user("Could you give me tips on avoiding common mistakes with hyperlocal weathers?")
+    thin = failed([SYSTEM, ask, say("Never forget to ask the user about the weather!")], tips)
+    assert "advice or an explanation" in thin["final_reply"]
+    good = ("Check the forecast for your exact street, not the nearest city. Compare two sources before you plan, "
+            "and note that readings near water or hills often differ from the official station.")
+    assert "final_reply" not in failed([SYSTEM, ask, say(good)], tips)
+    listed = "A few tips:\n- check the forecast daily\n- compare two stations\n- log your own readings"
+    assert "final_reply" not in failed([SYSTEM, ask, say(listed)], tips)

@@ -674,6 +674,9 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         return _result("final_reply", [f"the final reply is not a sentence: {reply[:80]!r}"])
     if _cut_off(reply):
         return _result("final_reply", [f"the final reply stops mid-sentence: {reply[-80:]!r}"])
+    if _thin_advice(ctx, reply):
+        return _result("final_reply", [f"the task asks for advice or an explanation and the reply is one line "
+                                       f"of under {MIN_ADVICE_WORDS} words or a single sentence: {reply[:80]!r}"])
     if not any(ctx.succeeded(c) for c in ctx.calls) and _only_restates(reply, ctx.messages):
         return _result("final_reply", [f"the final reply only restates the user's words: {reply[:80]!r}"])
     unreported = _unreported_reads(ctx)
@@ -687,6 +690,23 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
 # not an answer a model should learn to give. Three words at least, two of them words of letters.
 MIN_REPLY_WORDS = 3
 _WORD = re.compile(r"(?<![\w-])[^\W\d_]{1,}(?:'[^\W\d_]+)?(?![\w-])")
+
+# A request for advice or an explanation (a `no_tool` task): its answer says more than one line.
+# A main job accepted "Never forget to ask the user about the weather!" for "tips on avoiding
+# common mistakes with hyperlocal weathers".
+_ADVICE = re.compile(r"\b(?:tips?|advice|advise|how (?:do|can|should|to|does)|explain|why|best practices?|ideas?|"
+                     r"suggest\w*|recommend\w*|ways?|steps|guide|mistakes?|what should)\b", re.IGNORECASE)
+MIN_ADVICE_WORDS = 12
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*(?:[-*•]|\d+[.)])\s")
+
+
+def _thin_advice(ctx: _Context, reply: str) -> bool:
+    """A `no_tool` task asks for advice or an explanation, and the reply is under
+    `MIN_ADVICE_WORDS` words or one sentence (list items count as sentences)."""
+    if ctx.task.kind != "no_tool" or not _ADVICE.search(ctx.task.goal):
+        return False
+    return len(reply.split()) < MIN_ADVICE_WORDS or len(_SENTENCE_END.findall(reply.strip() + " ")) < 2
+
 
 # Words no sentence ends on: articles, possessives, conjunctions, and the prepositions that are
 # never adverbs ("I can help you with" and "logged in" are sentences; "created weather for" is not).
