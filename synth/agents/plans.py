@@ -43,7 +43,7 @@ TOPICS = ("quarterly summary", "onboarding checklist", "spring campaign", "team 
           "customer feedback", "weekly report", "product launch", "travel plan", "maintenance schedule")
 _FREE_TEXT = ("query", "text", "message", "content", "description", "body", "prompt", "question", "title",
               "comment", "note", "summary", "instructions", "reason", "search", "keyword", "term", "topic", "q")
-_TUNING = ("limit", "page", "offset", "count", "max", "num", "top", "size", "per_page", "timeout", "depth")
+_TUNING = ("limit", "page", "offset", "cursor", "count", "max", "num", "top", "size", "per_page", "timeout", "depth")
 _SCALAR_TYPES = ("string", "integer", "number", "boolean")
 MAX_FIELDS = 6
 MAX_STATED = 6

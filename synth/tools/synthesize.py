@@ -77,7 +77,7 @@ class ApplicationList(BaseModel):
 
 class ParameterDraft(BaseModel):
     name: str = Field(min_length=1, max_length=40)
-    type: Literal["string", "integer", "number", "boolean"]
+    type: Literal["string", "integer", "number", "boolean", "array"]
     description: str = Field(max_length=120)
     required: bool
 
@@ -191,9 +191,15 @@ def _is_id_of(param: str, entity: str) -> bool:
 
 
 def _param_schema(p: ParameterDraft) -> dict[str, Any]:
+    """A drafted parameter as JSON Schema: an array is a list of strings (tags, ids, recipients), and
+    an optional boolean defaults to false, as real APIs declare them."""
     schema: dict[str, Any] = {"type": p.type}
+    if p.type == "array":
+        schema["items"] = {"type": "string"}
     description = p.description.strip() or p.name.replace("_", " ").capitalize()
     schema["description"] = description
+    if p.type == "boolean" and not p.required:
+        schema["default"] = False
     return schema
 
 
@@ -242,8 +248,11 @@ def build_tool_schemas(
     if operation in ("list", "search"):
         props.setdefault(
             "limit",
-            {"type": "integer", "minimum": 1, "maximum": 100, "description": "Maximum number of results to return."},
+            {"type": "integer", "minimum": 1, "maximum": 100, "default": 20,
+             "description": "Maximum number of results to return."},
         )
+        props.setdefault("cursor", {"type": "string", "description": "Where to continue: the next_cursor of the "
+                                                                     "previous page; omit for the first page."})
     record = entity_schema(entity, fields)
     output: dict[str, Any]
     if operation in ("create", "get", "update"):
@@ -251,7 +260,9 @@ def build_tool_schemas(
     elif operation in ("list", "search"):
         output = {
             "type": "object",
-            "properties": {"items": {"type": "array", "items": record}, "total": {"type": "integer", "minimum": 0}},
+            "properties": {"items": {"type": "array", "items": record}, "total": {"type": "integer", "minimum": 0},
+                           "next_cursor": {"type": ["string", "null"],
+                                           "description": "Cursor of the next page; null on the last page."}},
             "required": ["items"],
         }
     elif operation == "delete":
