@@ -32,7 +32,6 @@ members out unless `--keep-duplicates`, `synth stats` and `synth report` show th
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections.abc import Iterable
@@ -46,7 +45,7 @@ from synth.export import iter_rows
 from synth.ids import canonical_json, content_id
 from synth.judges.messages import iter_tool_calls
 from synth.judges.messages import text as message_content
-from synth.store import Dataset, connect_readonly
+from synth.store import Dataset, connect_readonly, json_value
 
 Kind = Literal["task", "trajectory"]
 KINDS: tuple[Kind, ...] = ("task", "trajectory")
@@ -240,17 +239,8 @@ def group_items(items: list[Item], threshold: float, kind: Kind) -> list[Duplica
 # ---------------------------------------------------------------- reading the dataset
 
 
-def _loads(value: Any, default: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return default
-    return default if value is None else value
-
-
 def _toolset_key(tool_ids: Any, fallback: str | None) -> str:
-    ids = _loads(tool_ids, None)
+    ids = json_value(tool_ids, None)
     if isinstance(ids, list) and ids:
         return canonical_json(sorted(str(i) for i in ids))
     return f"agent:{fallback}"
@@ -272,7 +262,7 @@ def task_item(row: dict[str, Any]) -> Item:
 def trajectory_item(row: dict[str, Any]) -> Item:
     """A `trajectories` row (with its agent's `tool_ids`) as an Item: keyed by toolset and calls,
     signed by the words of its user and assistant messages."""
-    messages = [m for m in _loads(row.get("messages"), []) or [] if isinstance(m, dict)]
+    messages = [m for m in json_value(row.get("messages"), []) or [] if isinstance(m, dict)]
     calls = [(c.name, c.arguments if c.arguments is not None else c.arguments_text)
              for c in iter_tool_calls(messages)]
     words: set[str] = set()

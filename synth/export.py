@@ -51,7 +51,7 @@ from typing import Any, Literal
 from synth.judges.messages import ProblemKind, answer_problems
 from synth.judges.messages import text as _text
 from synth.models import Task, ToolSpec
-from synth.store import TABLES, VIEWS, connect_readonly
+from synth.store import TABLES, VIEWS, connect_readonly, json_value
 
 ExportFormat = Literal["sft", "sharegpt", "rl", "parquet"]
 FORMATS: tuple[str, ...] = ("sft", "sharegpt", "rl", "parquet")
@@ -81,17 +81,6 @@ class ExportSummary:
 
 
 # ---------------------------------------------------------------- reading
-
-
-def _loads(value: Any, default: Any) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return default
-    return value
 
 
 def iter_rows(db: str | Path, sql: str, key: str, *, page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
@@ -195,7 +184,7 @@ _PROBLEM_WORDS: dict[ProblemKind, str] = {
 def _openai_tools(raw: Any) -> list[dict[str, Any]]:
     """Stored toolsets as OpenAI function tools (ToolSpec dumps are converted)."""
     tools = []
-    for t in _loads(raw, []) or []:
+    for t in json_value(raw, []) or []:
         if not isinstance(t, dict):
             continue
         if isinstance(t.get("function"), dict):
@@ -253,7 +242,7 @@ def _accepted(db: Path, summary: ExportSummary, select: str = "accepted", keep_d
     if not keep_duplicates:
         sql = _without_duplicates(db, sql, "trajectory_id", "trajectory", summary)
     for row in iter_rows(db, sql, "trajectory_id"):
-        messages, problem = openai_messages(_loads(row["messages"], []))
+        messages, problem = openai_messages(json_value(row["messages"], []))
         if messages is None:
             summary.skip(problem)
             continue
@@ -388,7 +377,7 @@ def _tools_by_id(db: Path, ids: list[str]) -> list[ToolSpec]:
     specs = []
     for i in ids:
         if i in rows:
-            row = rows[i] | {k: _loads(rows[i][k], None) for k in ("input_schema", "output_schema", "error_modes",
+            row = rows[i] | {k: json_value(rows[i][k], None) for k in ("input_schema", "output_schema", "error_modes",
                                                                      "provenance")}
             specs.append(ToolSpec.from_row(row))
     return specs
@@ -408,19 +397,20 @@ def rl_task_record(row: dict[str, Any], tools: list[dict[str, Any]],
     (OpenAI functions for the policy, `tool_specs` for the reward), the initial state, the
     simulated user's persona and withheld facts, the rubric, the task itself as synth's `Task`
     (`task`), and its pass rate over its judged rollouts."""
-    messages = _loads(row.get("messages"), []) or []
+    messages = json_value(row.get("messages"), []) or []
     first_user = next((_text(m.get("content")) for m in messages if m.get("role") == "user"), None)
     prompt = [{"role": "system", "content": row.get("system_prompt") or ""},
               {"role": "user", "content": first_user if first_user is not None else row.get("goal") or ""}]
-    task = Task.from_row({k: _loads(row.get(k), None) if k in ("persona", "withheld", "initial_state", "rubric")
+    task = Task.from_row({k: json_value(row.get(k), None) if k in ("persona", "withheld", "initial_state", "rubric")
                           else row.get(k) for k in ("agent_id", "domain", "goal", "persona", "withheld",
                                                      "initial_state", "difficulty", "kind", "rubric")})
     return {
         "task_id": row["task_id"], "run_id": row["run_id"], "domain": row["domain"], "agent_id": row["agent_id"],
         "kind": row.get("kind"), "difficulty": row.get("difficulty"), "goal": row.get("goal"),
         "prompt": prompt, "first_turn_source": "trajectory" if first_user is not None else "goal",
-        "tools": tools, "rubric": _loads(row.get("rubric"), {}), "initial_state": _loads(row.get("initial_state"), {}),
-        "persona": _loads(row.get("persona"), {}), "withheld": _loads(row.get("withheld"), {}),
+        "tools": tools, "rubric": json_value(row.get("rubric"), {}),
+        "initial_state": json_value(row.get("initial_state"), {}),
+        "persona": json_value(row.get("persona"), {}), "withheld": json_value(row.get("withheld"), {}),
         "task": task.model_dump(mode="json"),
         "tool_specs": [t.model_dump(mode="json") for t in specs or []],
         "agent_models": [m for m in row.get("agent_models") or [] if m],
@@ -433,17 +423,17 @@ def rollout_record(row: dict[str, Any]) -> dict[str, Any]:
     """One judged rollout of an exported task, with its reward as stored: the policy's `score`,
     `accepted`, `well_formed` and each check's result. `synth.reward.score_rollout(task, rollout)`
     recomputes the reward from the rest of the record."""
-    judge = _loads(row.get("judge"), {}) or {}
+    judge = json_value(row.get("judge"), {}) or {}
     return {
         "trajectory_id": row["trajectory_id"], "task_id": row["task_id"], "rollout_index": row["rollout_index"],
         "agent_model": row.get("agent_model"), "seed": row.get("seed"),
-        "messages": _loads(row.get("messages"), []), "termination": row.get("termination"),
-        "final_state": _loads(row.get("final_state"), {}), "state_log": _loads(row.get("state_log"), []),
-        "steps": _loads(row.get("steps"), []),
+        "messages": json_value(row.get("messages"), []), "termination": row.get("termination"),
+        "final_state": json_value(row.get("final_state"), {}), "state_log": json_value(row.get("state_log"), []),
+        "steps": json_value(row.get("steps"), []),
         "reward": {
             "score": row.get("score"), "accepted": bool(row.get("accepted")),
             "well_formed": bool(row.get("well_formed")),
-            "checks": {c["name"]: bool(c["passed"]) for c in _loads(row.get("checks"), []) or []},
+            "checks": {c["name"]: bool(c["passed"]) for c in json_value(row.get("checks"), []) or []},
             "judge_vote": judge.get("vote"), "judge_policy": judge.get("policy"),
         },
     }
@@ -465,7 +455,7 @@ def preference_pair(
         "rejected": rejected_messages[shared:], "tools": _openai_tools(chosen["tools"]),
         "chosen_id": chosen["trajectory_id"], "rejected_id": rejected["trajectory_id"],
         "chosen_score": chosen["score"], "rejected_score": rejected["score"],
-        "rejected_reasons": _loads(rejected["reasons"], []),
+        "rejected_reasons": json_value(rejected["reasons"], []),
     }
 
 
@@ -489,7 +479,7 @@ def _pairs(db: Path, summary: ExportSummary, select: str = "accepted",
         good: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         bad: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         for r in rows:
-            messages, problem = openai_messages(_loads(r["messages"], []))
+            messages, problem = openai_messages(json_value(r["messages"], []))
             if messages is None:
                 summary.skip(problem)
                 continue
@@ -530,7 +520,7 @@ def export_rl(db: Path, out: Path, summary: ExportSummary, select: str = "accept
             if not _in_band(pass_rate(row), min_pass_rate, max_pass_rate):
                 summary.skip("task pass rate outside --min-pass-rate/--max-pass-rate")
                 continue
-            specs = _tools_by_id(db, [str(i) for i in _loads(row.get("tool_ids"), []) or []])
+            specs = _tools_by_id(db, [str(i) for i in json_value(row.get("tool_ids"), []) or []])
             tools = _openai_tools(row["tools"]) if row.get("tools") is not None else []
             tasks_file.write(_dump(rl_task_record(row, tools or [t.to_openai() for t in specs], specs)))
             kept.add(row["task_id"])

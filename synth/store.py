@@ -140,6 +140,19 @@ _WELL_FORMED_SQL = (
 JSON_COLUMNS = {t: {c for c, ty in cols.items() if ty == "JSON"} for t, cols in TABLES.items()}
 
 
+def json_value(value: Any, default: Any) -> Any:
+    """A JSON column's value as Python: DuckDB hands JSON back as text; `default` for NULL or
+    text that is not JSON (a reader never fails on one bad cell)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return default
+    return value
+
+
 def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 

@@ -14,7 +14,7 @@ from typing import Any
 from synth.judges.messages import text as message_text
 from synth.report.coverage import category_of
 from synth.stats import reason_head
-from synth.store import connect_readonly
+from synth.store import connect_readonly, json_value
 
 EXAMPLES_PER_VERDICT = 3
 TOP = 12
@@ -26,15 +26,6 @@ def _dicts(db: str | Path, sql: str, params: list[Any] | None = None) -> list[di
         cur = con.execute(sql, params or [])
         cols = [d[0] for d in cur.description or []]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
-def _loads(value: Any, default: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return default
-    return default if value is None else value
 
 
 # ---------------------------------------------------------------- yield
@@ -182,13 +173,13 @@ def conversation(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for call in m.get("tool_calls") or []:
             fn = call.get("function") or {}
             args = fn.get("arguments")
-            parsed = _loads(args, args)
+            parsed = json_value(args, args)
             names[str(call.get("id"))] = str(fn.get("name") or "")
             item["calls"].append({"name": fn.get("name"), "arguments": json.dumps(parsed, indent=1, ensure_ascii=False)
                                   if not isinstance(parsed, str) else parsed})
         if m.get("role") == "tool":
             item["tool"] = names.get(str(m.get("tool_call_id")), m.get("name") or "tool")
-            parsed = _loads(item["text"], None)
+            parsed = json_value(item["text"], None)
             if parsed is not None:
                 item["text"] = json.dumps(parsed, indent=1, ensure_ascii=False)
         out.append(item)
@@ -200,12 +191,12 @@ def example_trajectories(db: str | Path, accepted: bool, n: int = EXAMPLES_PER_V
     their conversations and judgments."""
     rows = _dicts(db, _EXAMPLES_SQL, [accepted, n])
     for r in rows:
-        r["conversation"] = conversation(_loads(r.pop("messages"), []))
-        r["failed_checks"] = _loads(r["failed_checks"], [])
-        r["checks"] = [c for c in _loads(r["checks"], []) if isinstance(c, dict) and not c.get("passed")]
-        r["reasons"] = _loads(r["reasons"], [])
-        r["judge"] = _loads(r["judge"], {})
-        r["criteria"] = _loads(r["criteria"], [])
+        r["conversation"] = conversation(json_value(r.pop("messages"), []))
+        r["failed_checks"] = json_value(r["failed_checks"], [])
+        r["checks"] = [c for c in json_value(r["checks"], []) if isinstance(c, dict) and not c.get("passed")]
+        r["reasons"] = json_value(r["reasons"], [])
+        r["judge"] = json_value(r["judge"], {})
+        r["criteria"] = json_value(r["criteria"], [])
     return rows
 
 
@@ -229,7 +220,7 @@ def duplicate_examples(db: str | Path, n: int = 3) -> dict[str, list[dict[str, A
         text="messages", table="trajectories"), ["trajectory", n])
     for r in trajectories:
         for key in ("rep_text", "other_text"):
-            messages = _loads(r[key], []) or []
+            messages = json_value(r[key], []) or []
             r[key] = next((message_text(m.get("content")) for m in messages
                            if isinstance(m, dict) and m.get("role") == "user"), "")
     return {"task": tasks, "trajectory": trajectories}
