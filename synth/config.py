@@ -110,6 +110,9 @@ class RunConfig(_Strict):
     trajectories: int = Field(10, ge=1)
     seed: int = 0
     tools_per_domain: int = Field(8, ge=1)
+    # Real MCP tool files (a `tools/list` JSON, or Toucan-style JSONL(.gz)) imported at the start of a
+    # run; each server joins the taxonomy domain it fits, else `mcp/<server>`, selectable by that name.
+    mcp_files: list[str] = Field(default_factory=list)
     # The tool stage streams: agents start once the first wave of this many domains has tools.
     tool_wave_domains: int = Field(8, ge=1, description="domains per wave of the streamed tool stage")
     tasks_per_agent: int = Field(2, ge=1)

@@ -133,3 +133,31 @@ def test_an_mcp_server_over_streamable_http_is_listed_and_called() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_mcp_files_named_in_the_config_are_imported_and_an_unplaced_server_is_a_domain_of_its_own(
+    fake_server: Any, tmp_path: Path,
+) -> None:
+    """`[run] mcp_files`: imported at the start of the run; a server that fits no taxonomy domain
+    lands in `mcp/<server>`, which `--domains` selects like any other domain."""
+    tools = [{"name": f"qqzx_blorp_{i}", "description": f"Qqzx blorping, variant {i}.",
+              "inputSchema": {"type": "object", "properties": {"qqzx_id": {"type": "string"}},
+                              "required": ["qqzx_id"]},
+              "annotations": {"readOnlyHint": True}} for i in range(3)]
+    path = tmp_path / "zork.json"
+    path.write_text(json.dumps({"tools": tools}))
+    server = fake_server()
+    cfg = load_config(None, {
+        "llm": {"base_urls": [server.base_url], "max_retries": 20},
+        "cache": {"enabled": True, "dir": str(tmp_path / "cache")},
+        "run": {"domains": "weather,mcp/zork", "db": str(tmp_path / "synth.duckdb"), "trajectories": 6,
+                "tools_per_domain": 4, "mcp_files": [str(path)]},
+    }, environ={})
+    summary = execute_run(cfg, use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    assert summary.judged == 6
+    con = duckdb.connect(str(tmp_path / "synth.duckdb"), read_only=True)
+    placed = con.execute("SELECT name, side_effect FROM tools WHERE domain = 'mcp/zork' ORDER BY name").fetchall()
+    agents = con.execute("SELECT count(*) FROM agents WHERE domain = 'mcp/zork'").fetchall()[0][0]
+    con.close()
+    assert placed == [(f"qqzx_blorp_{i}", "read") for i in range(3)]
+    assert agents >= 1  # the toolsets of the run drew on the server's own domain

@@ -107,6 +107,21 @@ class Domain(_Model):
     mcp_labels: list[str] = Field(default_factory=list)
 
 
+# Real tools that fit no taxonomy domain get one of their own: `mcp/<server>` (MCP imports), and
+# the domains that `[rollout]` bindings name. A run selects them by name; no tools are synthesised
+# for them.
+OWN_DOMAIN_PREFIXES = ("mcp/",)
+
+
+def is_own_domain(name: str) -> bool:
+    return name.startswith(OWN_DOMAIN_PREFIXES) and len(name) > 4
+
+
+def own_domain_entry(name: str) -> Domain:
+    """The Domain of a real-tool domain outside the taxonomy (category `mcp`)."""
+    return Domain(name=name, category="mcp", description=f"tools of the MCP server {name.split('/', 1)[1]}")
+
+
 class Category(_Model):
     """A group of related domains, e.g. `finance`. Each domain's `category` equals this `name`."""
 
@@ -194,12 +209,13 @@ class Taxonomy(_Model):
         suggestions; an empty selection is a ValueError, never a run of nothing."""
         chosen: list[Domain] = []
         for name in domains:
-            chosen += self._domains if name == "all" else [self.get(name)]
+            chosen += self._domains if name == "all" else [self.get(name) if not is_own_domain(name)
+                                                           else own_domain_entry(name)]
         for name in categories:
             chosen += self.by_category(name)
         dropped: set[str] = set()
         for name in exclude:
-            if name in self._by_name:
+            if name in self._by_name or is_own_domain(name):
                 dropped.add(name)
             elif name in self._by_category:
                 dropped.update(d.name for d in self._by_category[name].domains)

@@ -25,11 +25,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from synth.agents.synthesize import main_domain
 from synth.agents.toolsets import ToolsetSampler
 from synth.config import DEFAULT_IN_FLIGHT, SynthConfig
+from synth.domains.taxonomy import is_own_domain
 from synth.ids import content_id, derive_seed
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
@@ -313,6 +315,7 @@ class PipelineDriver:
         soon as the first domains have tools, and the toolsets drawn do not depend on timing."""
         from synth.pipeline import stages
 
+        self._import_mcp_files()
         size = self.settings.tool_wave_domains
         waves = [self.domains[i:i + size] for i in range(0, len(self.domains), size)] or [[]]
         pool = await self._wave_tools(waves[0])
@@ -335,6 +338,20 @@ class PipelineDriver:
         return ToolStream(sampler, list(zip(later, (len(w) for w in waves[1:]), strict=True)),
                           drawn_before_next, self.settings.max_agents)
 
+    def _import_mcp_files(self) -> None:
+        """Import `[run] mcp_files` into the tools table (content ids: a rerun adds nothing); each
+        server is placed in the taxonomy domain it fits, else `mcp/<server>`, and its tools join
+        the run when their domain is selected."""
+        if not self.settings.mcp_files:
+            return
+        from synth.domains import load_taxonomy
+        from synth.tools.mcp_import import import_servers, read_mcp_file
+        from synth.tools.repository import store_tools
+
+        servers = [server for path in self.settings.mcp_files for server in read_mcp_file(Path(path).expanduser())]
+        result = import_servers(servers, load_taxonomy())
+        store_tools(self.dataset, self.run_id, result.tools, result.rejected)
+
     async def _later_waves(self, waves: list[list[Any]], results: list[asyncio.Future[list[ToolSpec]]]) -> None:
         for domains, result in zip(waves, results, strict=True):
             try:
@@ -352,7 +369,7 @@ class PipelineDriver:
 
         by_domain = self._stored_tools(domains)
         wanted = self.settings.tools_per_domain
-        missing = [d for d in domains if len(by_domain[d.name]) < max(2, wanted // 2)]
+        missing = [d for d in domains if len(by_domain[d.name]) < max(2, wanted // 2) and not is_own_domain(d.name)]
 
         async def one(domain: Any) -> None:
             self.progress.begin("tools")

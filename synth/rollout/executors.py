@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 import time
 import types
 import typing
@@ -134,6 +135,7 @@ class McpExecutor:
         self.session: Any = None
         self.specs: list[ToolSpec] = []
         self._stack: contextlib.AsyncExitStack | None = None
+        self._errlog: Any = None
 
     async def __aenter__(self) -> McpExecutor:
         from mcp import ClientSession
@@ -149,10 +151,22 @@ class McpExecutor:
 
                 params = StdioServerParameters(command=self.binding.command or "", args=self.binding.args,
                                                env=self.binding.env)
-                streams = await stack.enter_async_context(stdio_client(params))
+                # The server's stderr (its logs) goes to a file of ours: not onto the run's console, and
+                # the SDK needs a real file descriptor, which a captured sys.stderr may not have.
+                self._errlog = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace"))  # noqa: SIM115
+                streams = await stack.enter_async_context(stdio_client(params, errlog=self._errlog))
             self.session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
             await asyncio.wait_for(self.session.initialize(), self.binding.timeout_s)
             listed = await asyncio.wait_for(self.session.list_tools(), self.binding.timeout_s)
+        except Exception as exc:
+            tail = ""
+            if self._errlog is not None:
+                self._errlog.seek(0)
+                tail = self._errlog.read()[-600:].strip()
+            await stack.aclose()
+            if tail:
+                raise RuntimeError(f"{type(exc).__name__}: {exc}; server stderr: {tail}") from exc
+            raise
         except BaseException:
             await stack.aclose()
             raise

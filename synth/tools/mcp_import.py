@@ -13,7 +13,8 @@ Contract:
   silently: each raw tool ends up imported (possibly merged) or rejected with a reason.
 - Each server is placed in the taxonomy by its labels (`Taxonomy.domain_for_labels`), else by
   the domain whose name, description and examples share the most words with the server's name
-  and tools, else in `FALLBACK_DOMAIN`.
+  and tools, else in a domain of its own, `mcp/<server>` (`own_domain`), which a run selects by
+  that name (`synth run --domains mcp/<server>`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ from synth.tools.repository import RejectedTool
 from synth.tools.spec import tool_from_mcp, tools_list_entries
 from synth.tools.validate import normalize_schema, sanitize_name, tool_problems
 
-FALLBACK_DOMAIN = "uncategorized"
+OWN_DOMAIN_PREFIX = "mcp/"
+
+
+def own_domain(server: str) -> str:
+    """The domain of a server that fits no taxonomy domain: `mcp/` and its name in snake case."""
+    slug = re.sub(r"[^a-z0-9]+", "_", server.lower()).strip("_") or "server"
+    return OWN_DOMAIN_PREFIX + slug
 
 
 class DomainLike(Protocol):
@@ -255,10 +262,10 @@ def _domain_words(domain: Any) -> set[str]:
 
 
 def place_server(server: ServerTools, taxonomy: Any) -> tuple[str, str]:
-    """(domain name, how it was chosen) for a server: by labels, else by shared words, else the
-    fallback domain."""
+    """(domain name, how it was chosen) for a server: by labels, else by shared words, else a
+    domain of its own (`own_domain`)."""
     if taxonomy is None:
-        return FALLBACK_DOMAIN, "no taxonomy"
+        return own_domain(server.server), "no taxonomy"
     text = server.server + " " + " ".join(
         f"{t.get('name', '')} {t.get('description', '')}"
         for t in server.tools[:30]
@@ -283,7 +290,7 @@ def place_server(server: ServerTools, taxonomy: Any) -> tuple[str, str]:
             best = (score, domain.name)
     if best is not None:
         return best[1], "shared words"
-    return FALLBACK_DOMAIN, "no match"
+    return own_domain(server.server), "no match: a domain of its own"
 
 
 # ---------------------------------------------------------------- import
