@@ -58,3 +58,15 @@ def test_a_token_budget_stops_the_run_cleanly_and_a_larger_one_resumes_it(fake_s
     assert rest.status == "finished" and rest.run_id == small.run_id
     assert rest.judged == 8 and rest.new_trajectories == 8 - judged
     assert _q(db, "SELECT count(*) - count(DISTINCT id) FROM trajectories") == [(0,)]
+
+
+def test_a_spent_budget_also_stops_the_streamed_tool_stage(fake_server: Any, tmp_path: Path) -> None:
+    """Later waves of domains are not synthesised once the budget is spent."""
+    server = fake_server()
+    domains = "weather,order_management,issue_tracking,cloud_drive,stock_trading,recipes_cooking"
+    cfg = _config(server.base_url, tmp_path, 20, token_budget=1_500, tool_wave_domains=1)
+    cfg.run.domains = domains.split(",")
+    summary = execute_run(cfg, use_ray=False, show_progress=False)
+    assert summary.status == "budget_spent"
+    made = _q(tmp_path / "synth.duckdb", "SELECT count(DISTINCT domain) FROM tools")[0][0]
+    assert made < 6

@@ -445,8 +445,8 @@ class PipelineDriver:
                 try:
                     if not self._over_budget():
                         await self._stream(stream, remaining, finished_tasks)
-                    if self._wave_task is not None:  # the tool repository is a product too: finish it
-                        await self._wave_task
+                    if self._wave_task is not None and not self._over_budget():
+                        await self._wave_task  # the tool repository is a product too: finish it, budget allowing
                 finally:
                     if self._wave_task is not None and not self._wave_task.done():
                         self._wave_task.cancel()
