@@ -49,10 +49,10 @@ class Reward(BaseModel):
     reasons: list[str]
 
 
-def _policy(task: Mapping[str, Any], rollout: Mapping[str, Any], judge: LLMClient | None) -> JudgePolicy:
-    """The policy the task's rollouts were judged under (stored with each exported rollout), with
-    the LLM judge on only when a client is given."""
-    stored = (rollout.get("reward") or {}).get("judge_policy") or task.get("judge_policy") or {}
+def _policy(rollout: Mapping[str, Any], judge: LLMClient | None) -> JudgePolicy:
+    """The policy the rollout was judged under (stored with each exported rollout; the default
+    policy for a new one), with the LLM judge on only when a client is given."""
+    stored = (rollout.get("reward") or {}).get("judge_policy") or {}
     known = {k: v for k, v in stored.items() if k in JudgePolicy.model_fields}
     return JudgePolicy.model_validate({**known, "llm_judge": judge is not None})
 
@@ -80,7 +80,7 @@ async def score_rollout_async(task: Mapping[str, Any], rollout: Mapping[str, Any
                               judge: LLMClient | None = None, calibration: Calibration | None = None) -> Reward:
     """`score_rollout` in a running event loop."""
     spec, tools, trajectory = rollout_trajectory(task, rollout)
-    policy = _policy(task, rollout, judge)
+    policy = _policy(rollout, judge)
     judgment = await judge_with_policy(trajectory, spec, tools, judge, random.Random(trajectory.seed), policy,
                                        calibration)
     return Reward(score=judgment.score, accepted=judgment.accepted, well_formed=judgment.well_formed,

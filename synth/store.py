@@ -220,6 +220,16 @@ def migrate(path: str | Path) -> None:
     Dataset(path)
 
 
+def _insert(con: duckdb.DuckDBPyConnection, verb: str, table: str, encoded: list[list[Any]]) -> None:
+    """`verb` (INSERT, INSERT OR REPLACE) the encoded rows into `table`, `_ROWS_PER_INSERT` per statement."""
+    cols = ", ".join(TABLES[table])
+    marks = ", ".join("?" for _ in TABLES[table])
+    for start in range(0, len(encoded), _ROWS_PER_INSERT):
+        chunk = encoded[start:start + _ROWS_PER_INSERT]
+        values = ", ".join(f"({marks})" for _ in chunk)
+        con.execute(f"{verb} INTO {table} ({cols}) VALUES {values}", [v for row in chunk for v in row])
+
+
 def _encode(table: str, row: Mapping[str, Any]) -> list[Any]:
     json_cols = JSON_COLUMNS[table]
     out = []
@@ -322,19 +332,13 @@ class Dataset:
         """Insert or replace rows by id, refreshing `created_at` (a re-judged trajectory's judgment
         becomes its latest even when an identical one was stored before). Returns rows written."""
         self.flush()
-        cols = list(TABLES[table])
         encoded = [_encode(table, {**row, "created_at": now()} if "created_at" in TABLES[table] else row)
                    for row in rows]
         if not encoded:
             return 0
-        marks = ", ".join("?" for _ in cols)
         with self.connect() as con:
             con.execute("BEGIN")
-            for start in range(0, len(encoded), _ROWS_PER_INSERT):
-                chunk = encoded[start:start + _ROWS_PER_INSERT]
-                values = ", ".join(f"({marks})" for _ in chunk)
-                con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES {values}",
-                            [v for row in chunk for v in row])
+            _insert(con, "INSERT OR REPLACE", table, encoded)
             con.execute("COMMIT")
         return len(encoded)
 
@@ -342,19 +346,13 @@ class Dataset:
         """Replace every row of `table` with `rows` in one transaction (readers see the old rows or
         the new ones, never none); for tables recomputed whole, like `duplicates`. Returns rows written."""
         self.flush()
-        cols = list(TABLES[table])
         stamp = now()
         encoded = [_encode(table, {**row, "created_at": stamp} if "created_at" in TABLES[table] else row)
                    for row in rows]
-        marks = ", ".join("?" for _ in cols)
         with self.connect() as con:
             con.execute("BEGIN")
             con.execute(f"DELETE FROM {table}")
-            for start in range(0, len(encoded), _ROWS_PER_INSERT):
-                chunk = encoded[start:start + _ROWS_PER_INSERT]
-                values = ", ".join(f"({marks})" for _ in chunk)
-                con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES {values}",
-                            [v for row in chunk for v in row])
+            _insert(con, "INSERT", table, encoded)
             con.execute("COMMIT")
         return len(encoded)
 

@@ -15,7 +15,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -28,7 +27,7 @@ from synth.models import Agent
 from synth.pipeline.run import execute_run
 from synth.reward import reward_function, score_rollout
 from synth.stats import dataset_stats
-from synth.store import Dataset, now
+from synth.store import Dataset, connect_readonly, now
 
 RUN_ID = "run_rl"
 # Accepted rollouts of 4 per fixture task, in fixture order (cycled).
@@ -40,11 +39,8 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _q(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with connect_readonly(db) as con:
         return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from synth.config import load_config
 from synth.pipeline.run import execute_run
+from synth.store import connect_readonly
 
 
 def _config(base_url: str, tmp_path: Path, trajectories: int, **run: Any) -> Any:
@@ -23,11 +22,8 @@ def _config(base_url: str, tmp_path: Path, trajectories: int, **run: Any) -> Any
 
 
 def _q(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with connect_readonly(db) as con:
         return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_a_domain_quota_balances_the_dataset(fake_server: Any, tmp_path: Path) -> None:
