@@ -23,6 +23,8 @@ import random
 from collections import defaultdict
 from collections.abc import Mapping
 
+import numpy as np
+
 from synth.domains import load_taxonomy
 from synth.models import ToolSpec
 
@@ -68,6 +70,10 @@ class ToolsetSampler:
         self.uses: list[int] = []
         self._sizes = (min_size, max_size)
         self._seen: set[frozenset[str]] = set()
+        # A tiny repository's candidate subsets (distinct names, in enumeration order, with their
+        # keys), built once per set of tools and pruned of the seen ones as they are drawn:
+        # enumerating them on every draw cost a quarter of a fast run's driver time.
+        self._small_combos: list[tuple[np.ndarray, list[frozenset[str]]]] | None = None
         # Least-used buckets: _buckets[c] holds the tools used c times; O(1) moves and picks.
         self._buckets: list[list[int]] = [[]]
         self._slot: list[int] = []
@@ -87,6 +93,8 @@ class ToolsetSampler:
         from the new tools. Deterministic for a given sequence of calls. Returns how many were new."""
         held = set(self.ids)
         new = {t.id: t for t in tools if t.id not in held}
+        if new:
+            self._small_combos = None
         start = len(self.tools)
         for tool_id, tool in new.items():
             i = len(self.tools)
@@ -222,15 +230,22 @@ class ToolsetSampler:
         """An unused subset of any tools: enumerated for a tiny repository, else random draws."""
         n = len(self.tools)
         if n <= _ENUMERATE_UP_TO:
+            uses = np.asarray(self.uses, dtype=float)
+            noise = np.random.default_rng(self.rng.getrandbits(64))
             best: list[int] | None = None
             best_score = float("inf")
-            for size in range(self.min_size, self.max_size + 1):
-                for combo in itertools.combinations(range(n), size):
-                    if frozenset(self.ids[i] for i in combo) in self._seen or not self._distinct_names(combo):
-                        continue
-                    score = sum(self.uses[i] for i in combo) / size + self.rng.random()
-                    if score < best_score:
-                        best, best_score = list(combo), score
+            pruned = []
+            for combos, keys in self._enumerated():
+                alive = np.fromiter((key not in self._seen for key in keys), dtype=bool, count=len(keys))
+                combos, keys = combos[alive], [key for key, a in zip(keys, alive, strict=True) if a]
+                pruned.append((combos, keys))
+                if not keys:
+                    continue
+                scores = uses[combos].mean(axis=1) + noise.random(len(keys))
+                j = int(scores.argmin())
+                if scores[j] < best_score:
+                    best, best_score = [int(i) for i in combos[j]], float(scores[j])
+            self._small_combos = pruned
             return best
         for _ in range(_RANDOM_FALLBACK_TRIES):
             seed = self._least_used_tool()
@@ -242,6 +257,17 @@ class ToolsetSampler:
             if len(chosen) >= self.min_size and frozenset(self.ids[i] for i in chosen) not in self._seen:
                 return chosen
         return None
+
+    def _enumerated(self) -> list[tuple[np.ndarray, list[frozenset[str]]]]:
+        """Every subset of min..max size with distinct names, by size (smallest first): an index
+        matrix and the subsets' keys, row for row."""
+        if self._small_combos is None:
+            self._small_combos = []
+            for size in range(self.min_size, self.max_size + 1):
+                combos = [c for c in itertools.combinations(range(len(self.tools)), size) if self._distinct_names(c)]
+                self._small_combos.append((np.array(combos, dtype=np.int64).reshape(len(combos), size),
+                                           [frozenset(self.ids[i] for i in c) for c in combos]))
+        return self._small_combos
 
     def _distinct_names(self, combo: tuple[int, ...]) -> bool:
         return len({self.tools[i].name for i in combo}) == len(combo)

@@ -18,6 +18,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import random
@@ -254,6 +255,8 @@ class PipelineDriver:
         self._wave_task: asyncio.Task[None] | None = None
         self._new_trajectories = 0
         self._last_flush = time.monotonic()
+        self._flushing: concurrent.futures.Future[Any] | None = None
+        self._flusher: concurrent.futures.ThreadPoolExecutor | None = None
         self.failures: list[str] = []
         self.on_failure: Callable[[str], None] | None = None
 
@@ -457,7 +460,10 @@ class PipelineDriver:
             status = "interrupted"
             raise
         finally:
-            self.dataset.flush()
+            write_error = self._final_flush()
+            if write_error is not None:
+                self._note_failure("store", write_error)
+                status = "failed"
             judged, accepted, _ = self._finished()
             if status == "budget_spent" and judged >= self.target:
                 status = "finished"
@@ -586,12 +592,32 @@ class PipelineDriver:
         self._flush_due()
 
     def _flush_due(self) -> None:
-        """Flush at most every FLUSH_INTERVAL_S. Opening, writing and checkpointing the file costs
-        milliseconds, which per episode capped a fast backend at a few episodes/s; batching loses
-        at most one interval of results to a SIGKILL, and those replay from the response cache."""
-        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
-            self.dataset.flush()
+        """Flush at most every FLUSH_INTERVAL_S, in a thread, one flush at a time. Opening, writing
+        and checkpointing the file costs milliseconds, which per episode capped a fast backend at a
+        few episodes/s, and on the loop it stalled every stage call meanwhile (DuckDB releases the
+        GIL while it writes). Batching loses at most one interval of results to a SIGKILL, and
+        those replay from the response cache."""
+        if self._flushing is not None and self._flushing.done():
+            flushing, self._flushing = self._flushing, None
+            flushing.result()  # a failed write fails the run, as a write on the loop would
+        if self._flushing is None and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            if self._flusher is None:
+                self._flusher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-flush")
+            self._flushing = self._flusher.submit(self.dataset.flush)
             self._last_flush = time.monotonic()
+
+    def _final_flush(self) -> BaseException | None:
+        """Wait for a background flush (it cannot be stopped), then write what is left; returns
+        the background flush's error, if it had one, so the run can say so."""
+        error = None
+        if self._flushing is not None:
+            error = self._flushing.exception()
+            self._flushing = None
+        if self._flusher is not None:
+            self._flusher.shutdown()
+            self._flusher = None
+        self.dataset.flush()
+        return error
 
     def _note_failure(self, what: str, exc: BaseException) -> None:
         self.failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")

@@ -121,7 +121,7 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
                 show_progress: bool = True, console: Console | None = None) -> RunSummary:
     console = console or Console(stderr=True)
     domains = resolve_domains(cfg.run.domains, cfg.run.categories, cfg.run.exclude)
-    dataset = Dataset(cfg.run.db)
+    dataset = Dataset(cfg.run.db, flush_every=None)  # the driver flushes every second, off its loop
     try:
         with model_endpoints(cfg) as (live, backend):
             in_flight, why = episodes_in_flight(live)
