@@ -4,7 +4,9 @@
     the rollout phase (`/slots` polled every 0.2 s), completion tokens/s against a direct free-text
     load on the same server (as many requests as slots, kept in flight), the server's own counters
     (`/metrics`), and per role the prefix-cache reuse (prompt tokens the server took from its cache,
-    as it reports them per call) and tokens/s.
+    as it reports them per call) and tokens/s. Then the same-work baseline: the run's requests,
+    recorded by a loopback proxy, replayed per role at full concurrency as sent, and again without
+    their grammar (same prompts, same reply lengths), which says how much of the gap is the grammar.
 (b) `throughput`: orchestration overhead with an instant fake backend (a separate process), in
     model calls/s and episodes/s.
 (c) `memory`: peak RSS of a 2,000-episode fake-backend run against a 200-episode one (the driver
@@ -207,10 +209,90 @@ def server_metrics(server_root: str) -> dict[str, float]:
     return out
 
 
+class RecordingProxy:
+    """A loopback proxy in front of the server: forwards every request, and records each chat
+    completion's role (synth's `x-synth-role` header), body and completion tokens, so the run's
+    own work can be replayed against the same server."""
+
+    def __init__(self, upstream_root: str) -> None:
+        self.upstream = upstream_root
+        self.port = free_port()
+        self.records: list[dict] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self) -> None:
+        from aiohttp import ClientSession, ClientTimeout, web
+
+        async def forward(request: web.Request) -> web.Response:
+            body = await request.read()
+            async with request.app["session"].request(request.method, self.upstream + request.path_qs, data=body,
+                                                      headers={"content-type": "application/json"}) as r:
+                data = await r.read()
+            if request.path.endswith("/chat/completions") and r.status == 200:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self.records.append({"role": request.headers.get("x-synth-role", "?"), "body": json.loads(body),
+                                         "completion_tokens": json.loads(data)["usage"]["completion_tokens"]})
+            return web.Response(body=data, status=r.status, content_type=r.content_type)
+
+        async def main() -> None:
+            app = web.Application(client_max_size=64 * 2**20)
+            app["session"] = ClientSession(timeout=ClientTimeout(total=600))
+            app.router.add_route("*", "/{tail:.*}", forward)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(main())
+
+    def __enter__(self) -> RecordingProxy:
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # a daemon thread: it ends with the benchmark
+
+
+async def _replay(base_url: str, bodies: list[dict], slots: int) -> tuple[int, float]:
+    """(completion tokens, seconds) of `bodies` sent with `slots` always in flight."""
+    queue = list(reversed(bodies))
+    tokens = 0
+
+    async def loop(client: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while queue:
+            r = await client.post(f"{base_url}/chat/completions", json=queue.pop())
+            r.raise_for_status()
+            tokens += r.json()["usage"]["completion_tokens"]
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=600) as client:
+        await asyncio.gather(*(loop(client) for _ in range(slots)))
+    return tokens, time.perf_counter() - started
+
+
+def _free_text(record: dict) -> dict:
+    """The same request without its output constraint, decoding as many tokens as the run's reply
+    had (`ignore_eos`): what that work costs the server without a grammar."""
+    body = {k: v for k, v in record["body"].items() if k not in ("response_format", "tools", "tool_choice")}
+    return {**body, "max_tokens": max(1, record["completion_tokens"]), "ignore_eos": True}
+
+
 def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None) -> None:
     """(a): what the pipeline makes the server do, read from the server itself, against a direct
     free-text load of `parallel` requests always in flight on the same server; the run keeps
-    `in_flight` episodes going (by default what the run sizes itself to: 2 per server slot)."""
+    `in_flight` episodes going (by default what the run sizes itself to: 2 per server slot).
+    Then the same-work baseline: the run's own requests (recorded by a proxy), replayed per role
+    with `parallel` in flight, as sent and without their grammar (same prompts, same reply lengths)."""
     if in_flight is not None:
         os.environ["SYNTH_RUN__IN_FLIGHT"] = str(in_flight)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -221,12 +303,13 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             stack.callback(backend.stop)
             base_url = backend.base_url
         root = base_url.removesuffix("/v1")
+        proxy = stack.enter_context(RecordingProxy(root))
         with SlotPoller(root) as poller:
             started = time.time()
             direct = asyncio.run(_saturating_load(base_url, parallel, seconds, 256))
             direct_busy = poller.occupancy(started, time.time())
             before = server_metrics(root)
-            summary, wall, _ = run_pipeline(base_url, Path(tmp), episodes)
+            summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes)
             after = server_metrics(root)
         print(f"(a) direct free-text load, {parallel} in flight: {direct:,.1f} completion tokens/s, "
               f"slots busy {direct_busy:.0%}")
@@ -235,10 +318,15 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         try:
             # The rollout phase: from the first to the last call of a rollout role (tool and task
             # synthesis before it runs few requests at a time and is not what is measured).
-            first, last, tokens = con.execute(
+            first, last, rollout_tokens = con.execute(
                 "SELECT min(epoch(created_at) - latency_s), max(epoch(created_at)), sum(completion_tokens) "
                 "FROM llm_calls WHERE role IN ('user', 'agent', 'environment', 'judge') AND NOT cache_hit"
             ).fetchone()
+            # Every role's tokens decoded within the phase: agent and task synthesis for later
+            # episodes shares the slots with the rollouts, and is work the run needs as much.
+            (tokens,) = con.execute(
+                "SELECT sum(completion_tokens) FROM llm_calls WHERE NOT cache_hit "
+                "AND epoch(created_at) BETWEEN ? AND ?", [first, last]).fetchone() if first is not None else (0,)
             roles = con.execute(
                 "SELECT role, count(*), sum(prompt_tokens), sum(cached_prompt_tokens), sum(completion_tokens), "
                 "sum(latency_s) FROM llm_calls WHERE NOT cache_hit GROUP BY 1 ORDER BY 1").fetchall()
@@ -250,10 +338,12 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         busy = poller.occupancy(first, last) if first is not None else 0.0
         predicted = after.get("llamacpp:tokens_predicted_total", 0) - before.get("llamacpp:tokens_predicted_total", 0)
         prompt = after.get("llamacpp:prompt_tokens_total", 0) - before.get("llamacpp:prompt_tokens_total", 0)
+        rollout_rate = (rollout_tokens or 0) / span if span else 0.0
         print(f"(a) pipeline, {in_flight or 'auto (2 per slot)'} episodes in flight, "
               f"{summary['judged']} judged in {wall:.0f} s; "
               f"rollout phase {span:.0f} s: slots busy "
-              f"{busy:.0%}, {rate:,.1f} completion tokens/s = {rate / direct:.2f} of the direct load")
+              f"{busy:.0%}, {rate:,.1f} completion tokens/s of every role = {rate / direct:.2f} of the direct load "
+              f"({rollout_rate:,.1f} of them by the rollout roles)")
         print(f"(a) server counters over the whole run: {predicted:,.0f} tokens predicted, {prompt:,.0f} prompt "
               f"tokens computed ({predicted / wall:,.1f} predicted tokens/s)")
         print("(a) per role: calls, prompt tokens, prefix-cache reuse, completion tokens, completion tokens/s of "
@@ -266,6 +356,23 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         total_c = sum(r[3] or 0 for r in roles if r[0] != "generator")
         print(f"(a) prefix-cache reuse over the rollout roles: {total_c / total_p if total_p else 0:.0%} of prompt "
               "tokens")
+        print(f"(a) same work replayed ({len(proxy.records)} recorded requests, {parallel} in flight), completion "
+              "tokens/s per role: as the run sent them | the same prompts and reply lengths without a grammar")
+        pipeline_rates = {role: (c_tok / span if span else 0.0) for role, _, _, _, c_tok, _ in roles}
+        same_tokens, same_s = 0, 0.0
+        for role in sorted({r["role"] for r in proxy.records}):
+            records = [r for r in proxy.records if r["role"] == role]
+            sent_tokens, sent_s = asyncio.run(_replay(base_url, [r["body"] for r in records], parallel))
+            free_tokens, free_s = asyncio.run(_replay(base_url, [_free_text(r) for r in records], parallel))
+            sent, free = sent_tokens / sent_s, free_tokens / free_s
+            same_tokens, same_s = same_tokens + sent_tokens, same_s + sent_s
+            print(f"    {role:<12} {len(records):>5} requests: {sent:>7.1f} | {free:>7.1f} tokens/s "
+                  f"(grammar costs {1 - sent / free:.0%} of the free rate; the run's own rate over the rollout "
+                  f"phase {pipeline_rates.get(role, 0.0):.1f}; {free / direct:.2f} of the direct load without "
+                  "a grammar)")
+        same = same_tokens / same_s if same_s else 0.0
+        print(f"(a) the run's own requests replayed at full concurrency: {same:,.1f} completion tokens/s "
+              f"({same / direct:.2f} of the direct load); the pipeline's rollout phase reached {rate / same:.2f} of it")
 
 
 def bench_scale(trajectories: int, tools_per_domain: int, ray: bool, categories: str | None) -> None:

@@ -15,24 +15,24 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synth.settings import (
+    DEFAULT_TASKS_PER_AGENT,
+    DEFAULT_TOOLS_PER_DOMAIN,
+    AgentSettings,
+    JudgePolicy,
+    Role,
+    RoleConfig,
+    RolloutSettings,
+    ToolSettings,
+)
+
 DEFAULT_CONFIG_FILE = "synth.toml"
 ENV_PREFIX = "SYNTH_"
-
-
-class Role(StrEnum):
-    """The model roles of the pipeline; each may have its own endpoint and sampling."""
-
-    GENERATOR = "generator"
-    USER = "user"
-    AGENT = "agent"
-    ENVIRONMENT = "environment"
-    JUDGE = "judge"
 
 
 class ConfigError(Exception):
@@ -41,37 +41,6 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class RoleConfig(_Strict):
-    """Where one role's requests go and how they are sent."""
-
-    base_urls: list[str] = Field(default_factory=list)
-    model: str = "smollm2-135m-instruct"
-    api_key_env: str | None = None
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(768, ge=1)
-    max_concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(8, ge=0)
-    structured_retries: int = Field(3, ge=0)
-    tool_mode: Literal["constrained", "native"] = "constrained"
-
-    @field_validator("base_urls", mode="before")
-    @classmethod
-    def _split_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [u.strip() for u in value.split(",") if u.strip()]
-        return value
-
-    @field_validator("base_urls")
-    @classmethod
-    def _check_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL")
-        return [u.rstrip("/") for u in value]
 
 
 class BackendConfig(_Strict):
@@ -101,7 +70,8 @@ DEFAULT_IN_FLIGHT = 8
 
 
 class RunConfig(_Strict):
-    """What a run makes; stage-specific knobs live with their stage issues."""
+    """What a run makes: selection, counts, seed, concurrency and budgets (each stage's own knobs
+    are in its table, `synth.settings`)."""
 
     domains: list[str] = Field(default_factory=list)  # names, or "all"
     categories: list[str] = Field(default_factory=list)  # every domain of these categories
@@ -109,13 +79,13 @@ class RunConfig(_Strict):
     db: str = "data/synth.duckdb"
     trajectories: int = Field(10, ge=1)
     seed: int = 0
-    tools_per_domain: int = Field(8, ge=1)
+    tools_per_domain: int = Field(DEFAULT_TOOLS_PER_DOMAIN, ge=1)
     # Real MCP tool files (a `tools/list` JSON, or Toucan-style JSONL(.gz)) imported at the start of a
     # run; each server joins the taxonomy domain it fits, else `mcp/<server>`, selectable by that name.
     mcp_files: list[str] = Field(default_factory=list)
     # The tool stage streams: agents start once the first wave of this many domains has tools.
     tool_wave_domains: int = Field(8, ge=1, description="domains per wave of the streamed tool stage")
-    tasks_per_agent: int = Field(2, ge=1)
+    tasks_per_agent: int = Field(DEFAULT_TASKS_PER_AGENT, ge=1)
     max_agents: int = Field(10_000, ge=1)
     # Sample toolsets toward the regions of the tool repository that earlier runs' accepted
     # trajectories left empty (`synth.report.coverage.coverage_priors`).
@@ -168,42 +138,29 @@ class SynthConfig(_Strict):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    # The stage tables are validated against the stages' own models (`RolloutSettings`,
-    # `JudgePolicy`), which live beside the code they configure; they are imported lazily here
-    # because those modules import this one.
-    rollout: dict[str, Any] = Field(default_factory=dict, description="synth.rollout.RolloutSettings keys")
-    judge: dict[str, Any] = Field(default_factory=dict, description="synth.judges.JudgePolicy keys")
+    # The stages' own tables (`synth.settings`): every knob of each stage, typed and defaulted.
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    judge: JudgePolicy = Field(default_factory=JudgePolicy)
 
-    @field_validator("rollout", "judge")
-    @classmethod
-    def _check_stage_table(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
-        from synth.judges.policy import JudgePolicy
-        from synth.rollout.episode import RolloutSettings
+    @model_validator(mode="after")
+    def _one_place_per_knob(self) -> SynthConfig:
+        if "tasks_per_agent" in self.agents.model_fields_set:
+            raise ValueError("agents.tasks_per_agent: set it as run.tasks_per_agent (the [run] table)")
+        return self
 
-        model = RolloutSettings if info.field_name == "rollout" else JudgePolicy
-        try:
-            model.model_validate(value)
-        except ValidationError as exc:
-            problems = []
-            for item in exc.errors():
-                key = ".".join(str(p) for p in item["loc"])
-                unknown = item["type"] == "extra_forbidden"
-                msg = str(item["msg"]).removeprefix("Value error, ")
-                problems.append(f"unknown key '{key}'" if unknown else (f"'{key}': {msg}" if key else msg))
-            raise ValueError("; ".join(problems)) from None
-        return value
+    def rollout_settings(self) -> RolloutSettings:
+        """The `[rollout]` table."""
+        return self.rollout
 
-    def rollout_settings(self) -> Any:
-        """The `[rollout]` table as a `synth.rollout.RolloutSettings`."""
-        from synth.rollout.episode import RolloutSettings
+    def judge_policy(self) -> JudgePolicy:
+        """The `[judge]` table."""
+        return self.judge
 
-        return RolloutSettings.model_validate(self.rollout)
-
-    def judge_policy(self) -> Any:
-        """The `[judge]` table as a `synth.judges.JudgePolicy`."""
-        from synth.judges.policy import JudgePolicy
-
-        return JudgePolicy.model_validate(self.judge)
+    def agent_settings(self) -> AgentSettings:
+        """The `[agents]` table, with `[run] tasks_per_agent`."""
+        return self.agents.model_copy(update={"tasks_per_agent": self.run.tasks_per_agent})
 
     def roles(self) -> dict[Role, RoleConfig]:
         return {r: self.llm.role(r) for r in Role}

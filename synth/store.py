@@ -161,6 +161,8 @@ def now() -> datetime:
 _ROWS_PER_INSERT = 100
 # Rows per scanned batch: within DuckDB's sample for typing a Python object column.
 _ROWS_PER_SCAN = 1000
+# Below this many rows a flush binds VALUES: registering a scan costs more than it saves.
+_SCAN_FROM_ROWS = 50
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -351,7 +353,7 @@ class Dataset:
             return {}
         with self.connect() as con:
             try:
-                return _insert_new(con, pending, scan=True)
+                return _insert_new(con, pending, scan=sum(map(len, pending.values())) >= _SCAN_FROM_ROWS)
             except duckdb.Error:
                 # A column the scan typed differently from its table (mixed values): the same rows
                 # again as bound parameters, which DuckDB casts one by one.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,8 @@ def test_cli_config_show_prints_resolved_roles(tmp_path: Path):
     assert data["llm"]["resolved_roles"]["agent"]["model"] == "m"
 
 
-@pytest.mark.parametrize("module", ["synth.config", "synth.judges.checks", "synth.rollout.user", "synth.naming",
-                                    "synth.agents.plans", "synth.cli.app", "synth.pipeline.worker"])
+@pytest.mark.parametrize("module", ["synth.config", "synth.settings", "synth.judges.checks", "synth.rollout.user",
+                                    "synth.naming", "synth.agents.plans", "synth.cli.app", "synth.pipeline.worker"])
 def test_each_entry_module_imports_on_its_own(module: str) -> None:
     """Import order within one test process hides cycles; a fresh interpreter per entry point does not
     (`synth config show` once died of `synth.config` -> rollout -> judges.checks -> rollout)."""
@@ -110,3 +111,62 @@ def test_paths_are_absolute_and_the_cache_sits_beside_the_database(tmp_path: Pat
     assert submitted.cache.dir == "/srv/data/cache"
     explicit = load_config(None, {"cache": {"dir": "my-cache"}}, environ={})
     assert explicit.cache.dir == str(tmp_path / "my-cache")
+
+
+def test_settings_sit_below_the_config_and_every_stage() -> None:
+    """`synth.settings` imports no other synth module, so config and stages can both import it."""
+    code = ("import sys, synth.settings; "
+            "print(sorted(m for m in sys.modules if m.startswith('synth.') and m != 'synth.settings'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_every_stage_table_reaches_its_knobs_and_config_show_prints_them_all(tmp_path: Path) -> None:
+    config = tmp_path / "synth.toml"
+    config.write_text("[tools]\nevolution_rounds = 2\n[agents]\nrepair_rounds = 0\nno_tool_share = 0.3\n"
+                      "[rollout]\nmax_turns = 2\n[judge]\nsamples = 3\n")
+    cfg = load_config(config, environ={"SYNTH_TOOLS__MAX_PARAMETERS": "6"})
+    assert cfg.tools.evolution_rounds == 2 and cfg.tools.max_parameters == 6
+    assert cfg.agent_settings().repair_rounds == 0 and cfg.agent_settings().tasks_per_agent == cfg.run.tasks_per_agent
+    assert cfg.rollout_settings().max_turns == 2 and cfg.judge_policy().samples == 3
+    proc = subprocess.run([sys.executable, "-m", "synth", "config", "show", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    for table, model in (("tools", "ToolSettings"), ("agents", "AgentSettings"), ("rollout", "RolloutSettings"),
+                         ("judge", "JudgePolicy")):
+        import synth.settings
+
+        assert set(data[table]) == set(getattr(synth.settings, model).model_fields), table
+    assert data["tools"]["evolution_rounds"] == 2 and data["rollout"]["max_steps_per_turn"] == 4
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[agents]\nno_tool_share = 0.8\nunserviceable_share = 0.5\n", "no_tool_share + unserviceable_share"),
+    ("[agents]\ntasks_per_agent = 3\n", "run.tasks_per_agent"),
+    ("[tools]\nevolution_round = 2\n", "unknown key 'tools.evolution_round'"),
+    ("[rollout]\nfault_kinds = [\"meteor\"]\n", "unknown fault kind(s) meteor"),
+])
+def test_stage_table_mistakes_are_named(tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "synth.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(config, environ={})
+
+
+def test_default_stage_tables_keep_existing_run_identities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typed stage tables dump every default; a run's identity counts only what differs from them
+    (as the free-form tables did), so upgrading does not orphan datasets."""
+    from synth.pipeline.driver import run_identity
+
+    monkeypatch.chdir(tmp_path)  # no ./synth.toml
+    plain = load_config(None, environ={})
+    explicit = load_config(None, {"tools": {"evolution_rounds": 1}, "rollout": {"per_task": 4}}, environ={})
+    assert run_identity(plain, ["weather"]) == run_identity(explicit, ["weather"])
+    changed = load_config(None, {"tools": {"evolution_rounds": 2}}, environ={})
+    assert run_identity(plain, ["weather"]) != run_identity(changed, ["weather"])
+    # The identities the free-form tables gave (computed at c530b6e).
+    assert run_identity(plain, ["weather"]) == "run_cf51f105b33675bfc440"
+    tuned = load_config(None, {"rollout": {"max_turns": 2}, "judge": {"samples": 3}}, environ={})
+    assert run_identity(tuned, ["weather"]) == "run_57572c3551ec46424a27"

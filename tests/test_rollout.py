@@ -775,7 +775,7 @@ async def test_a_killed_episode_resumes_from_the_cache_where_it_stopped(
 
     async def episode(cache: Path) -> Trajectory:
         async with _llm(server, cache) as llm:
-            return await run_episode(SHOP_AGENT, SHOP_TOOLS, CANCEL_TASK, llm, seed=21, settings=settings)
+            return await run_episode(SHOP_AGENT, SHOP_TOOLS, CANCEL_TASK, llm, seed=23, settings=settings)
 
     def entries(cache: Path) -> int:
         return len(list(cache.rglob("*.json")))

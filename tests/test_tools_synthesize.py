@@ -60,7 +60,7 @@ def test_id_contract_is_built_by_code() -> None:
 def test_plan_spreads_operations_with_producers_first() -> None:
     assert plan_operations(10, 3) == [["create", "get", "list", "update"], ["create", "get", "list"],
                                       ["create", "get", "list"]]
-    assert plan_operations(9, 1)[0][-2:] == ["action", "action"]
+    assert plan_operations(12, 1)[0][-3:] == ["get_export", "action", "action"]
     assert plan_operations(0, 3) == []
 
 
@@ -208,3 +208,99 @@ def test_more_than_eight_applications_per_domain_are_accepted() -> None:
 
     apps = [{"name": f"App {i}", "description": "An application.", "entity": f"thing{i}"} for i in range(12)]
     assert len(ApplicationList.model_validate({"applications": apps}).applications) == 12
+
+
+def test_cli_generate_takes_its_defaults_from_the_config_like_run(fake_server: Any, tmp_path: Path) -> None:
+    """`synth tools generate` and `synth run` share their defaults: tools per domain from `[run]`,
+    applications and evolution from `[tools]`, the database from `[run] db`; flags override."""
+    server = fake_server()
+    names = _domains(1)
+    db = tmp_path / "from-config.duckdb"
+    config = tmp_path / "synth.toml"
+    config.write_text(f'[run]\ndb = "{db}"\ntools_per_domain = 3\n[tools]\napplications_per_domain = 1\n'
+                      f'evolution_rounds = 0\n[llm]\nbase_urls = ["{server.base_url}"]\n'
+                      f'[cache]\ndir = "{tmp_path / "cache"}"\n')
+    result = runner.invoke(app, ["tools", "generate", "--domains", names[0], "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["accepted"] == 3 and len(summary["applications"][names[0]]) == 1
+    assert db.is_file()
+    flagged = runner.invoke(app, ["tools", "generate", "--domains", names[0], "--config", str(config), "--json",
+                                  "--per-domain", "2", "--db", str(tmp_path / "flags.duckdb")])
+    assert json.loads(flagged.stdout)["accepted"] == 2
+
+
+def _shaped_tool(operation: str, entity: str = "invoice") -> Any:
+    from synth.models import ToolSpec
+    from synth.tools.synthesize import ParameterDraft, _param_schema, _tool_name, build_tool_schemas
+
+    drafted = [ParameterDraft(name="due_date", type="string", description="When it is due.", required=True),
+               ParameterDraft(name="amount", type="number", description="How much.", required=True),
+               ParameterDraft(name="currency", type="string", description="ISO code.", required=False),
+               ParameterDraft(name="customer_email", type="string", description="Who pays.", required=False)]
+    fields = {p.name: _param_schema(p) for p in drafted}
+    fields["status"] = {"type": "string", "enum": ["draft", "sent", "paid"], "description": "Where it is."}
+    input_schema, output_schema = build_tool_schemas(operation, entity, drafted, fields)  # type: ignore[arg-type]
+    return ToolSpec(name=_tool_name("x", operation, entity, set()), description=f"Does {operation} on invoices.",  # type: ignore[arg-type]
+                    input_schema=input_schema, output_schema=output_schema,
+                    side_effect="write" if operation in ("create", "batch_create", "export") else "read",
+                    domain="billing", application="Invoices", source="synthetic")
+
+
+def test_synthetic_tools_declare_formats_filters_batches_and_jobs_like_real_apis() -> None:
+    """Issue 14: real MCP tools have formats, filters, sorting, batch writes and long-running jobs
+    with a status; synthetic ones had flat CRUD over strings."""
+    create = _shaped_tool("create")
+    props = create.input_schema["properties"]
+    assert props["due_date"]["format"] == "date" and props["customer_email"]["format"] == "email"
+    assert props["amount"]["minimum"] == 0
+    listing = _shaped_tool("list").input_schema["properties"]
+    assert listing["status"]["enum"] == ["draft", "sent", "paid"] and "default" not in listing["status"]
+    assert listing["due_date_from"]["format"] == "date" and listing["due_date_to"]["format"] == "date"
+    assert listing["order"]["enum"] == ["asc", "desc"] and "currency" in listing["sort_by"]["enum"]
+    assert {"limit", "cursor"} <= set(listing)
+    batch = _shaped_tool("batch_create")
+    assert batch.name == "batch_create_invoices" and batch.input_schema["required"] == ["items"]
+    assert batch.input_schema["properties"]["items"]["items"]["properties"]["due_date"]["format"] == "date"
+    assert batch.output_schema["properties"]["created"]["items"]["required"] == ["invoice_id"]
+    export, status = _shaped_tool("export"), _shaped_tool("get_export")
+    assert (export.name, status.name) == ("create_invoice_export", "get_invoice_export")
+    assert status.input_schema["required"] == ["export_id"]
+    assert status.output_schema["properties"]["status"]["enum"] == ["queued", "running", "succeeded", "failed"]
+    for spec in (create, batch, export, status, _shaped_tool("list"), _shaped_tool("get")):
+        assert tool_problems(spec) == [], spec.name
+        assert schema_problems(spec.input_schema) == [] and schema_problems(spec.output_schema, "outputSchema") == []
+    # The job is a resource the simulator keeps: its create and get name one collection and id.
+    from synth.naming import collection_name, id_key, tool_intent
+
+    (kind_a, res_a), (kind_b, res_b) = tool_intent(export.name), tool_intent(status.name)
+    assert (kind_a, kind_b) == ("create", "get") and collection_name(res_a) == collection_name(res_b)
+    assert id_key(res_a) == "export_id"
+
+
+def test_an_application_past_crud_gets_a_batch_write_and_an_export_job() -> None:
+    from synth.tools.synthesize import plan_operations
+
+    (ops,) = plan_operations(11, 1)
+    assert ops[:7] == ["create", "get", "list", "update", "search", "delete", "action"]
+    assert ops[7:] == ["batch_create", "export", "get_export", "action"]
+    assert plan_operations(8, 3) == [["create", "get", "list"], ["create", "get", "list"], ["create", "get"]]
+
+
+def test_evolution_deepens_the_output_with_the_input() -> None:
+    from synth.tools.synthesize import EvolutionDraft, apply_evolution
+
+    for operation in ("get", "list", "create"):
+        spec = _shaped_tool(operation)
+        draft = EvolutionDraft(name="priority", description="How urgent it is.", values=["low", "high"])
+        evolved = apply_evolution(spec, "add_enum", draft, random.Random(0))
+        assert evolved.input_schema["properties"]["priority"]["enum"] == ["low", "high"]
+        output = evolved.output_schema
+        record = output["properties"]["items"]["items"] if operation == "list" else output
+        assert record["properties"]["priority"]["enum"] == ["low", "high"], operation
+        assert "priority" not in spec.output_schema.get("properties", {})  # the original is untouched
+        assert tool_problems(evolved) == []
+    dated = apply_evolution(_shaped_tool("update"), "add_optional_param",
+                            EvolutionDraft(name="paid_at", description="When it was paid.", values=[]),
+                            random.Random(0))
+    assert dated.input_schema["properties"]["paid_at"]["format"] == "date-time"

@@ -68,6 +68,7 @@ from synth.models import (
 )
 from synth.naming import intent_verb, name_words, tool_intent
 from synth.prompts import render
+from synth.settings import AgentSettings
 
 PROMPT_VERSION = "agents-v2"
 _DESCRIPTION_CHARS = 120
@@ -102,29 +103,6 @@ class TaskDraft(BaseModel):
     persona: PersonaDraft
     success_criteria: list[str] = Field(min_length=1, max_length=3)
     failure_conditions: list[str] = Field(max_length=2)
-
-
-@dataclass
-class AgentSettings:
-    """How many tasks per agent and of which kinds. Shares are probabilities per task (seeded):
-    `no_tool_share` of tasks need no tool, `unserviceable_share` ask what the toolset cannot do."""
-
-    tasks_per_agent: int = 2
-    no_tool_share: float = 0.15
-    unserviceable_share: float = 0.1
-    repair_rounds: int = 1
-    agent_max_tokens: int = 360
-    task_max_tokens: int = 400
-
-    def __post_init__(self) -> None:
-        if self.tasks_per_agent < 0:
-            raise ValueError(f"AgentSettings.tasks_per_agent must be >= 0, got {self.tasks_per_agent}")
-        if self.repair_rounds < 0:
-            raise ValueError(f"AgentSettings.repair_rounds must be >= 0, got {self.repair_rounds}")
-        shares = (self.no_tool_share, self.unserviceable_share)
-        if min(shares) < 0 or sum(shares) > 1:
-            raise ValueError(f"AgentSettings shares must be >= 0 and sum to <= 1, got no_tool={shares[0]}, "
-                             f"unserviceable={shares[1]}")
 
 
 @dataclass

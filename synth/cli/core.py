@@ -40,6 +40,7 @@ def config_show(
     cfg = build_config(config, base_url=base_url, model=model)
     data = cfg.model_dump(mode="json")
     data["llm"]["resolved_roles"] = {r.value: rc.model_dump(mode="json") for r, rc in cfg.roles().items()}
+    data["agents"] = cfg.agent_settings().model_dump(mode="json")  # tasks_per_agent as the run uses it
     print(json.dumps(data, indent=2))
 
 

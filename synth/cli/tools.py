@@ -29,11 +29,14 @@ def _split(values: str) -> list[str]:
 @friendly_errors
 def tools_generate(
     domains: str = typer.Option(..., "--domains", help="Comma-separated taxonomy domains."),
-    per_domain: int = typer.Option(10, "--per-domain", min=1, help="Tools to generate per domain."),
-    applications: int = typer.Option(3, "--applications", min=1, max=64, help="Applications per domain."),
-    evolution_rounds: int = typer.Option(1, "--evolution-rounds", min=0, help="Evolution passes per tool."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the run (same seed, same prompts)."),
-    db: Path = DbOpt,
+    per_domain: int | None = typer.Option(None, "--per-domain", min=1,
+                                          help="Tools to generate per domain [default: run.tools_per_domain]."),
+    applications: int | None = typer.Option(None, "--applications", min=1, max=64,
+                                            help="Applications per domain [default: tools.applications_per_domain]."),
+    evolution_rounds: int | None = typer.Option(None, "--evolution-rounds", min=0,
+                                                help="Evolution passes per tool [default: tools.evolution_rounds]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed (same seed, same prompts) [default: run.seed]."),
+    db: Path | None = typer.Option(None, "--db", help="DuckDB dataset file [default: run.db]."),
     config: Path | None = ConfigOpt,
     base_url: str | None = BaseUrlOpt,
     model: str | None = ModelOpt,
@@ -53,9 +56,15 @@ def tools_generate(
         raise UserError("--domains is empty")
     chosen = load_taxonomy().resolve(names)
     cfg = build_config(config, base_url=base_url, model=model)
-    settings = SynthesisSettings(per_domain=per_domain, applications_per_domain=applications,
-                                 evolution_rounds=evolution_rounds, seed=seed,
-                                 model=cfg.llm.role("generator").model)
+    # The same defaults as `synth run`: the config's [run] and [tools] tables, flags on top.
+    per_domain = per_domain if per_domain is not None else cfg.run.tools_per_domain
+    applications = applications if applications is not None else cfg.tools.applications_per_domain
+    evolution_rounds = evolution_rounds if evolution_rounds is not None else cfg.tools.evolution_rounds
+    seed = seed if seed is not None else cfg.run.seed
+    db = db if db is not None else Path(cfg.run.db)
+    settings = SynthesisSettings(**{**cfg.tools.model_dump(), "applications_per_domain": applications,
+                                    "evolution_rounds": evolution_rounds},
+                                 per_domain=per_domain, seed=seed, model=cfg.llm.role("generator").model)
     run_id = content_id("run", "tools-generate", names, per_domain, applications, evolution_rounds, seed)
     started = time.monotonic()
     with model_endpoints(cfg) as (live, _backend):

@@ -49,13 +49,13 @@ from synth.judges.messages import (
 from synth.judges.messages import final_reply as _final_reply_of
 from synth.models import CheckResult, ExpectedCall, Task, Termination, ToolSpec, Trajectory
 from synth.rollout.crud import merge_patch
+from synth.settings import DEFAULT_MAX_TURNS
 
 __all__ = [
     "CHECK_NAMES", "DEFAULT_MAX_TURNS", "ToolCall", "claims", "final_reply", "infer_termination",
     "is_error_observation", "iter_tool_calls", "run_checks", "tool_writes", "tools_from_trajectory",
 ]
 
-DEFAULT_MAX_TURNS = 12
 LOOP_THRESHOLD = 3
 
 CHECK_NAMES = (

@@ -22,68 +22,16 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from synth.config import Role, RoleConfig
-from synth.judges.checks import DEFAULT_MAX_TURNS, run_checks
-from synth.judges.rubric import Aggregation, LLMVerdict, VerdictFormat, judge_panel
+from synth.config import Role
+from synth.judges.checks import run_checks
+from synth.judges.rubric import LLMVerdict, judge_panel
 from synth.llm import LLMClient
 from synth.models import WELL_FORMED_CHECKS, Calibration, CheckResult, Judgment, Task, ToolSpec, Trajectory
+from synth.settings import JudgePolicy
+
+__all__ = ["JudgePolicy", "Vote", "combine", "judge", "judge_name", "vote_of"]
 
 Vote = Literal["decisive", "advisory", "off"]
-
-_REMOVED_KEYS = {
-    "required_checks": "every check is required: a trajectory is accepted only when all checks pass "
-                       "(export structurally valid data with `synth export --select well_formed`)",
-    "llm_judge_required": "the LLM judge's vote is earned by its stored calibration "
-                          "(see vote_floor_recall / vote_floor_precision and `synth judge calibrate`)",
-}
-
-
-class JudgePolicy(BaseModel):
-    """How judges combine into accept/reject. Loadable from a `[judge]` TOML table."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    llm_judge: bool = True  # ask the rubric LLM judge (its verdict decides only with a vote)
-    samples: int = Field(1, ge=1, le=16)
-    aggregation: Aggregation = "majority"
-    min_score: float = Field(0.5, ge=0.0, le=1.0)  # threshold of the `mean` aggregation
-    max_turns: int = Field(DEFAULT_MAX_TURNS, ge=1)
-    # "free": the judge reasons in plain text and ends with a JSON verdict (repaired under the
-    # schema when broken); "schema": the whole reply is generated under the verdict schema.
-    verdict_format: VerdictFormat = "free"
-    # Ask the (costly) LLM judge even when a check already rejects the trajectory.
-    judge_rejected: bool = False
-    # The judge's verdict decides only when its stored calibration reaches both floors.
-    vote_floor_recall: float = Field(0.8, ge=0.0, le=1.0)
-    vote_floor_precision: float = Field(0.8, ge=0.0, le=1.0)
-    # A panel of judge models instead of the judge role alone: each member is a table of the judge
-    # role's llm keys to override (`model`, `base_urls`, `api_key_env`, `temperature`, ...). Every
-    # member gives `samples` samples; `aggregation` combines them all. The panel is calibrated and
-    # earns its vote as one judge (`judge_name`).
-    panel: list[dict[str, Any]] = Field(default_factory=list)
-
-    @field_validator("panel")
-    @classmethod
-    def _panel_keys(cls, panel: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for i, member in enumerate(panel):
-            unknown = sorted(set(member) - set(RoleConfig.model_fields))
-            if unknown:
-                raise ValueError(f"panel[{i}]: unknown llm key(s) {', '.join(unknown)}")
-        return panel
-
-    @model_validator(mode="before")
-    @classmethod
-    def _removed_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, why in _REMOVED_KEYS.items():
-                if key in data:
-                    raise ValueError(f"'{key}' was removed: {why}; delete it from the [judge] table")
-        return data
-
-    def describe(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 def judge_name(policy: JudgePolicy, judge_model: str) -> str:

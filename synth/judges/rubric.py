@@ -16,7 +16,7 @@ import json
 import random
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema
 from pydantic import BaseModel, Field
@@ -25,9 +25,7 @@ from synth.config import Role
 from synth.llm import LLMClient, LLMError
 from synth.models import CriterionVerdict, Task, Trajectory
 from synth.prompts import render
-
-Aggregation = Literal["majority", "unanimous", "mean"]
-VerdictFormat = Literal["free", "schema"]
+from synth.settings import Aggregation, VerdictFormat
 
 MAX_MESSAGE_CHARS = 400
 MAX_TOOL_RESULT_CHARS = 240

@@ -50,6 +50,7 @@ from synth.llm.usage import CallRecord, Usage, UsageLog
 
 M = TypeVar("M", bound=BaseModel)
 
+ROLE_HEADER = "x-synth-role"
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _CONTEXT_MARKERS = ("context length", "context_length", "exceed_context", "maximum context", "too long")
 
@@ -325,7 +326,9 @@ class LLMClient:
                 self._record(role, rc, "cache", result, structured_attempts, True, None)
                 return result
         endpoints = self._endpoints_for(role, rc)
-        headers = self._headers(rc)
+        # The role travels in a header, so a proxy or a server log can tell the roles' requests apart
+        # (bench/bench_pipeline.py server records them to replay the run's own work).
+        headers = {**self._headers(rc), ROLE_HEADER: role.value}
         attempt = 0
         last_error = ""
         while True:

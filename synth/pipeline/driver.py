@@ -91,8 +91,17 @@ def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
     The target count, endpoints, credentials and concurrency knobs are deliberately excluded, so a
     user can raise `--trajectories`, point at another server or widen `in_flight` and still resume.
     """
-    shaping = cfg.model_dump(mode="json", exclude={"run": _THROUGHPUT_RUN_KEYS, "backend": True, "cache": True})
-    shaping["rollout"].pop("per_task", None)  # more rollouts per task extend a run, like a larger target
+    shaping = cfg.model_dump(mode="json", exclude={"run": _THROUGHPUT_RUN_KEYS, "backend": True, "cache": True,
+                                                   "tools": True, "agents": True, "rollout": True, "judge": True})
+    # The stage tables count by what differs from their defaults (as when they were free-form
+    # tables, hashed as written), so a new knob with a default changes no existing run's identity.
+    for table in ("tools", "agents"):
+        changed = getattr(cfg, table).model_dump(mode="json", exclude_defaults=True, exclude={"tasks_per_agent"})
+        if changed:
+            shaping[table] = changed
+    # More rollouts per task extend a run, like a larger target.
+    shaping["rollout"] = cfg.rollout.model_dump(mode="json", exclude_defaults=True, exclude={"per_task"})
+    shaping["judge"] = cfg.judge.model_dump(mode="json", exclude_defaults=True)
     for table in [shaping["llm"], *shaping["llm"].get("roles", {}).values()]:
         for key in _THROUGHPUT_LLM_KEYS:
             table.pop(key, None)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from synth.agents import AgentResult, AgentSettings, ToolsetSampler, store_agent_result, synthesize_agent_and_tasks
+from synth.agents import AgentResult, ToolsetSampler, store_agent_result, synthesize_agent_and_tasks
 from synth.config import Role, RunConfig, SynthConfig
 from synth.judges import judge as judge_with_policy
 from synth.llm import LLMClient
@@ -36,7 +36,8 @@ __all__ = [
 
 async def tools_for_domain(domain: Any, llm: LLMClient, cfg: SynthConfig, seed: int) -> SynthesisResult:
     """Synthesise `cfg.run.tools_per_domain` tools for one taxonomy domain."""
-    settings = SynthesisSettings(per_domain=cfg.run.tools_per_domain, seed=seed, model=llm.roles[Role.GENERATOR].model)
+    settings = SynthesisSettings(**cfg.tools.model_dump(), per_domain=cfg.run.tools_per_domain, seed=seed,
+                                 model=llm.roles[Role.GENERATOR].model)
     return await synthesize_domain(domain, llm, random.Random(seed), settings)
 
 
@@ -70,8 +71,7 @@ def toolset_sampler(pool: list[ToolSpec], settings: RunConfig, rng: random.Rando
 
 
 async def agent_and_tasks(toolset: list[ToolSpec], llm: LLMClient, cfg: SynthConfig, seed: int) -> AgentResult:
-    settings = AgentSettings(tasks_per_agent=cfg.run.tasks_per_agent)
-    return await synthesize_agent_and_tasks(toolset, llm, settings, seed)
+    return await synthesize_agent_and_tasks(toolset, llm, cfg.agent_settings(), seed)
 
 
 async def bound_tools(cfg: SynthConfig) -> list[ToolSpec]:

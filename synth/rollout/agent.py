@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from synth.llm import LLMClient, StructuredOutputError, Usage, parse_json_reply
 from synth.llm.client import inline_refs
 from synth.models import Agent, ToolSpec
 from synth.prompts import render
+from synth.settings import ToolMode
 
-ToolMode = Literal["constrained", "native"]
+FORCE_REPLY_NOTE = {"role": "user", "content": "(You have used all tool calls for this turn: reply to the user now.)"}
 
 
 @dataclass(slots=True)
@@ -194,11 +195,14 @@ async def agent_step(
     if mode != "constrained":
         raise ValueError(f"tool mode must be 'constrained' or 'native', got {mode!r}")
     system = render(
-        "synth.rollout", "agent_constrained.j2", system_prompt=agent.system_prompt, force_reply=force_reply,
+        "synth.rollout", "agent_constrained.j2", system_prompt=agent.system_prompt,
         tools=[{"name": t.name, "description": t.description, "params": _params(t)} for t in tools],
     )
     history = constrained_view([m for m in messages if m.get("role") != "system"])
-    chat = [{"role": "system", "content": system}, *history]
+    # The prompt only grows from one step to the next (the same system text, the history
+    # appended), so the server reuses its cached prefix; a spent step budget is said after the
+    # history, where a change recomputes nothing before it.
+    chat = [{"role": "system", "content": system}, *history, *([FORCE_REPLY_NOTE] if force_reply else [])]
     schema = action_schema(tools, max_calls, allow_calls=not force_reply)
     salvaged = None
     try:

@@ -36,43 +36,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from synth.config import Role
 from synth.ids import derive_seed
 from synth.judges.messages import is_error_observation, message_text, same_words
 from synth.llm import LLMClient, LLMError, Usage
 from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
-from synth.rollout.agent import AgentStep, ParsedCall, ToolMode, agent_step
+from synth.rollout.agent import AgentStep, ParsedCall, agent_step
 from synth.rollout.arguments import validate_arguments
-from synth.rollout.executors import McpServerBinding, PythonToolBinding, ToolExecutor
-from synth.rollout.faults import FAULT_KINDS, TRANSIENT_FAULTS
+from synth.rollout.executors import ToolExecutor
+from synth.rollout.faults import TRANSIENT_FAULTS
 from synth.rollout.observation import ToolObservation, error_observation
-from synth.rollout.user import UserMode, simulate_user_turn
+from synth.rollout.user import simulate_user_turn
 from synth.rollout.world import ToolSimulator
-
-
-class RolloutSettings(BaseModel):
-    """The rollout's knobs (a `[rollout]` table of the config, once the config has one)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    per_task: int = Field(1, ge=1, le=64, description="rollouts of each task, each with its own seed: k > 1 "
-                          "gives each task a pass rate and RL preference pairs")
-    max_turns: int = Field(4, ge=1, description="user turns per episode")
-    max_steps_per_turn: int = Field(4, ge=1, description="agent steps (model replies) per user turn")
-    max_calls_per_step: int = Field(3, ge=1, description="tool calls in one agent step")
-    fault_rate: float = Field(0.1, ge=0.0, le=1.0, description="share of simulated calls given an injected fault")
-    fault_kinds: list[str] = Field(default_factory=lambda: list(FAULT_KINDS))
-    tool_mode: ToolMode | None = Field(None, description="None: the agent role's tool_mode")
-    user: UserMode = Field("scripted", description="who plays the user: code (scripted) or the user model")
-    user_rephrase: bool = Field(False, description="scripted user: the model may rephrase the opening request")
-    agent_resamples: int = Field(2, ge=0, description="extra samples of an agent step that only repeats itself")
-    user_max_tokens: int = Field(160, ge=16)
-    agent_max_tokens: int = Field(384, ge=16)
-    environment_max_tokens: int = Field(320, ge=16)
-    mcp_servers: list[McpServerBinding] = Field(default_factory=list)
-    python_tools: list[PythonToolBinding] = Field(default_factory=list)
+from synth.settings import RolloutSettings, ToolMode
 
 
 def _step(turn: int, actor: Any, usage: Usage, **fields: Any) -> StepRecord:

@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
-import os
 import re
-import shlex
-import sys
 import tempfile
 import time
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
 from synth.llm import Usage
 from synth.models import Provenance, ToolSpec
 from synth.rollout.observation import ToolObservation, error_observation
+from synth.settings import McpServerBinding, PythonToolBinding
 from synth.tools.spec import guess_side_effect, tool_from_mcp
 
 
@@ -48,66 +45,6 @@ class ToolExecutor(Protocol):
 
     async def call(self, spec: ToolSpec, arguments: dict[str, Any], *, call_id: str | None = None,
                    turn: int = 0, seed: int | None = None) -> ToolObservation: ...
-
-
-class McpServerBinding(BaseModel):
-    """Config (`[[rollout.mcp_servers]]`): one live MCP server whose tools run for real, over stdio
-    (`command`, `args`; a `command` with spaces and no `args` is split like a shell line) or
-    streamable HTTP (`url`). `tools` picks which of its tools (empty: all). With a `domain` (a
-    taxonomy domain, or any name such as `mcp/<server>`), the run lists the server's tools at its
-    start and adds them to that domain's pool, so agents get them beside simulated tools; without
-    one, only tools of that name already in the pool run for real."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    command: str | None = None
-    args: list[str] = Field(default_factory=list)
-    url: str | None = None
-    env: dict[str, str] | None = None
-    tools: list[str] = Field(default_factory=list)
-    domain: str | None = None
-    timeout_s: float = Field(30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _one_transport(self) -> McpServerBinding:
-        if (self.command is None) == (self.url is None):
-            raise ValueError("an MCP server binding needs exactly one of 'command' (stdio) or 'url' (streamable HTTP)")
-        if self.command is not None and not self.args and len(shlex.split(self.command)) > 1:
-            self.command, *self.args = shlex.split(self.command)
-        return self
-
-    @property
-    def label(self) -> str:
-        """How the server is named in provenance and messages."""
-        return self.url or " ".join([self.command or "", *self.args])
-
-
-class PythonToolBinding(BaseModel):
-    """Config (`[[rollout.python_tools]]`): a Python function run as a tool. `target` is
-    `package.module:function`; its schema comes from the type hints and its description from
-    the docstring (`python_tool_spec`). `domain` adds it to that domain's pool (default
-    `python`); `writes` says whether it changes the world (default: guessed from its name)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    name: str | None = None
-    domain: str = "python"
-    writes: bool | None = None
-
-    def load(self) -> PythonTool:
-        """The function, imported from the installed packages or the working directory; raises
-        ValueError naming the target when it cannot be imported."""
-        module_name, _, attr = self.target.partition(":")
-        if os.getcwd() not in sys.path:  # `synth run` is a console script: its cwd is not on the path
-            sys.path.append(os.getcwd())
-        try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"python tool {self.target!r} cannot be loaded: {type(exc).__name__}: {exc}") from None
-        if not callable(fn):
-            raise ValueError(f"python tool {self.target!r} is not callable")
-        return cast(PythonTool, fn)
 
 
 def _mcp_content(result: Any) -> tuple[Any, bool]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from synth.models import ToolSpec
 from synth.rollout.observation import ToolObservation, error_observation
+from synth.settings import FAULT_KINDS
 
-FAULT_KINDS: tuple[str, ...] = ("timeout", "rate_limited", "not_found", "permission_denied", "partial_result")
 # Faults a retry can get past: what an `error_recovery` task's planned call is given, so that
 # recovering (retrying, or telling the user) is possible and the task stays solvable.
 TRANSIENT_FAULTS: tuple[str, ...] = ("timeout", "rate_limited")

@@ -43,8 +43,7 @@ from synth.llm import LLMClient, LLMError, Usage
 from synth.models import Task
 from synth.naming import name_words
 from synth.prompts import render
-
-UserMode = Literal["scripted", "model"]
+from synth.settings import UserMode
 
 _GENERIC_KEY_WORDS = frozenset({"id", "the", "my", "your", "number", "num", "no", "code", "name", "value", "info"})
 _OPENING = "(The assistant is waiting for your first message. State what you need.)"

@@ -23,6 +23,7 @@ correctness, so even a 135M model yields usable, coherent APIs:
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import re
 from dataclasses import dataclass, field
@@ -36,13 +37,21 @@ from synth.llm.errors import LLMError
 from synth.models import Provenance, ToolSpec
 from synth.naming import singular
 from synth.prompts import render
+from synth.settings import DEFAULT_TOOLS_PER_DOMAIN, ToolSettings
 from synth.tools.repository import RejectedTool
 from synth.tools.validate import remove_near_duplicates, sanitize_name, tool_problems
 
 PROMPT_VERSION = "tools-v1"
 
-Operation = Literal["create", "get", "list", "update", "search", "delete", "action"]
-OPERATIONS: tuple[Operation, ...] = ("create", "get", "list", "update", "search", "delete", "action")
+Operation = Literal["create", "get", "list", "update", "search", "delete", "action", "batch_create", "export",
+                    "get_export"]
+# In the order an application gets them: CRUD first (every id has a producer), then one domain
+# action, then what real APIs add past CRUD: a batch write, and a long-running job (an export)
+# with its status. The job is a resource of its own (`create_<entity>_export` makes it, with an
+# `export_id`; `get_<entity>_export` reads its status), so the world simulator keeps it like any
+# other record. Further tools are more domain actions.
+OPERATIONS: tuple[Operation, ...] = ("create", "get", "list", "update", "search", "delete", "action",
+                                     "batch_create", "export", "get_export")
 EVOLUTIONS = ("add_optional_param", "add_enum", "add_nested_object", "add_constraint", "add_error_mode")
 
 _PURPOSE = {
@@ -53,8 +62,19 @@ _PURPOSE = {
     "search": "searches {entity} records by text",
     "delete": "deletes a {entity}",
     "action": "performs one domain-specific action on a {entity} (for example approve, cancel, send)",
+    "batch_create": "creates several {entity} records in one call",
+    "export": "starts an export of {entity} records as a file (a long-running job; returns its export_id)",
+    "get_export": "returns the status of an export of {entity} records by its export_id",
 }
-_WRITES = {"create", "update", "delete", "action"}
+_WRITES = {"create", "update", "delete", "action", "batch_create", "export"}
+# Real tools' string formats, from the parameter's name (the model drafts names, not formats).
+_FORMATS = (
+    (re.compile(r"(^|_)(date_?time|timestamp)$|_at$"), "date-time"),
+    (re.compile(r"(^|_)(date|day|birthday|deadline)$|_date$|^date_"), "date"),
+    (re.compile(r"(^|_)e?mail(_address)?$"), "email"),
+    (re.compile(r"(^|_)(url|uri|link|website|homepage|webhook)$"), "uri"),
+)
+JOB_STATUSES = ["queued", "running", "succeeded", "failed"]
 
 
 # ---------------------------------------------------------------- generation schemas (kept flat)
@@ -94,15 +114,12 @@ class EvolutionDraft(BaseModel):
     values: list[str] = Field(max_length=5)
 
 
-@dataclass
-class SynthesisSettings:
-    """How much to generate. `per_domain` tools are spread over `applications_per_domain`
-    applications (fewer if the model returns fewer)."""
+class SynthesisSettings(ToolSettings):
+    """One synthesis call's settings: the `[tools]` table's knobs, how many tools per domain
+    (`[run] tools_per_domain`, whose default this shares), the seed, and the generator model
+    recorded in each tool's provenance."""
 
-    per_domain: int = 10
-    applications_per_domain: int = 3
-    evolution_rounds: int = 1
-    max_parameters: int = 4
+    per_domain: int = Field(DEFAULT_TOOLS_PER_DOMAIN, ge=1)
     seed: int = 0
     model: str | None = None
 
@@ -191,8 +208,9 @@ def _is_id_of(param: str, entity: str) -> bool:
 
 
 def _param_schema(p: ParameterDraft) -> dict[str, Any]:
-    """A drafted parameter as JSON Schema: an array is a list of strings (tags, ids, recipients), and
-    an optional boolean defaults to false, as real APIs declare them."""
+    """A drafted parameter as JSON Schema, declared as real APIs declare it: an array is a list of
+    strings (tags, ids, recipients), an optional boolean defaults to false, a string named like a
+    date, a time, an email or a URL has that `format`, and money is never negative."""
     schema: dict[str, Any] = {"type": p.type}
     if p.type == "array":
         schema["items"] = {"type": "string"}
@@ -200,7 +218,19 @@ def _param_schema(p: ParameterDraft) -> dict[str, Any]:
     schema["description"] = description
     if p.type == "boolean" and not p.required:
         schema["default"] = False
+    name = snake_case(p.name)
+    if p.type == "string":
+        fmt = string_format(name)
+        if fmt:
+            schema["format"] = fmt
+    if p.type in ("number", "integer") and re.search(r"(^|_)(price|amount|cost|total|fee|balance)$", name):
+        schema["minimum"] = 0
     return schema
+
+
+def string_format(name: str) -> str | None:
+    """The JSON Schema `format` a string parameter called `name` has in real APIs, if any."""
+    return next((fmt for pattern, fmt in _FORMATS if pattern.search(name)), None)
 
 
 def _id_schema(entity: str) -> dict[str, Any]:
@@ -235,7 +265,23 @@ def build_tool_schemas(
     if operation == "search":
         props["query"] = {"type": "string", "minLength": 1, "description": f"Text to look for in {entity} records."}
         required.append("query")
-    for p in params[:max_parameters]:
+    if operation == "get_export":
+        props["export_id"] = {"type": "string", "minLength": 1,
+                              "description": f"Id of the export, as returned by create_{entity}_export."}
+        required.append("export_id")
+    if operation == "batch_create":
+        props["items"] = {
+            "type": "array", "minItems": 1, "maxItems": 100,
+            "items": {"type": "object", "properties": {k: v for k, v in fields.items() if k != id_name} or
+                      {"name": {"type": "string", "description": f"Name of the {entity.replace('_', ' ')}."}}},
+            "description": f"The {entity.replace('_', ' ')} records to create, one object each.",
+        }
+        required.append("items")
+    if operation == "export":
+        props["file_format"] = {"type": "string", "enum": ["csv", "json", "xlsx"], "default": "csv",
+                                "description": "Format of the exported file."}
+    for p in params[:max_parameters] if operation in ("create", "get", "list", "update", "search", "delete",
+                                                      "action") else []:
         name = snake_case(p.name)
         if not name or len(name) > 32 or name in props or _is_id_of(name, entity):
             continue
@@ -245,6 +291,8 @@ def build_tool_schemas(
     if operation == "create" and not any(k != id_name for k in props):
         props["name"] = {"type": "string", "description": f"Name of the new {entity.replace('_', ' ')}."}
         required.append("name")
+    if operation in ("list", "export"):
+        props.update(_filters(entity, fields, props))
     if operation in ("list", "search"):
         props.setdefault(
             "limit",
@@ -265,6 +313,33 @@ def build_tool_schemas(
                                            "description": "Cursor of the next page; null on the last page."}},
             "required": ["items"],
         }
+    elif operation == "batch_create":
+        output = {
+            "type": "object",
+            "properties": {
+                "created": {"type": "array", "items": record, "description": "The records created, in order."},
+                "failed": {"type": "array", "description": "Items that were not created, with why.",
+                           "items": {"type": "object", "required": ["index", "error"],
+                                     "properties": {"index": {"type": "integer", "minimum": 0},
+                                                    "error": {"type": "string"}}}},
+            },
+            "required": ["created"],
+        }
+    elif operation in ("export", "get_export"):
+        output = {
+            "type": "object",
+            "properties": {
+                "export_id": {"type": "string", "description": "Id of the export job."},
+                "status": {"type": "string", "enum": JOB_STATUSES, "description": "Where the job is."},
+                "file_format": {"type": "string", "enum": ["csv", "json", "xlsx"]},
+            },
+            "required": ["export_id", "status"],
+        }
+        if operation == "get_export":
+            output["properties"]["progress"] = {"type": "number", "minimum": 0, "maximum": 100,
+                                                "description": "Percent done."}
+            output["properties"]["file_url"] = {"type": ["string", "null"], "format": "uri",
+                                                "description": "Where to download the file once it succeeded."}
     elif operation == "delete":
         output = {
             "type": "object",
@@ -281,6 +356,33 @@ def build_tool_schemas(
             "required": [id_name, "status"],
         }
     return {"type": "object", "properties": props, "required": required}, output
+
+
+def _filters(entity: str, fields: dict[str, dict[str, Any]], taken: dict[str, Any]) -> dict[str, Any]:
+    """Optional filters of a list (or an export) over the entity's own fields, as real list endpoints
+    have them: equality on up to two enum, boolean or short string fields, a date range on a date
+    field, and `sort_by` / `order` when two fields can be sorted on."""
+    noun = entity.replace("_", " ")
+    out: dict[str, Any] = {}
+    equality = [k for k, v in fields.items()
+                if k not in taken and (v.get("enum") or v.get("type") == "boolean"
+                                       or (v.get("type") == "string" and not v.get("format")
+                                           and not re.search(r"description|notes?|comment|message|body|text", k)))]
+    for key in equality[:2]:
+        out[key] = {k: v for k, v in fields[key].items() if k not in ("default", "description")}
+        out[key]["description"] = f"Only {noun} records whose {key.replace('_', ' ')} equals this."
+    dated = next((k for k, v in fields.items() if v.get("format") in ("date", "date-time")), None)
+    if dated is not None:
+        for bound, word in (("from", "on or after"), ("to", "on or before")):
+            out[f"{dated}_{bound}"] = {
+                "type": "string", "format": fields[dated]["format"],
+                "description": f"Only {noun} records with {dated.replace('_', ' ')} {word} this."}
+    sortable = [k for k, v in fields.items()
+                if v.get("type") in ("string", "integer", "number") and "enum" not in v]
+    if len(sortable) >= 2:
+        out["sort_by"] = {"type": "string", "enum": sortable[:6], "description": "Field to sort the results by."}
+        out["order"] = {"type": "string", "enum": ["asc", "desc"], "default": "asc", "description": "Sort order."}
+    return out
 
 
 def default_error_modes(operation: Operation, entity: str) -> list[str]:
@@ -302,6 +404,13 @@ def default_error_modes(operation: Operation, entity: str) -> list[str]:
             f"not_found: no {noun} has this {entity}_id",
             f"failed_precondition: the {noun} is not in a state that allows this",
         ],
+        "batch_create": [
+            f"invalid_argument: an item is not a valid {noun}",
+            "resource_exhausted: more items than one call may create",
+        ],
+        "export": ["invalid_argument: a filter value is out of range",
+                   "resource_exhausted: too many exports are running"],
+        "get_export": ["not_found: no export has this export_id"],
     }
     return modes[operation]
 
@@ -360,6 +469,8 @@ def apply_evolution(spec: ToolSpec, operation: str, draft: EvolutionDraft | None
             notes.append(f"evolution {operation}: parameter name {draft.name!r} unusable or taken")
         elif operation == "add_optional_param":
             props[name] = {"type": "string", "description": description}
+            if string_format(name):
+                props[name]["format"] = string_format(name)
             notes.append(f"evolved: add_optional_param {name}")
         elif operation == "add_enum":
             values = list(dict.fromkeys(v.strip() for v in draft.values if v.strip()))
@@ -381,8 +492,28 @@ def apply_evolution(spec: ToolSpec, operation: str, draft: EvolutionDraft | None
                 notes.append(f"evolved: add_nested_object {name}")
             else:
                 notes.append("evolution add_nested_object: no field names")
+    output = _deepened_output(spec.output_schema, {k: v for k, v in props.items()
+                                                   if k not in spec.input_schema.get("properties", {})})
     prov = spec.provenance.model_copy(update={"notes": notes})
-    return spec.model_copy(update={"input_schema": schema, "error_modes": error_modes, "provenance": prov})
+    return spec.model_copy(update={"input_schema": schema, "output_schema": output, "error_modes": error_modes,
+                                   "provenance": prov})
+
+
+def _deepened_output(output: dict[str, Any] | None, added: dict[str, Any]) -> dict[str, Any] | None:
+    """`output` with the fields an evolution added to the input also in the record it returns (the
+    record itself, or each item of a page), so input and output schemas deepen together: a tool
+    that now takes a `priority` returns records that carry one."""
+    if not output or not added:
+        return output
+    output = copy.deepcopy(output)
+    items = output.get("properties", {}).get("items")
+    record: dict[str, Any] = (items["items"] if isinstance(items, dict) and isinstance(items.get("items"), dict)
+                              else output)
+    if not isinstance(record.get("properties"), dict):
+        return output
+    for name, schema in added.items():
+        record["properties"].setdefault(name, {k: v for k, v in schema.items() if k != "default"})
+    return output
 
 
 # ---------------------------------------------------------------- the stage
@@ -446,8 +577,11 @@ async def _draft_tool(app: _Application, operation: Operation, llm: LLMClient, s
 def _tool_name(draft_name: str, operation: Operation, entity: str, taken: set[str]) -> str:
     name = sanitize_name(snake_case(draft_name, 60)) or ""
     if operation != "action" or not name:
-        # CRUD names are fixed by the id contract; the model names only the domain action.
-        name = f"{operation}_{entity}s" if operation in ("list", "search") else f"{operation}_{entity}"
+        # CRUD names are fixed by the id contract; the model names only the domain action. The
+        # export job is a resource of its own, so the simulator's CRUD keeps it (`<entity>_exports`).
+        name = {"list": f"list_{entity}s", "search": f"search_{entity}s", "batch_create": f"batch_create_{entity}s",
+                "export": f"create_{entity}_export", "get_export": f"get_{entity}_export"
+                }.get(operation, f"{operation}_{entity}")
     if operation == "action" and entity not in name:
         name = f"{name}_{entity}"[:64]
     while name in taken:
