@@ -19,7 +19,7 @@ What counts as "nearly the same thing":
 Candidates come from MinHash locality-sensitive hashing (`NUM_PERM` hashes in `BANDS` bands, so pairs
 above about 0.5 similarity share a band with high probability) within the exact key (toolset, values or
 calls); each candidate is confirmed by its estimated Jaccard similarity, and confirmed pairs are joined
-into groups (union-find). Memory is one signature (`NUM_PERM` 32-bit integers) and one key per item;
+into groups (union-find). Memory is one signature (`NUM_PERM` 32-bit integers) and one key digest per item;
 rows are read page by page.
 
 Each group of two or more keeps one **representative**: for trajectories the accepted one (by its
@@ -32,6 +32,7 @@ members out unless `--keep-duplicates`, `synth stats` and `synth report` show th
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from collections.abc import Iterable
@@ -57,7 +58,10 @@ TRAJECTORY_THRESHOLD = 0.5
 # Within one LSH bucket an item is compared with at most this many group leaders, so a bucket of
 # thousands of items costs thousands of comparisons, not millions.
 MAX_LEADERS = 32
-PAGE_SIZE = 2000
+# Rows read per page: a page of trajectories holds their messages, so a small page keeps the
+# transient memory of a dedup the same for 200 trajectories or 200,000 (what stays is one
+# signature and one key digest per item).
+PAGE_SIZE = 250
 
 _PRIME = np.uint64(4294967291)  # the largest prime below 2^32
 _rng = np.random.default_rng(20260401)
@@ -252,10 +256,16 @@ _TASKS_SQL = "SELECT id, run_id, goal, agent_id, status = 'accepted' AS ok, crea
 _TRAJECTORIES_SQL = "SELECT id, run_id, messages, agent_id, created_at FROM trajectories"
 
 
+def _digest(key: str) -> str:
+    """A grouping key kept as its digest: keys are only compared, and a trajectory's (its toolset
+    and every call's arguments) can run to kilobytes."""
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
 def task_item(row: dict[str, Any]) -> Item:
     """A `tasks` row (with its agent's `tool_ids`) as an Item."""
     goal = str(row.get("goal") or "")
-    key = _toolset_key(row.get("tool_ids"), row.get("agent_id")) + canonical_json(sorted(stated_values(goal)))
+    key = _digest(_toolset_key(row.get("tool_ids"), row.get("agent_id")) + canonical_json(sorted(stated_values(goal))))
     return Item(row["id"], key, minhash(content_words(goal)), _rank(row), row.get("run_id"))
 
 
@@ -271,7 +281,7 @@ def trajectory_item(row: dict[str, Any]) -> Item:
             words |= content_words(message_content(m.get("content")))
     # The verdict is part of the key: a rejected near-copy of an accepted trajectory differs from it in
     # what made it wrong (a negative worth keeping), while two accepted near-copies teach the same thing.
-    key = _toolset_key(row.get("tool_ids"), row.get("agent_id")) + canonical_json([bool(row.get("ok")), calls])
+    key = _digest(_toolset_key(row.get("tool_ids"), row.get("agent_id")) + canonical_json([bool(row.get("ok")), calls]))
     return Item(row["id"], key, minhash(words), _rank(row), row.get("run_id"))
 
 
