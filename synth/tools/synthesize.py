@@ -292,7 +292,7 @@ def build_tool_schemas(
         props["name"] = {"type": "string", "description": f"Name of the new {entity.replace('_', ' ')}."}
         required.append("name")
     if operation in ("list", "export"):
-        props.update(_filters(entity, fields, props))
+        props.update(_filters(entity, fields, props, sort=operation == "list"))
     if operation in ("list", "search"):
         props.setdefault(
             "limit",
@@ -358,7 +358,8 @@ def build_tool_schemas(
     return {"type": "object", "properties": props, "required": required}, output
 
 
-def _filters(entity: str, fields: dict[str, dict[str, Any]], taken: dict[str, Any]) -> dict[str, Any]:
+def _filters(entity: str, fields: dict[str, dict[str, Any]], taken: dict[str, Any], *, sort: bool = True
+             ) -> dict[str, Any]:
     """Optional filters of a list (or an export) over the entity's own fields, as real list endpoints
     have them: equality on up to two enum, boolean or short string fields, a date range on a date
     field, and `sort_by` / `order` when two fields can be sorted on."""
@@ -379,7 +380,7 @@ def _filters(entity: str, fields: dict[str, dict[str, Any]], taken: dict[str, An
                 "description": f"Only {noun} records with {dated.replace('_', ' ')} {word} this."}
     sortable = [k for k, v in fields.items()
                 if v.get("type") in ("string", "integer", "number") and "enum" not in v]
-    if len(sortable) >= 2:
+    if sort and len(sortable) >= 2:
         out["sort_by"] = {"type": "string", "enum": sortable[:6], "description": "Field to sort the results by."}
         out["order"] = {"type": "string", "enum": ["asc", "desc"], "default": "asc", "description": "Sort order."}
     return out
