@@ -104,8 +104,10 @@ class ToolSettings(_Strict):
 
 
 class AgentSettings(_Strict):
-    """Agent and task synthesis. Shares are probabilities per task (seeded): `no_tool_share` of
-    tasks need no tool, `unserviceable_share` ask what the toolset cannot do; the rest use tools.
+    """Agent and task synthesis, and the toolsets agents get (`toolset_min_tools` to
+    `toolset_max_tools` coherent tools, `synth.agents.ToolsetSampler`). Shares are probabilities
+    per task (seeded): `no_tool_share` of tasks need no tool, `unserviceable_share` ask what the
+    toolset cannot do; the rest use tools.
     A draft that fails validation is repaired up to `repair_rounds` times. How many tasks per agent
     is `[run] tasks_per_agent`, copied here by the run."""
 
@@ -113,11 +115,16 @@ class AgentSettings(_Strict):
     no_tool_share: float = Field(0.15, ge=0.0, le=1.0, description="share of tasks that need no tool")
     unserviceable_share: float = Field(0.1, ge=0.0, le=1.0, description="share of tasks the toolset cannot serve")
     repair_rounds: int = Field(1, ge=0, le=8, description="repairs of a draft that fails validation")
+    toolset_min_tools: int = Field(2, ge=1, le=64, description="fewest tools in an agent's toolset")
+    toolset_max_tools: int = Field(8, ge=1, le=64, description="most tools in an agent's toolset")
     agent_max_tokens: int = Field(360, ge=16)
     task_max_tokens: int = Field(400, ge=16)
 
     @model_validator(mode="after")
     def _shares(self) -> AgentSettings:
+        if self.toolset_min_tools > self.toolset_max_tools:
+            raise ValueError(f"toolset_min_tools ({self.toolset_min_tools}) exceeds toolset_max_tools "
+                             f"({self.toolset_max_tools})")
         if self.no_tool_share + self.unserviceable_share > 1:
             raise ValueError(f"no_tool_share + unserviceable_share must be <= 1, got {self.no_tool_share} + "
                              f"{self.unserviceable_share}")

@@ -170,3 +170,18 @@ def test_default_stage_tables_keep_existing_run_identities(tmp_path: Path, monke
     assert run_identity(plain, ["weather"]) == "run_cf51f105b33675bfc440"
     tuned = load_config(None, {"rollout": {"max_turns": 2}, "judge": {"samples": 3}}, environ={})
     assert run_identity(tuned, ["weather"]) == "run_57572c3551ec46424a27"
+
+
+def test_toolset_sizes_reach_the_sampler() -> None:
+    import random
+
+    from synth.models import ToolSpec
+    from synth.pipeline.stages import toolset_sampler
+
+    cfg = load_config(None, {"agents": {"toolset_min_tools": 2, "toolset_max_tools": 3}}, environ={})
+    tools = [ToolSpec(name=f"get_thing_{i}", description="Returns a thing.", input_schema={"type": "object"},
+                      domain="weather", application="App", source="synthetic") for i in range(10)]
+    sampler = toolset_sampler(tools, cfg.run, random.Random(0), None, cfg.agents)
+    assert all(2 <= len(sampler.sample()) <= 3 for _ in range(20))
+    with pytest.raises(ConfigError, match="toolset_min_tools"):
+        load_config(None, {"agents": {"toolset_min_tools": 5, "toolset_max_tools": 3}}, environ={})

@@ -346,7 +346,7 @@ class PipelineDriver:
                                                        for _ in waves[1:]]
         self._wave_task = asyncio.create_task(self._later_waves(waves[1:], later))
         rng = random.Random(derive_seed(self.settings.seed, "toolsets", self.run_id))
-        sampler = stages.toolset_sampler(pool, self.settings, rng, self.run_id)
+        sampler = stages.toolset_sampler(pool, self.settings, rng, self.run_id, self.cfg.agents)
         return ToolStream(sampler, list(zip(later, (len(w) for w in waves[1:]), strict=True)),
                           drawn_before_next, self.settings.max_agents)
 

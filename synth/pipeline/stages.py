@@ -19,6 +19,7 @@ from synth.judges import judge as judge_with_policy
 from synth.llm import LLMClient
 from synth.models import Agent, Calibration, Judgment, Task, ToolSpec, Trajectory
 from synth.rollout import ToolExecutor, bound_tool_specs, run_episode
+from synth.settings import AgentSettings
 from synth.store import Dataset
 from synth.tools.repository import store_tools
 from synth.tools.synthesize import SynthesisResult, SynthesisSettings, synthesize_domain
@@ -47,27 +48,29 @@ def store_tool_result(dataset: Dataset, run_id: str, result: SynthesisResult) ->
 
 
 def toolsets(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
-             run_id: str | None = None) -> Iterator[list[ToolSpec]]:
+             run_id: str | None = None, agents: AgentSettings | None = None) -> Iterator[list[ToolSpec]]:
     """At most `settings.max_agents` toolsets, in a deterministic order for a given pool and rng
     (resume relies on it: the i-th toolset of a re-run is the i-th of the first run). With
     `settings.steer_coverage`, tools in domains and map cells that other runs' accepted trajectories
     reach often start with a head start of uses (`coverage_priors`, which leaves out `run_id`'s own
     rows so a resumed run draws the same toolsets), so the empty regions are sampled first."""
-    sampler = toolset_sampler(pool, settings, rng, run_id)
+    sampler = toolset_sampler(pool, settings, rng, run_id, agents)
     for _ in range(settings.max_agents):
         yield sampler.sample()
 
 
 def toolset_sampler(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
-                    run_id: str | None = None) -> ToolsetSampler:
-    """The run's `ToolsetSampler` over `pool` (with the steering priors of `toolsets`); a streamed
-    tool stage `extend`s it wave by wave."""
+                    run_id: str | None = None, agents: AgentSettings | None = None) -> ToolsetSampler:
+    """The run's `ToolsetSampler` over `pool` (with the steering priors of `toolsets`), toolsets of
+    `[agents] toolset_min_tools..toolset_max_tools` tools; a streamed tool stage `extend`s it wave by wave."""
+    agents = agents or AgentSettings()
     priors = None
     if settings.steer_coverage and Path(settings.db).is_file():
         from synth.report.coverage import coverage_priors
 
         priors = coverage_priors(settings.db, exclude_run=run_id)
-    return ToolsetSampler(pool, rng, prior_uses=priors)
+    return ToolsetSampler(pool, rng, min_size=agents.toolset_min_tools, max_size=agents.toolset_max_tools,
+                          prior_uses=priors)
 
 
 async def agent_and_tasks(toolset: list[ToolSpec], llm: LLMClient, cfg: SynthConfig, seed: int) -> AgentResult:
