@@ -29,6 +29,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ToolMode = Literal["constrained", "native"]
+# "auto": native where the server's chat template supports tools (llama-server's /props says so),
+# constrained where it says not; resolved once at a run's start (`synth.llm.session.agent_tool_mode`).
+ToolModeSetting = Literal["constrained", "native", "auto"]
 UserMode = Literal["scripted", "model"]
 Aggregation = Literal["majority", "unanimous", "mean"]
 VerdictFormat = Literal["free", "schema"]
@@ -68,7 +71,7 @@ class RoleConfig(_Strict):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(8, ge=0)
     structured_retries: int = Field(3, ge=0)
-    tool_mode: ToolMode = "constrained"
+    tool_mode: ToolModeSetting = "constrained"
 
     @field_validator("base_urls", mode="before")
     @classmethod
@@ -206,7 +209,7 @@ class RolloutSettings(BaseModel):
     max_calls_per_step: int = Field(3, ge=1, description="tool calls in one agent step")
     fault_rate: float = Field(0.1, ge=0.0, le=1.0, description="share of simulated calls given an injected fault")
     fault_kinds: list[str] = Field(default_factory=lambda: list(FAULT_KINDS))
-    tool_mode: ToolMode | None = Field(None, description="None: the agent role's tool_mode")
+    tool_mode: ToolModeSetting | None = Field(None, description="None: the agent role's tool_mode")
     user: UserMode = Field("scripted", description="who plays the user: code (scripted) or the user model")
     user_rephrase: bool = Field(False, description="scripted user: the model may rephrase the opening request")
     agent_resamples: int = Field(2, ge=0, description="extra samples of an agent step that only repeats itself")

@@ -236,3 +236,23 @@ def test_episodes_in_flight_follow_the_servers_slots(fake_server: Any) -> None:
     cfg = make_config(four.base_url)
     fixed = cfg.model_copy(update={"run": cfg.run.model_copy(update={"in_flight": 5})})
     assert episodes_in_flight(fixed) == (5, "run.in_flight")
+
+
+def test_auto_tool_mode_follows_the_servers_chat_template(fake_server: Any) -> None:
+    """Issue 13: native tool calls where the model's chat template supports tools, the per-toolset
+    action schema where it does not; a configured mode stands; a server without /props gets native."""
+    from synth.llm.session import agent_tool_mode, template_supports_tools
+
+    tools = fake_server(props={"chat_template_caps": {"supports_tools": True}, "chat_template": "..."})
+    plain = fake_server(props={"chat_template": "{% for message in messages %}<|im_start|>{{ message.content }}"})
+    silent = fake_server()
+    auto = {"tool_mode": "auto"}
+    assert agent_tool_mode(make_config(tools.base_url, **auto))[0] == "native"
+    mode, why = agent_tool_mode(make_config(plain.base_url, **auto))
+    assert mode == "constrained" and "no tool calling" in why
+    assert agent_tool_mode(make_config(silent.base_url, **auto))[0] == "native"
+    assert agent_tool_mode(make_config(tools.base_url, base_urls=[tools.base_url, plain.base_url], **auto))[0] \
+        == "constrained"
+    assert agent_tool_mode(make_config(tools.base_url)) == ("constrained", "configured")
+    assert template_supports_tools({"chat_template": "{% if tools %}...{% endif %}"}) is True
+    assert template_supports_tools({}) is None

@@ -200,3 +200,16 @@ def test_installed_backend_is_a_portable_build():
                                  text=True, check=True).stdout
     assert "%zmm" not in disassembly, f"{libs[0]} uses AVX-512"
     assert "ldtilecfg" not in disassembly and "tdpb" not in disassembly, f"{libs[0]} uses AMX tiles"
+
+
+@pytest.mark.integration
+def test_auto_tool_mode_is_constrained_for_the_embedded_model(backend_url: str) -> None:
+    """SmolLM2's chat template has no tools (llama-server's /props says `supports_tools: false`), so
+    `tool_mode = "auto"` keeps the agent on the per-toolset action schema."""
+    from synth.llm.session import agent_tool_mode, server_props, template_supports_tools
+    from tests.conftest import make_config
+
+    props = server_props(backend_url)
+    assert props is not None and template_supports_tools(props) is False
+    mode, why = agent_tool_mode(make_config(backend_url, tool_mode="auto"))
+    assert mode == "constrained" and "no tool calling" in why

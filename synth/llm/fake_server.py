@@ -154,6 +154,7 @@ class FakeOpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         slots: int | None = None,
+        props: dict[str, Any] | None = None,
     ) -> None:
         self.script: deque[Scripted] = deque(script or [])
         self.rate_429, self.rate_503, self.rate_drop = rate_429, rate_503, rate_drop
@@ -162,6 +163,7 @@ class FakeOpenAIServer:
         self.rng = random.Random(seed)
         self.host, self.port = host, port
         self.slots = slots  # answered as llama-server's /props `total_slots` when set
+        self.props = props  # more of /props (a chat template, its capabilities) when set
         self.requests = 0
         self.served = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -246,9 +248,9 @@ class FakeOpenAIServer:
                         length = int(line[15:].strip())
                 raw = await reader.readexactly(length) if length else b""
                 if head.startswith(b"GET"):  # health and /props: not model requests, not counted
-                    props = head.startswith(b"GET /props") and self.slots is not None
-                    self._write(writer, 200, json.dumps({"total_slots": self.slots}).encode() if props
-                                else b'{"status":"ok"}', {})
+                    props = head.startswith(b"GET /props") and (self.slots is not None or self.props is not None)
+                    body = {**(self.props or {}), **({"total_slots": self.slots} if self.slots is not None else {})}
+                    self._write(writer, 200, json.dumps(body).encode() if props else b'{"status":"ok"}', {})
                     await writer.drain()
                     continue
                 self.requests += 1

@@ -21,7 +21,7 @@ from rich.console import Console
 from synth.config import Role, SynthConfig
 from synth.judges.policy import judge_name
 from synth.llm.local import LocalBackend
-from synth.llm.session import episodes_in_flight, model_endpoints
+from synth.llm.session import agent_tool_mode, episodes_in_flight, model_endpoints
 from synth.pipeline.driver import PipelineDriver, RunSummary
 from synth.pipeline.progress import Progress, ProgressDisplay
 from synth.pipeline.worker import LocalWorkers, RayWorkers
@@ -125,8 +125,12 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
     try:
         with model_endpoints(cfg) as (live, backend):
             in_flight, why = episodes_in_flight(live)
+            mode, mode_why = agent_tool_mode(live)
             live = live.model_copy(update={"run": live.run.model_copy(update={"in_flight": in_flight})})
-            console.print(f"episodes in flight: {in_flight} ({why})", highlight=False)
+            if mode_why != "configured":  # "auto", resolved once here for every worker
+                live = live.model_copy(update={"rollout": live.rollout.model_copy(update={"tool_mode": mode})})
+            console.print(f"episodes in flight: {in_flight} ({why}); agent tool calls: {mode} ({mode_why})",
+                          highlight=False)
             if not use_ray:
                 return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
             # stdout carries only the run's JSON summary: Ray prints its raylet messages ("Task ...

@@ -150,7 +150,10 @@ async def run_episode(
     docstring). `executors` binds tool names to real executors; other tools are simulated."""
     settings = settings or RolloutSettings()
     executors = executors or {}
-    mode: ToolMode = settings.tool_mode or llm.roles[Role.AGENT].tool_mode
+    configured = settings.tool_mode or llm.roles[Role.AGENT].tool_mode
+    # A run resolves "auto" against its server before episodes start; an episode run on its own
+    # with "auto" unresolved takes the mode that works with any model.
+    mode: ToolMode = "constrained" if configured == "auto" else configured
     specs = {t.name: t for t in tools}
     simulator = ToolSimulator(
         task.initial_state, llm, seed=derive_seed(task.id, seed, "world"), fault_rate=settings.fault_rate,
