@@ -5,15 +5,18 @@ interfaces). Here each level is one small structured call and deterministic code
 correctness, so even a 135M model yields usable, coherent APIs:
 
 1. `ApplicationList` per domain: application names, descriptions and the one entity each manages.
-2. One `ToolDraft` per (application, operation). The operations (create, get, list, update,
-   search, delete, action) are chosen by code, so every application is a small CRUD-style API.
-   The model writes the name, the description and a flat list of parameters; code builds the
-   JSON Schemas. Every tool of an application shares the entity's id parameter `<entity>_id`:
-   `create_<entity>` returns it, `get`/`update`/`delete`/actions require it, `list`/`search` return
-   items carrying it. So ids returned by one tool are accepted by the others, by construction.
+2. One `ToolDraft` per (application, operation). The operations are chosen by code: CRUD first
+   (create, get, list, update, search, delete), then domain actions, a batch write and a
+   long-running export job with its status (`OPERATIONS`). The model writes the name, the
+   description and a flat list of parameters; code builds the JSON Schemas as real APIs declare
+   them (formats by name, defaults, list filters and sorting, pagination). Every tool of an
+   application shares the entity's id parameter `<entity>_id`: `create_<entity>` returns it,
+   `get`/`update`/`delete`/actions require it, `list`/`search` return items carrying it. So ids
+   returned by one tool are accepted by the others, by construction.
 3. Evolution (Evol-Instruct style), `rounds` times per tool: an operation chosen by a seeded rng
    (add an optional parameter, an enum parameter, a nested object, a constraint, or an error mode);
-   the model supplies names and text, code applies it. A failed evolution keeps the tool as it was.
+   the model supplies names and text, code applies it, and a field added to the input also joins
+   the record the tool returns. A failed evolution keeps the tool as it was.
 4. Every tool is checked (`validate.tool_problems`) and near-duplicates within a domain removed;
    what fails is returned as a `RejectedTool` with its reason, never dropped.
 
