@@ -603,6 +603,30 @@ def test_final_reply_rejects_a_bare_value_or_fragment(reply: str) -> None:
     assert "not a sentence" in bad["final_reply"]
 
 
+def test_final_reply_rejects_advice_that_repeats_itself() -> None:
+    """A main job (this session's CI) accepted five sentences that say one thing over and over as the
+    answer to "Could you give me advice on how to keep order managements well organised?"."""
+    goal = "Could you give me advice on how to keep order managements well organised?"
+    advice, ask = task(goal, kind="no_tool"), user(goal)
+    looped = ("Keep your order management well organised, make sure to have a clear and organized structure. "
+              "When using your order management, ensure that there is a clear and easy to understand structure "
+              "that is easily accessed by the user. When using your order management, make sure that you have a "
+              "clear and organized structure that is easily accessible to the user. You should always check that "
+              "there is a clear and easy to read structure to ensure that the user can find what they are looking "
+              "for. You should also make sure that your order management is well organised, and that you have a "
+              "clear and easy to understand structure that allows the user to access their order management "
+              "records.")
+    assert "repeats itself" in failed([SYSTEM, ask, say(looped)], advice)["final_reply"]
+    good = ("Give every order one status field and keep its values few: new, paid, shipped, closed. Review the "
+            "orders that have sat in one status for more than a week, since those are the ones customers ask "
+            "about. Archive closed orders monthly so that the open list stays short enough to read.")
+    assert "final_reply" not in failed([SYSTEM, ask, say(good)], advice)
+    # A list repeats its labels, and is not prose saying one thing twice.
+    listed = ("Two options:\n1. **Option A** - ship from: Oslo - arrives in: 2 days - costs: 10 EUR\n"
+              "2. **Option B** - ship from: Oslo - arrives in: 5 days - costs: 4 EUR")
+    assert "final_reply" not in failed([SYSTEM, ask, say(listed)], advice)
+
+
 def test_arguments_valid_rejects_a_parameter_the_schema_does_not_declare() -> None:
     """JSON Schema lets a schema without `additionalProperties` take any key; an agent that passes
     one made it up (a main job accepted `create_fleet_shipping(name=..., create_fleet_shipping=...)`)."""

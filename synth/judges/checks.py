@@ -677,6 +677,9 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
     if _thin_advice(ctx, reply):
         return _result("final_reply", [f"the task asks for advice or an explanation and the reply is one line "
                                        f"of under {MIN_ADVICE_WORDS} words or a single sentence: {reply[:80]!r}"])
+    if _advice_task(ctx) and _repeats_itself(reply):
+        return _result("final_reply", [f"the task asks for advice or an explanation and the reply repeats itself "
+                                       f"(over {MAX_REPEATED_TRIGRAMS:.0%} of its word triples recur): {reply[:80]!r}"])
     if not any(ctx.succeeded(c) for c in ctx.calls) and _only_restates(reply, ctx.messages):
         return _result("final_reply", [f"the final reply only restates the user's words: {reply[:80]!r}"])
     unreported = _unreported_reads(ctx)
@@ -700,12 +703,39 @@ MIN_ADVICE_WORDS = 12
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*(?:[-*•]|\d+[.)])\s")
 
 
+def _advice_task(ctx: _Context) -> bool:
+    """A `no_tool` task that asks for advice or an explanation."""
+    return ctx.task.kind == "no_tool" and bool(_ADVICE.search(ctx.task.goal))
+
+
 def _thin_advice(ctx: _Context, reply: str) -> bool:
-    """A `no_tool` task asks for advice or an explanation, and the reply is under
-    `MIN_ADVICE_WORDS` words or one sentence (list items count as sentences)."""
-    if ctx.task.kind != "no_tool" or not _ADVICE.search(ctx.task.goal):
+    """An advice or explanation task (`_advice_task`), and the reply is under `MIN_ADVICE_WORDS`
+    words or one sentence (list items count as sentences)."""
+    if not _advice_task(ctx):
         return False
     return len(reply.split()) < MIN_ADVICE_WORDS or len(_SENTENCE_END.findall(reply.strip() + " ")) < 2
+
+
+# Share of a prose reply's word triples that occur twice or more, above which it says one thing
+# over and over. A main job accepted "Keep your order management well organised, make sure to have
+# a clear and organized structure. When using your order management, make sure that you have a
+# clear and organized structure ..." (0.41); the hand-written replies score 0. Replies laid out as
+# lists are left alone: tau-bench's flight listings repeat their labels (up to 0.49) and are fine.
+MAX_REPEATED_TRIGRAMS = 0.25
+_LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)]|#+)\s", re.M)
+
+
+def _repeats_itself(reply: str) -> bool:
+    """`reply` is prose (fewer than two list lines) whose word triples recur past
+    `MAX_REPEATED_TRIGRAMS`."""
+    if len(_LIST_LINE.findall(reply)) >= 2:
+        return False
+    words = re.findall(r"[a-z0-9']+", reply.lower())
+    triples = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    if len(triples) < 12:
+        return False
+    counts = Counter(triples)
+    return sum(1 for t in triples if counts[t] > 1) / len(triples) > MAX_REPEATED_TRIGRAMS
 
 
 # Words no sentence ends on: articles, possessives, conjunctions, and the prepositions that are
