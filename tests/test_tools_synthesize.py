@@ -304,3 +304,21 @@ def test_evolution_deepens_the_output_with_the_input() -> None:
                             EvolutionDraft(name="paid_at", description="When it was paid.", values=[]),
                             random.Random(0))
     assert dated.input_schema["properties"]["paid_at"]["format"] == "date-time"
+
+
+def test_evolution_does_not_add_a_parameter_named_after_its_tool() -> None:
+    """The final CI main job of a session accepted `create_weather(..., create_weather={...})` and
+    `list_order_managements(function_list_order_managements=...)`: the evolution pass added
+    parameters that only repeat the tool's own names, which drafted parameters may not."""
+    from synth.tools.synthesize import EvolutionDraft, apply_evolution
+
+    spec = _shaped_tool("create")
+    for operation, name in (("add_nested_object", "create_invoice"), ("add_enum", "function_create_invoices"),
+                            ("add_optional_param", "invoice")):
+        draft = EvolutionDraft(name=name, description="More of it.", values=["a", "b"])
+        evolved = apply_evolution(spec, operation, draft, random.Random(0))
+        assert name not in evolved.input_schema["properties"], operation
+        assert "only repeats the tool's names" in evolved.provenance.notes[-1]
+    kept = apply_evolution(spec, "add_enum", EvolutionDraft(name="priority", description="How urgent.",
+                                                            values=["low", "high"]), random.Random(0))
+    assert "priority" in kept.input_schema["properties"]

@@ -29,6 +29,7 @@ import asyncio
 import copy
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -190,7 +191,7 @@ def entity_slug(text: str, fallback: str) -> str:
 
 
 # Words of names that say nothing of a value: service nouns and the operations' verbs.
-_NAMING_WORDS = frozenset({"management", "service", "platform", "tool", "manager", "info",
+_NAMING_WORDS = frozenset({"management", "service", "platform", "tool", "manager", "info", "function",
                            "create", "get", "list", "update", "delete", "search", "action"})
 
 
@@ -199,8 +200,11 @@ def names_only(param: str, app: _Application) -> bool:
     application, the entity or an operation ("fleet_shipping_and_delivery_management" in a fleet
     shipping application, "create_weather" for create_weather). Such a parameter tells the agent
     nothing to pass, and a 135M model fills it with junk."""
-    around = {singular(w) for text in (app.domain, app.name, app.entity)
-              for w in snake_case(text, 80).split("_") if w}
+    return _only_words_of(param, (app.domain, app.name, app.entity))
+
+
+def _only_words_of(param: str, texts: Iterable[str]) -> bool:
+    around = {singular(w) for text in texts for w in snake_case(text, 80).split("_") if w}
     words = [singular(w) for w in snake_case(param, 80).split("_") if w]
     return bool(words) and all(w in around or w in _FILLER or w in _NAMING_WORDS for w in words)
 
@@ -471,6 +475,11 @@ def apply_evolution(spec: ToolSpec, operation: str, draft: EvolutionDraft | None
         description = draft.description.strip() or name.replace("_", " ").capitalize()
         if not name or name in props:
             notes.append(f"evolution {operation}: parameter name {draft.name!r} unusable or taken")
+        elif _only_words_of(name, (spec.name, spec.domain, spec.application)):
+            # As for drafted parameters (`names_only`): a main job accepted `create_weather(...,
+            # create_weather={...})` and `create_order_management(create_order_management="jsscj...")`,
+            # both parameters added here.
+            notes.append(f"evolution {operation}: parameter name {name!r} only repeats the tool's names")
         elif operation == "add_optional_param":
             props[name] = {"type": "string", "description": description}
             if string_format(name):
