@@ -155,3 +155,59 @@ def id_resource(argument: str) -> list[str] | None:
     if len(words) < 2 or words[-1] != "id":
         return None
     return resource_words(words[:-1])
+
+
+# Words a made-up parameter wraps around its tool's name: `function_list_orders`, `create_order_data`.
+_WRAPPER_WORDS = frozenset({"function", "data", "info", "details", "object", "params", "param", "input",
+                            "request", "payload", "the", "a", "for"})
+
+
+def repeats_tool_name(parameter: str, tool: str) -> bool:
+    """Whether `parameter` is only `tool`'s own name, perhaps wrapped (`create_weather` or
+    `function_create_weather` for `create_weather`, `function_list_order_managements` for
+    `list_order_managements`). Such a parameter says nothing of what to pass: it is no parameter
+    a real API has, and a model fills it with whatever it likes. A one-word tool (`search`) is
+    left alone: `search_query` is a fine parameter of it."""
+    tool_words = {singular(w) for w in name_words(tool)}
+    words = {singular(w) for w in name_words(parameter)}
+    return len(tool_words) >= 2 and tool_words <= words and words - tool_words <= _WRAPPER_WORDS
+
+
+_VOWELS = frozenset("aeiouy")
+_CONSONANT_RUN = re.compile(r"[b-df-hj-np-tv-xz]{6,}", re.I)
+
+
+def looks_like_words(text: str) -> bool:
+    """Whether every alphabetic run of `text` could be a word (of some language written in Latin
+    letters, or an abbreviation): no run of six letters or more without a vowel, and no six
+    consonants in a row. `jsscjdjcjjdjcj` is not; `rhythm`, `GPS`, `ORD-88213`, `strengths` are."""
+    for run in re.findall(r"[A-Za-z]+", text):
+        if len(run) >= 6 and (not _VOWELS & set(run.lower()) or _CONSONANT_RUN.search(run)):
+            return False
+    return True
+
+
+# Words a placeholder value puts around its parameter's name: `example_location`, `category_name`.
+_PLACEHOLDER_WORDS = frozenset({"example", "sample", "dummy", "placeholder", "your", "my", "some", "test",
+                                "name", "value", "here", "string", "text", "data", "for", "the", "a", "of",
+                                "new", "default", "x", "xxx", "foo", "bar", "tbd"})
+_TEMPLATE_VALUE = re.compile(r"^\s*(?:<[^<>]{1,60}>|\{\{?[^{}]{1,60}\}?\}|\[[A-Za-z_ ]{1,60}\])\s*$")
+
+
+def placeholder_value(value: str, parameter: str) -> bool:
+    """Whether `value` is a stand-in for a value rather than one: a template (`<name>`, `{city}`,
+    `[customer name]`), the parameter's own name (`location` for `location`), or a snake_case
+    token of that name and placeholder words only (`example_location`, `category_name`,
+    `your_email`). A real value that happens to be snake_case (`in_progress` for `status`,
+    `order_date` for `sort_by`) is none."""
+    if _TEMPLATE_VALUE.match(value):
+        return True
+    text = value.strip()
+    if not text or " " in text or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", text):
+        return False
+    words = [singular(w) for w in name_words(text)]
+    own = {singular(w) for w in name_words(parameter)}
+    if words == [singular(w) for w in name_words(parameter)]:
+        return True
+    return (len(words) >= 2 and set(words) <= own | _PLACEHOLDER_WORDS
+            and bool(set(words) & own) and bool(set(words) & _PLACEHOLDER_WORDS))

@@ -124,6 +124,13 @@ def test_rubric_validation_catches_typical_model_mistakes_and_names_them() -> No
     create = _tool("create_order", {"order_id": ORDER_ID, "item": {"type": "string"}}, ["item"], "write")
     made = _with_rubric(good, expected_calls=[ExpectedCall(tool="create_order", arguments={"order_id": "o-new"})])
     assert rubric_problems(made, [create]) == []
+    # A create with no value at all ("I need to create weather." as `create_weather({})`) leaves the
+    # agent to invent them; an export of everything takes none.
+    bare = _with_rubric(good, expected_calls=[ExpectedCall(tool="create_order", arguments={})])
+    assert any("no value" in p and "create_order" in p for p in rubric_problems(bare, [create]))
+    export = _tool("create_order_export", {"since": {"type": "string"}}, [], "write")
+    everything = _with_rubric(good, expected_calls=[ExpectedCall(tool="create_order_export", arguments={})])
+    assert rubric_problems(everything, [export]) == []
 
 
 GOOD_GOALS = [

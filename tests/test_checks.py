@@ -651,3 +651,31 @@ def test_final_reply_rejects_one_line_of_advice_for_a_request_for_tips() -> None
     assert "final_reply" not in failed([SYSTEM, ask, say(good)], tips)
     listed = "A few tips:\n- check the forecast daily\n- compare two stations\n- log your own readings"
     assert "final_reply" not in failed([SYSTEM, ask, say(listed)], tips)
+
+
+def test_stand_in_values_and_a_parameter_named_after_its_tool_fail() -> None:
+    """The final CI main job of a session accepted `create_weather(category="description",
+    location="example_location", create_weather={...})` and `create_order_management(name=...,
+    create_order_management="jsscjdjcjjdjcj")`: a placeholder or a string of letters nobody said
+    passes nothing real, and a parameter that only repeats its tool's name is no parameter."""
+    weather = ToolSpec(name="create_weather", description="Record weather.", domain="weather",
+                       input_schema={"type": "object", "properties": {
+                           "location": {"type": "string"}, "create_weather": {"type": "string"}}},
+                       side_effect="write")
+    goal = task("Record the weather in Lyon.")
+
+    def run(**args: Any) -> dict[str, str]:
+        messages = [SYSTEM, user("Please record the weather in Lyon."), calls(call("c1", "create_weather", **args)),
+                    tool("c1", {"weather_id": "w-1", **args}), say("The weather record w-1 for Lyon is stored.")]
+        return failed(messages, goal, tools=[*TOOLS, weather])
+
+    assert "example_location" in run(location="example_location")["no_fabrication"]
+    assert "jsscjdjcjjdjcj" in run(location="jsscjdjcjjdjcj")["no_fabrication"]
+    detail = run(location="Lyon", create_weather="sunny")["arguments_valid"]
+    assert "create_weather: a parameter that only repeats the tool's name" in detail
+    assert "no_fabrication" not in run(location="Lyon") and "arguments_valid" not in run(location="Lyon")
+    # a value somebody said is theirs to pass, whatever it looks like
+    said = [SYSTEM, user("Record the weather at station example_location."),
+            calls(call("c1", "create_weather", location="example_location")),
+            tool("c1", {"weather_id": "w-1", "location": "example_location"}), say("Stored as w-1.")]
+    assert "no_fabrication" not in failed(said, goal, tools=[*TOOLS, weather])

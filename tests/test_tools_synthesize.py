@@ -322,3 +322,17 @@ def test_evolution_does_not_add_a_parameter_named_after_its_tool() -> None:
     kept = apply_evolution(spec, "add_enum", EvolutionDraft(name="priority", description="How urgent.",
                                                             values=["low", "high"]), random.Random(0))
     assert "priority" in kept.input_schema["properties"]
+
+
+def test_evolution_drops_enum_values_and_fields_no_one_could_say() -> None:
+    """A main job's tool offered `create_order_management: "jsscjdjcjcjnjjcjcj"`, an evolved enum."""
+    from synth.tools.synthesize import EvolutionDraft, apply_evolution
+
+    spec = _shaped_tool("create")
+    gibberish = EvolutionDraft(name="channel", description="Where.", values=["jsscjdjcjcjnjjcjcj", "email", "sms"])
+    evolved = apply_evolution(spec, "add_enum", gibberish, random.Random(0))
+    assert evolved.input_schema["properties"]["channel"]["enum"] == ["email", "sms"]
+    nested = apply_evolution(spec, "add_nested_object",
+                             EvolutionDraft(name="address", description="Where.", values=["street", "xqzvbnmk"]),
+                             random.Random(0))
+    assert list(nested.input_schema["properties"]["address"]["properties"]) == ["street"]

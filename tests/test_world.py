@@ -372,3 +372,40 @@ def test_plans_never_withhold_a_guessable_value() -> None:
         plan = plan_task([flag], "tool", "single_call", random.Random(seed))
         assert plan is not None
         assert set(plan.withheld) <= {"label"}, plan.withheld
+
+
+def test_naming_rules_for_stand_ins() -> None:
+    """What the judge and tool synthesis call a stand-in for a name or a value (`synth.naming`)."""
+    from synth.naming import looks_like_words, placeholder_value, repeats_tool_name
+
+    assert repeats_tool_name("create_weather", "create_weather")
+    assert repeats_tool_name("function_list_order_managements", "list_order_managements")
+    assert not repeats_tool_name("email", "send_email") and not repeats_tool_name("search_query", "search")
+    assert not repeats_tool_name("send_email_to", "send_email")
+    assert not looks_like_words("jsscjdjcjjdjcjdjjjdjjjj")
+    assert all(looks_like_words(t) for t in ("rhythm", "GPS", "ORD-88213", "strengths", "Elif Adeyemi"))
+    for value, parameter in (("example_location", "location"), ("category_name", "category"),
+                             ("location", "location"), ("<name>", "name"), ("your_email", "email")):
+        assert placeholder_value(value, parameter), value
+    for value, parameter in (("in_progress", "status"), ("order_date", "order_by"), ("Paris", "location"),
+                             ("new_york", "city")):
+        assert not placeholder_value(value, parameter), value
+
+
+def test_the_world_model_writes_ids_that_look_like_ids() -> None:
+    """A main job's world model listed a record whose id was `");<BAR LOCATED>List order ...`, and
+    the agent passed it on: the world model's schema holds every id field to `ID_PATTERN`."""
+    import re
+
+    from synth.models import ToolSpec
+    from synth.rollout.world_model import ID_PATTERN, world_model_schema
+
+    record = {"type": "object", "properties": {"order_id": {"type": "string"}, "note": {"type": "string"},
+                                               "kind_id": {"type": "string", "enum": ["a", "b"]}}}
+    spec = ToolSpec(name="list_orders", description="Orders.", domain="retail", side_effect="read",
+                    input_schema={"type": "object", "properties": {}},
+                    output_schema={"type": "object", "properties": {"items": {"type": "array", "items": record}}})
+    item = world_model_schema(spec)["properties"]["result"]["properties"]["items"]["items"]["properties"]
+    assert item["order_id"]["pattern"] == ID_PATTERN and "pattern" not in item["note"]
+    assert "pattern" not in item["kind_id"]
+    assert re.match(ID_PATTERN, "om-28647") and not re.match(ID_PATTERN, '");<BAR LOCATED>List')

@@ -425,6 +425,11 @@ def build_call(tool: ToolSpec, builder: StateBuilder, bound: dict[str, str | int
     props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
     required = [r for r in schema.get("required") or [] if r in props]
     names = list(required) or [p for p in props if entity_reference(p, tool) is not None][:1]
+    if not names and tool_intent(tool)[0] in ("create", "update"):
+        # A write with nothing required still writes something: a plan of `create_weather({})` is a
+        # task whose agent must invent every value (`synth.agents.validate` rejects it).
+        names = [p for p in props if isinstance(props[p], dict) and _pick_type(props[p]) in _SCALAR_TYPES
+                 and not any(w in snake(p) for w in _TUNING)][:2]
     for _attempt in range(3):
         arguments: dict[str, Any] = {}
         entities: dict[str, str] = {}

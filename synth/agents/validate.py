@@ -11,6 +11,8 @@ fault; an empty list means the task is usable. Rules:
 - its arguments validate against that tool's `inputSchema` (as a subset: a rubric names the key
   arguments, so `required` is not enforced, but types, enums, formats of values, and argument
   names are);
+- an expected call that creates or updates a record passes at least one value when its tool takes
+  any (`_writes_nothing`): otherwise the agent has to invent them all;
 - every argument that refers to an entity (`id`, `<thing>_id`, `<thing>Id`, see
   `entity_reference`) names an entity present in `initial_state`;
 - `initial_state` is collections of entities keyed by id (`{"orders": {"o-17": {...}}}`), the
@@ -245,6 +247,21 @@ def planned_values(task: Task) -> list[str]:
     return values
 
 
+# Resources a tool creates with no values of the user's (an export of everything, a fresh session).
+_VALUELESS_RESOURCES = frozenset({"export", "report", "backup", "snapshot", "job", "session", "token", "key",
+                                  "cart", "draft"})
+
+
+def _writes_nothing(tool: ToolSpec, arguments: dict[str, Any]) -> bool:
+    """Whether an expected call creates or updates a record of `tool`'s, which takes values, with
+    none: "I need to create weather." planned as `create_weather({})` left a main job's agent to make
+    up `location: "example_location"`, and the judge can hold it to nothing."""
+    kind, resource = tool_intent(tool.name, tool.side_effect == "write")
+    props = tool.input_schema.get("properties")
+    return (kind in ("create", "update") and not arguments and isinstance(props, dict) and bool(props)
+            and not (resource and resource[-1] in _VALUELESS_RESOURCES))
+
+
 def rubric_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
     """Every reason `task` cannot be used with `toolset` (see the module docstring); [] if none."""
     problems: list[str] = goal_problems(task.goal, planned_values(task))
@@ -272,6 +289,10 @@ def rubric_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
                             f"({', '.join(sorted(by_name)) or 'empty'})")
             continue
         problems += argument_problems(tool, call.arguments, where)
+        if _writes_nothing(tool, call.arguments):
+            problems.append(f"{where}: {tool.name} writes a new or changed {' '.join(tool_intent(tool.name)[1])} "
+                            "but the task gives it no value, so the agent would have to invent every one "
+                            f"(parameters: {', '.join(sorted(tool.input_schema.get('properties', {})))})")
         for name, value in call.arguments.items():
             resource = entity_reference(name, tool)
             if resource is None or not isinstance(value, str | int) or isinstance(value, bool):

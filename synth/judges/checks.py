@@ -48,6 +48,7 @@ from synth.judges.messages import (
 )
 from synth.judges.messages import final_reply as _final_reply_of
 from synth.models import CheckResult, ExpectedCall, Task, Termination, ToolSpec, Trajectory
+from synth.naming import looks_like_words, placeholder_value, repeats_tool_name
 from synth.rollout.crud import merge_patch
 from synth.settings import DEFAULT_MAX_TURNS
 
@@ -524,6 +525,8 @@ def _check_arguments_valid(ctx: _Context) -> CheckResult:
             continue
         problems += [f"{where}: {path}: not a parameter of the tool" for path in _undeclared(tool.input_schema,
                                                                                             c.arguments)]
+        problems += [f"{where}: {key}: a parameter that only repeats the tool's name is no parameter a real API "
+                     "has, and its value says nothing" for key in c.arguments if repeats_tool_name(key, c.name)]
     return _result("arguments_valid", problems)
 
 
@@ -902,6 +905,20 @@ def _invented_arguments(arguments: Any, known: _Known) -> list[str]:
             and _is_asserted(c) and not known.supports(c, text) and not known.derives(c)]
 
 
+def _stand_in_arguments(arguments: Any, told: str, key: str = "") -> list[str]:
+    """The values of a call's arguments (at any depth) that stand in for a value instead of being
+    one, and that nobody said (`told`: the system, user and tool text so far, lowercased): a
+    placeholder (`example_location`, `category_name`, `<name>`; `placeholder_value`) or letters no
+    one could say (`jsscjdjcjjdjcj`; `looks_like_words`)."""
+    if isinstance(arguments, dict):
+        return [v for k, item in arguments.items() for v in _stand_in_arguments(item, told, str(k))]
+    if isinstance(arguments, list):
+        return [v for item in arguments for v in _stand_in_arguments(item, told, key)]
+    if not isinstance(arguments, str) or arguments.strip().lower() in told:
+        return []
+    return [arguments] if placeholder_value(arguments, key) or not looks_like_words(arguments) else []
+
+
 def _check_no_fabrication(ctx: _Context) -> CheckResult:
     """Every value an assistant text asserts (`claims`, `_is_asserted`) was seen before it: in a
     system, user or tool message, or in the arguments of the agent's own calls (echoing its own
@@ -916,16 +933,21 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
     claimed action. A call is a claim as well: one that uses a value the task withholds from the
     agent (`Task.withheld`) before the user or a tool gave it has guessed it, and a call of a
     writing tool whose arguments assert values nothing gave (`_invented_arguments`: "create a
-    weather record" answered with `temperature: 25`) writes made-up data into the world."""
+    weather record" answered with `temperature: 25`) writes made-up data into the world, and a
+    call of any tool with a stand-in for a value (`_stand_in_arguments`: `location:
+    "example_location"`) passes nothing real."""
     known = _Known()
     problems = []
     result_words: set[str] = set()  # stems of the tool results so far: a state they report is no claimed action
     withheld = {k: str(v) for k, v in ctx.task.withheld.items() if len(str(v)) >= 3}
     told = ""  # what the user and the tools said so far: a withheld value used before it is there was guessed
+    instructed = ""  # the system text so far: values it names are no stand-ins
     for i, msg in enumerate(ctx.messages):
         role = msg.get("role")
         if role in ("user", "tool"):
             told += " " + message_text(msg).lower()
+        if role == "system":
+            instructed += " " + message_text(msg).lower()
         if role in ("system", "user", "tool"):
             known.add(message_text(msg), tool_result=role == "tool")
             if role == "tool":
@@ -938,6 +960,11 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
             if guessed:
                 problems.append(f"message {i} (assistant) calls {call.name} with the user's "
                                 f"{', '.join(g.replace('_', ' ') for g in guessed)} before the user or a tool gave it")
+            stand_ins = _stand_in_arguments(call.arguments, told + instructed)
+            if stand_ins:
+                problems.append(f"message {i} (assistant) calls {call.name} with "
+                                f"{', '.join(repr(v[:40]) for v in dict.fromkeys(stand_ins))}, a stand-in for a "
+                                "value that nobody gave")
             if call.name in ctx.tools and tool_writes(ctx.tools[call.name]):
                 made_up = _invented_arguments(call.arguments, known)
                 if made_up:

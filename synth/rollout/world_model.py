@@ -17,13 +17,39 @@ import jsonschema
 from synth.llm import LLMClient, Usage
 from synth.llm.client import inline_refs
 from synth.models import ToolSpec
+from synth.naming import name_words
 from synth.prompts import render
 
 _STATE_CHARS = 1500
 
 
+# What an id looks like: `om-28647`, `ORD_17`, `usr.42`. A main job's world model listed a record
+# whose `order_management_id` was `");<BAR LOCATED>List order management record ...`, and the
+# agent's reply passed it on; under this pattern the grammar cannot write such an id.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$"
+
+
+def _with_id_patterns(schema: Any, key: str = "") -> Any:
+    """`schema` with `ID_PATTERN` on every plain string property named like an id (`id`,
+    `<thing>_id`, `<thing>Id`) at any depth; one that has a pattern, enum, const or format keeps it."""
+    if isinstance(schema, list):
+        return [_with_id_patterns(s, key) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_with_id_patterns(v, key) if k in ("items", "anyOf", "oneOf", "allOf") else v)
+           for k, v in schema.items()}
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: _with_id_patterns(v, k) for k, v in schema["properties"].items()}
+    words = name_words(key)
+    if (words[-1:] == ["id"] and schema.get("type") == "string"
+            and not any(k in schema for k in ("pattern", "enum", "const", "format"))):
+        out["pattern"] = ID_PATTERN
+    return out
+
+
 def world_model_schema(spec: ToolSpec) -> dict[str, Any]:
-    result_schema = inline_refs(spec.output_schema) if spec.output_schema else {"type": "object"}
+    result_schema = (_with_id_patterns(inline_refs(spec.output_schema)) if spec.output_schema
+                     else {"type": "object"})
     props: dict[str, Any] = {"result": result_schema}
     if spec.side_effect == "write":
         props["state_update"] = {"type": "object"}

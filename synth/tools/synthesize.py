@@ -39,7 +39,7 @@ from synth.ids import derive_seed
 from synth.llm import LLMClient
 from synth.llm.errors import LLMError
 from synth.models import Provenance, ToolSpec
-from synth.naming import singular
+from synth.naming import looks_like_words, singular
 from synth.prompts import render
 from synth.settings import DEFAULT_TOOLS_PER_DOMAIN, ToolSettings
 from synth.tools.repository import RejectedTool
@@ -486,14 +486,16 @@ def apply_evolution(spec: ToolSpec, operation: str, draft: EvolutionDraft | None
                 props[name]["format"] = string_format(name)
             notes.append(f"evolved: add_optional_param {name}")
         elif operation == "add_enum":
-            values = list(dict.fromkeys(v.strip() for v in draft.values if v.strip()))
+            # A main job's tool offered `create_order_management: "jsscjdjcjcjnjjcjcj"`: values no
+            # one could say are dropped (`looks_like_words`).
+            values = list(dict.fromkeys(v.strip() for v in draft.values if v.strip() and looks_like_words(v)))
             if len(values) >= 2:
                 props[name] = {"type": "string", "enum": values, "description": description}
                 notes.append(f"evolved: add_enum {name}")
             else:
                 notes.append("evolution add_enum: fewer than 2 distinct values")
         elif operation == "add_nested_object":
-            fields = [f for f in dict.fromkeys(snake_case(v, 30) for v in draft.values) if f]
+            fields = [f for f in dict.fromkeys(snake_case(v, 30) for v in draft.values) if f and looks_like_words(f)]
             if fields:
                 props[name] = {
                     "type": "object",
