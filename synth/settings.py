@@ -72,6 +72,9 @@ class RoleConfig(_Strict):
     max_retries: int = Field(8, ge=0)
     structured_retries: int = Field(3, ge=0)
     tool_mode: ToolModeSetting = "constrained"
+    # A request whose long opening (system prompt, tools) another request of the process is
+    # computing waits for it, so the server computes it once (`synth.llm.prefix`).
+    prefix_warmup: bool = True
 
     @field_validator("base_urls", mode="before")
     @classmethod

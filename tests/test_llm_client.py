@@ -256,3 +256,47 @@ def test_auto_tool_mode_follows_the_servers_chat_template(fake_server: Any) -> N
     assert agent_tool_mode(make_config(tools.base_url)) == ("constrained", "configured")
     assert template_supports_tools({"chat_template": "{% if tools %}...{% endif %}"}) is True
     assert template_supports_tools({}) is None
+
+
+LONG_SYSTEM = {"role": "system", "content": "You are the order desk of Northwind. " * 40}
+
+
+async def test_a_shared_long_opening_is_computed_once_before_its_siblings_go(fake_server):
+    """Episodes of one agent share a long opening (system prompt, tools): the first request with it
+    goes alone, the others wait for its reply (then the server has it cached), later ones never wait;
+    a short opening never waits (`synth.llm.prefix`)."""
+    arrived: list[str] = []
+
+    def responder(body: dict[str, Any]) -> dict[str, Any]:
+        arrived.append(body["messages"][-1]["content"])
+        return {"role": "assistant", "content": "ok"}
+
+    server = fake_server(responder=responder)
+    async with client_for(server.base_url) as llm:
+        first = asyncio.create_task(llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": "first"}]))
+        await asyncio.sleep(0)  # the first is on its way before its siblings are asked for
+        await asyncio.gather(first, *(llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": f"sibling {i}"}])
+                                      for i in range(3)))
+        assert arrived[0] == "first" and llm.prefixes.waits == 3
+        await llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": "later"}])
+        short = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+        await asyncio.gather(*(llm.chat("agent", short, seed=i) for i in range(3)))
+        assert llm.prefixes.waits == 3
+
+
+async def test_siblings_go_on_when_the_first_request_fails_and_follow_it_to_its_replica(fake_server):
+    failing = fake_server(script=[status(400)])
+    async with client_for(failing.base_url) as llm:
+        results = await asyncio.gather(
+            *(llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": str(i)}]) for i in range(3)),
+            return_exceptions=True)
+    assert sum(isinstance(r, Exception) for r in results) == 1 and failing.served == 2
+    a, b = fake_server(), fake_server()
+    cfg = make_config(a.base_url, None, max_concurrency=4)
+    cfg.llm.base_urls = [a.base_url, b.base_url]
+    async with LLMClient(cfg, retry=FAST) as llm:
+        await llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": "first"}])
+        home = a if a.served else b
+        for i in range(6):
+            await llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": f"turn {i}"}])
+    assert home.served == 7

@@ -7,6 +7,7 @@ real `ray start --head` + `ray job submit`. The real-model run is in test_pipeli
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -21,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import psutil
@@ -426,3 +428,46 @@ async def test_a_dead_actor_is_dropped_and_its_call_goes_to_another():
     pool.actors[1] = Actor(True, "b")
     with pytest.raises(RuntimeError, match="every worker actor has died"):
         await pool.call("rollout_and_judge", 8)
+
+
+def test_ray_workers_send_an_agents_episodes_to_one_actor() -> None:
+    """`RayWorkers.call_for`: the episodes of one agent go to the actor that ran its last one (its
+    client computed the agent's prompt opening once), unless that actor is two calls busier than
+    the least busy; other calls go to the least busy. Fake actors stand in for Ray's handles."""
+    import collections
+
+    from synth.pipeline.worker import RayWorkers
+
+    class _Method:
+        def __init__(self, log: list[int], index: int) -> None:
+            self.log, self.index = log, index
+
+        def remote(self, *args: Any) -> Any:
+            self.log.append(self.index)
+            fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            fut.set_result(self.index)
+            return fut
+
+    class _Actor:
+        def __init__(self, log: list[int], index: int) -> None:
+            self.work = _Method(log, index)
+
+    log: list[int] = []
+    pool = object.__new__(RayWorkers)
+    pool.actors = [_Actor(log, i) for i in range(3)]
+    pool.in_flight, pool.dead, pool.homes = [0, 0, 0], set(), collections.OrderedDict()
+
+    async def go() -> None:
+        await pool.call_for("agent-a", "work")
+        home = log[-1]
+        for _ in range(4):
+            await pool.call_for("agent-a", "work")
+        assert log[-4:] == [home] * 4
+        pool.in_flight[home] = 2  # two busier than the others: the agent moves
+        await pool.call_for("agent-a", "work")
+        assert log[-1] != home and pool.homes["agent-a"] == log[-1]
+        pool.dead.add(log[-1])
+        await pool.call_for("agent-a", "work")
+        assert log[-1] not in pool.dead
+
+    asyncio.run(go())

@@ -46,6 +46,7 @@ from synth.llm.errors import (
     RetriesExhaustedError,
     StructuredOutputError,
 )
+from synth.llm.prefix import PrefixWarmup, opening_key
 from synth.llm.usage import CallRecord, Usage, UsageLog
 
 M = TypeVar("M", bound=BaseModel)
@@ -212,6 +213,7 @@ class LLMClient:
         self.retry = retry or RetryPolicy()
         self._endpoints: dict[str, _Endpoint] = {}
         self._derived: dict[str, LLMClient] = {}
+        self.prefixes = PrefixWarmup()
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -236,6 +238,7 @@ class LLMClient:
             config = self.config.model_copy(deep=True)
             config.llm.roles[Role(role)] = {**config.llm.roles.get(Role(role), {}), **overrides}
             self._derived[key] = LLMClient(config, usage=self.usage, cache=self.cache, retry=self.retry)
+            self._derived[key].prefixes = self.prefixes
         return self._derived[key]
 
     def _endpoints_for(self, role: Role, rc: RoleConfig) -> list[_Endpoint]:
@@ -329,10 +332,25 @@ class LLMClient:
         # The role travels in a header, so a proxy or a server log can tell the roles' requests apart
         # (bench/bench_pipeline.py server records them to replay the run's own work).
         headers = {**self._headers(rc), ROLE_HEADER: role.value}
+        opening = opening_key(body) if rc.prefix_warmup else None
+        async with self.prefixes.turn(opening):
+            return await self._post(role, rc, body, endpoints, headers, key, opening, started, structured_attempts)
+
+    async def _post(
+        self, role: Role, rc: RoleConfig, body: dict[str, Any], endpoints: list[_Endpoint], headers: dict[str, str],
+        key: str | None, opening: str | None, started: float, structured_attempts: int,
+    ) -> ChatResult:
+        """Send `body` until it succeeds, fails for good or runs out of retries; the endpoint is the
+        least busy one, or the one that computed the request's opening (`PrefixWarmup`) unless it is
+        two requests busier than the least busy."""
         attempt = 0
         last_error = ""
         while True:
-            ep = min(endpoints, key=lambda e: e.in_flight) if len(endpoints) > 1 else endpoints[0]
+            ep = endpoints[0]
+            if len(endpoints) > 1:
+                ep = min(endpoints, key=lambda e: e.in_flight)
+                home = self.prefixes.preferred(opening)
+                ep = next((e for e in endpoints if e.base_url == home and e.in_flight < ep.in_flight + 2), ep)
             retry_after: float | None = None
             ep.in_flight += 1
             try:
@@ -352,6 +370,7 @@ class LLMClient:
                         result = self._result(data, time.perf_counter() - started, attempt, False)
                         if key is not None and self.cache is not None:
                             self.cache.put(key, data)
+                        self.prefixes.served(opening, ep.base_url)
                         self._record(role, rc, ep.base_url, result, structured_attempts, True, None)
                         return result
                 elif status in RETRYABLE_STATUS:

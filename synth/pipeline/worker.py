@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from synth.config import SynthConfig
@@ -25,6 +26,9 @@ from synth.rollout.executors import (
     bind_executors,
     python_tool_spec,
 )
+
+# Agents whose worker `RayWorkers.call_for` remembers; the oldest is forgotten.
+MAX_HOMES = 4096
 
 if TYPE_CHECKING:  # the stage modules load lazily, in the process that runs them
     from synth.agents import AgentResult
@@ -160,9 +164,15 @@ class StagePool:
 
     async def rollout_and_judge(self, agent: Agent, tools: list[ToolSpec], task: Task, seed: int
                                 ) -> tuple[tuple[Trajectory, Judgment], list[CallRecord]]:
-        result: tuple[tuple[Trajectory, Judgment], list[CallRecord]] = await self.call(
-            "rollout_and_judge", agent, tools, task, seed)
+        result: tuple[tuple[Trajectory, Judgment], list[CallRecord]] = await self.call_for(
+            agent.id, "rollout_and_judge", agent, tools, task, seed)
         return result
+
+    async def call_for(self, affinity: str, method: str, *args: Any) -> Any:
+        """`call`, on the worker that had `affinity`'s earlier calls where the pool can: the episodes
+        of one agent share its long prompt opening, which a worker's client computes once
+        (`synth.llm.prefix`)."""
+        return await self.call(method, *args)
 
     async def close(self) -> None:
         raise NotImplementedError
@@ -208,6 +218,7 @@ class RayWorkers(StagePool):
         self.in_flight = [0] * count
         self.dead: set[int] = set()
         self.nodes: list[str] = []
+        self.homes: OrderedDict[str, int] = OrderedDict()  # affinity key -> actor index (`call_for`)
 
     async def start(self) -> None:
         """Wait until every actor is up; `nodes` then lists the Ray node of each."""
@@ -217,6 +228,14 @@ class RayWorkers(StagePool):
         """Run `method` on the live actor with the fewest calls in flight. An actor that died for
         good (its node is gone, or its restarts are spent) is dropped and the call goes to another:
         stage calls are idempotent. With no actor left, the error is raised."""
+        return await self._call(None, method, *args)
+
+    async def call_for(self, affinity: str, method: str, *args: Any) -> Any:
+        """`call` on the actor that ran `affinity`'s last call, unless it has died or has two calls
+        more in flight than the least busy (then the least busy becomes its home)."""
+        return await self._call(affinity, method, *args)
+
+    async def _call(self, affinity: str | None, method: str, *args: Any) -> Any:
         from ray.exceptions import ActorDiedError
 
         while True:
@@ -224,6 +243,14 @@ class RayWorkers(StagePool):
             if not live:
                 raise RuntimeError("every worker actor has died; see the Ray logs")
             index = min(live, key=self.in_flight.__getitem__)
+            home = self.homes.get(affinity) if affinity is not None else None
+            if home is not None and home not in self.dead and self.in_flight[home] < self.in_flight[index] + 2:
+                index = home
+            if affinity is not None:
+                self.homes[affinity] = index
+                self.homes.move_to_end(affinity)
+                if len(self.homes) > MAX_HOMES:
+                    self.homes.popitem(last=False)
             self.in_flight[index] += 1
             try:
                 return await getattr(self.actors[index], method).remote(*args)
