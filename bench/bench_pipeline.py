@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -236,8 +237,13 @@ class RecordingProxy:
                 data = await r.read()
             if request.path.endswith("/chat/completions") and r.status == 200:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
+                    reply = json.loads(data)
+                    timings = reply.get("timings") or {}
                     self.records.append({"role": request.headers.get("x-synth-role", "?"), "body": json.loads(body),
-                                         "completion_tokens": json.loads(data)["usage"]["completion_tokens"]})
+                                         "completion_tokens": reply["usage"]["completion_tokens"],
+                                         "prompt_tokens": reply["usage"]["prompt_tokens"],
+                                         "cached_tokens": int(timings.get("cache_n") or 0),
+                                         "at": time.time()})
             return web.Response(body=data, status=r.status, content_type=r.content_type)
 
         async def main() -> None:
@@ -285,6 +291,25 @@ def _free_text(record: dict) -> dict:
     had (`ignore_eos`): what that work costs the server without a grammar."""
     body = {k: v for k, v in record["body"].items() if k not in ("response_format", "tools", "tool_choice")}
     return {**body, "max_tokens": max(1, record["completion_tokens"]), "ignore_eos": True}
+
+
+def _print_openings(records: list[dict]) -> None:
+    """Where the agent's prompt tokens were computed: the first request of each episode (its
+    conversation has one user message) against later ones, and how many first requests shared an
+    opening (system prompt and tools, `synth.llm.prefix`) with an earlier one."""
+    from synth.llm.prefix import opening_key
+
+    agent = [r for r in records if r["role"] == "agent"]
+    first = [r for r in agent if sum(m.get("role") != "system" for m in r["body"]["messages"]) == 1]
+    later = [r for r in agent if r not in first]
+    openings = Counter(opening_key(r["body"]) for r in first)
+    for label, group in (("first requests of an episode", first), ("later requests", later)):
+        prompt = sum(r["prompt_tokens"] for r in group)
+        cached = sum(min(r["cached_tokens"], r["prompt_tokens"]) for r in group)
+        print(f"(a) agent {label}: {len(group)}, {prompt:,} prompt tokens, {cached / prompt if prompt else 0:.0%} "
+              f"reused, {prompt - cached:,} computed")
+    print(f"(a) agent openings: {len(openings)} distinct over {len(first)} first requests "
+          f"({sum(n - 1 for n in openings.values())} could reuse a sibling's)")
 
 
 def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None) -> None:
@@ -356,6 +381,7 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         total_c = sum(r[3] or 0 for r in roles if r[0] != "generator")
         print(f"(a) prefix-cache reuse over the rollout roles: {total_c / total_p if total_p else 0:.0%} of prompt "
               "tokens")
+        _print_openings(proxy.records)
         print(f"(a) same work replayed ({len(proxy.records)} recorded requests, {parallel} in flight), completion "
               "tokens/s per role: as the run sent them | the same prompts and reply lengths without a grammar")
         pipeline_rates = {role: (c_tok / span if span else 0.0) for role, _, _, _, c_tok, _ in roles}

@@ -882,3 +882,30 @@ async def test_episodes_on_the_embedded_backend_are_stored_canonical(
                 "the episode goes on after the error observation"
     assert sum(t.n_tool_calls for t in trajectories) >= len(injected)
     print("terminations:", dict(terminations))
+
+
+async def test_the_constrained_agent_sees_its_own_actions_as_it_generated_them(
+    fake_server: Callable[..., FakeOpenAIServer],
+) -> None:
+    """The server's cache holds the tokens the agent generated; showing the action back re-rendered
+    (other whitespace) made it recompute them and the rest of the turn at every step. Each later
+    agent request carries the earlier actions byte for byte, except one that code changed (salvaged)."""
+    script = [_calls(_call("get_order", order_id="o-1001")), _say("Your order o-1001 is being processed.")]
+    play = Play(user=["Where is my order o-1001?"], agent=script)
+    agent_bodies: list[dict[str, Any]] = []
+
+    def pretty(body: dict[str, Any]) -> dict[str, Any]:
+        message = play(body)
+        if _role(body) == "agent":
+            agent_bodies.append(body)
+            message = {**message, "content": json.dumps(json.loads(message["content"]), indent=2)}
+        return message
+
+    server = fake_server(responder=pretty)
+    async with _llm(server) as llm:
+        traj = await run_episode(SHOP_AGENT, SHOP_TOOLS, STATUS_TASK, llm, seed=1,
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0, user="model"))
+    assert traj.termination == "user_done" and len(agent_bodies) == 2
+    shown = [m["content"] for m in agent_bodies[1]["messages"] if m["role"] == "assistant"]
+    assert shown == [json.dumps(script[0], indent=2)]
+    assert traj.messages[2]["tool_calls"][0]["function"]["name"] == "get_order"  # stored canonical all the same

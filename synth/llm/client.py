@@ -105,6 +105,15 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
 
 
+@dataclass(slots=True)
+class StructuredReply:
+    """A validated structured reply: the value, what its attempts cost, and its text as generated."""
+
+    value: Any
+    usage: Usage
+    text: str
+
+
 class _Endpoint:
     """One base URL: its connection pool and its concurrency bound."""
 
@@ -473,11 +482,27 @@ class LLMClient:
         name: str | None = None,
         **sampling: Any,
     ) -> tuple[Any, Usage]:
+        """`structured_reply` without the reply's text."""
+        reply = await self.structured_reply(role, messages, schema, seed=seed, name=name, **sampling)
+        return reply.value, reply.usage
+
+    async def structured_reply(
+        self,
+        role: Role | str,
+        messages: list[dict[str, Any]],
+        schema: type[BaseModel] | dict[str, Any],
+        *,
+        seed: int | None = None,
+        name: str | None = None,
+        **sampling: Any,
+    ) -> StructuredReply:
         """The one structured-output path: JSON under `response_format: json_schema`, validated,
         up to `structured_retries` more attempts, each with a new seed (`seed + attempt * 7919`, so
         neither the response cache nor a seeded server hands back the same invalid reply). Returns
-        the validated value and what all attempts cost (a trajectory step's metadata); raises
-        `StructuredOutputError`, carrying the last raw reply, when no attempt validates."""
+        the validated value, what all attempts cost (a trajectory step's metadata) and the text of the
+        reply that validated (a conversation that shows the model its own turn byte for byte lets the
+        server reuse the tokens it generated); raises `StructuredOutputError`, carrying the last raw
+        reply, when no attempt validates."""
         role = Role(role)
         rc = self.roles[role]
         json_schema = schema_for(schema)
@@ -511,11 +536,11 @@ class LLMClient:
                 continue
             try:
                 if isinstance(schema, type):
-                    return schema.model_validate(data), usage
+                    return StructuredReply(schema.model_validate(data), usage, raw)
                 assert validator is not None
                 error = jsonschema.exceptions.best_match(validator.iter_errors(data))
                 if error is None:
-                    return data, usage
+                    return StructuredReply(data, usage, raw)
                 path = "/".join(str(p) for p in error.absolute_path) or "(root)"
                 reason = f"schema violation at {path}: {error.message[:200]}"
             except ValidationError as exc:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,9 @@ class AgentStep:
     usage: Usage = field(default_factory=Usage)
     salvaged: str | None = None
     dropped: list[str] = field(default_factory=list)
+    # The constrained action as the model generated it, when `message` says exactly that action
+    # (nothing salvaged or dropped): the episode shows it back to the agent byte for byte.
+    text: str | None = None
 
     @property
     def note(self) -> str | None:
@@ -117,18 +121,28 @@ def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: boo
     return {"anyOf": [call, reply]}
 
 
-def constrained_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Canonical messages (system excluded) as the constrained agent sees them: its own turns as
-    JSON actions, tool results as user messages (one per batch of calls)."""
+def constrained_view(messages: list[dict[str, Any]], generated: Mapping[int, str] | None = None
+                     ) -> list[dict[str, Any]]:
+    """Canonical messages as the constrained agent sees them (system messages left out): its own
+    turns as JSON actions, tool results as user messages (one per batch of calls).
+
+    `generated` maps the index of an assistant message in `messages` to the action text the model
+    generated for it (`AgentStep.text`), shown instead of a re-rendering: the server's cache holds
+    the tokens it generated, and a re-rendering with other whitespace (SmolLM2 under a grammar
+    writes indented JSON) made it recompute them, and the rest of the turn, at every step."""
     names: dict[str, str] = {}
     view: list[dict[str, Any]] = []
-    for m in messages:
+    for index, m in enumerate(messages):
         role = m.get("role")
         if role == "user":
             view.append({"role": "user", "content": m.get("content") or ""})
         elif role == "assistant":
             calls = m.get("tool_calls") or []
-            if calls:
+            for c in calls:
+                names[c.get("id", "")] = (c.get("function") or {}).get("name", "")
+            if generated is not None and index in generated:
+                view.append({"role": "assistant", "content": generated[index]})
+            elif calls:
                 shown = []
                 for c in calls:
                     fn = c.get("function") or {}
@@ -185,9 +199,11 @@ async def agent_step(
     max_calls: int = 3,
     call_id_prefix: str = "call",
     max_tokens: int | None = None,
+    generated: Mapping[int, str] | None = None,
 ) -> AgentStep:
     """The agent's next step given the canonical conversation (`messages[0]` is its system
-    message). `force_reply` allows no calls (the step budget of the turn is spent). Raises
+    message; `generated`: the constrained actions as generated, see `constrained_view`).
+    `force_reply` allows no calls (the step budget of the turn is spent). Raises
     `StructuredOutputError` (constrained) or another `LLMError` when the model cannot answer."""
     if mode == "native":
         return await _native_step(tools, messages, llm, seed=seed, force_reply=force_reply, max_calls=max_calls,
@@ -198,16 +214,18 @@ async def agent_step(
         "synth.rollout", "agent_constrained.j2", system_prompt=agent.system_prompt,
         tools=[{"name": t.name, "description": t.description, "params": _params(t)} for t in tools],
     )
-    history = constrained_view([m for m in messages if m.get("role") != "system"])
+    history = constrained_view(messages, generated)
     # The prompt only grows from one step to the next (the same system text, the history
     # appended), so the server reuses its cached prefix; a spent step budget is said after the
     # history, where a change recomputes nothing before it.
     chat = [{"role": "system", "content": system}, *history, *([FORCE_REPLY_NOTE] if force_reply else [])]
     schema = action_schema(tools, max_calls, allow_calls=not force_reply)
     salvaged = None
+    generated_text: str | None = None
     try:
-        action, usage = await llm.structured_with_usage("agent", chat, schema, seed=seed, name="agent_action",
-                                                        **({} if max_tokens is None else {"max_tokens": max_tokens}))
+        reply = await llm.structured_reply("agent", chat, schema, seed=seed, name="agent_action",
+                                           **({} if max_tokens is None else {"max_tokens": max_tokens}))
+        action, usage, generated_text = reply.value, reply.usage, reply.text
     except StructuredOutputError as exc:
         action = _salvage(exc.raw_text, max_calls)
         if action is None or (force_reply and action.get("action") != "reply"):
@@ -215,7 +233,9 @@ async def agent_step(
         usage, salvaged = Usage(), exc.reason
     if action.get("action") == "reply":
         text = str(action.get("message") or "").strip()
-        return AgentStep({"role": "assistant", "content": text}, [], text, usage, salvaged)
+        same = generated_text is not None and text == action.get("message")
+        return AgentStep({"role": "assistant", "content": text}, [], text, usage, salvaged,
+                         text=generated_text if same else None)
     known = {t.name for t in tools}
     kept = [c for c in action["calls"][:max_calls] if str(c["tool"]) in known]
     dropped = [str(c["tool"]) for c in action["calls"][:max_calls] if str(c["tool"]) not in known]
@@ -224,7 +244,8 @@ async def agent_step(
     if not calls:
         return AgentStep({"role": "assistant", "content": ""}, [], "", usage, salvaged, dropped)
     message = {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]}
-    return AgentStep(message, calls, None, usage, salvaged, dropped)
+    same = len(calls) == len(action["calls"]) <= max_calls
+    return AgentStep(message, calls, None, usage, salvaged, dropped, text=generated_text if same else None)
 
 
 async def _native_step(

@@ -161,6 +161,7 @@ async def run_episode(
         planned_fault=planned_fault(task, seed, set(executors)),
     )
     messages: list[dict[str, Any]] = [{"role": "system", "content": agent.system_prompt}]
+    generated: dict[int, str] = {}  # assistant message index -> the action text the model generated
     steps: list[StepRecord] = []
     termination: Termination = "max_turns"
     turn = 0
@@ -186,11 +187,14 @@ async def run_episode(
                         seed=derive_seed(task.id, seed, turn, step, "agent", *([attempt] if attempt else [])),
                         force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
                         call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
+                        generated=generated,
                     )
                     usage.add(result.usage)
                     if degenerate_step(result, messages) is None:
                         break
                 result.usage = usage
+                if result.text is not None:
+                    generated[len(messages)] = result.text
                 messages.append(result.message)
                 steps.append(_step(turn, "agent", result.usage, error=result.note))
                 if not result.calls:
