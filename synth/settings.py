@@ -73,8 +73,10 @@ class RoleConfig(_Strict):
     structured_retries: int = Field(3, ge=0)
     tool_mode: ToolModeSetting = "constrained"
     # A request whose long opening (system prompt, tools) another request of the process is
-    # computing waits for it, so the server computes it once (`synth.llm.prefix`).
-    prefix_warmup: bool = True
+    # computing waits for it, so a server with one prefix cache for all requests (vLLM, SGLang)
+    # computes it once (`synth.llm.prefix`). Off by default: llama-server keeps a prefix in one slot,
+    # and a sibling that takes it there evicts the first episode's next turn (measured).
+    prefix_warmup: bool = False
 
     @field_validator("base_urls", mode="before")
     @classmethod

@@ -262,9 +262,10 @@ LONG_SYSTEM = {"role": "system", "content": "You are the order desk of Northwind
 
 
 async def test_a_shared_long_opening_is_computed_once_before_its_siblings_go(fake_server):
-    """Episodes of one agent share a long opening (system prompt, tools): the first request with it
-    goes alone, the others wait for its reply (then the server has it cached), later ones never wait;
-    a short opening never waits (`synth.llm.prefix`)."""
+    """With `prefix_warmup` (for servers with one prefix cache for all requests): episodes of one
+    agent share a long opening (system prompt, tools); the first request with it goes alone, the
+    others wait for its reply (then the server has it cached), later ones never wait; a short
+    opening never waits (`synth.llm.prefix`). Off, nothing waits."""
     arrived: list[str] = []
 
     def responder(body: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +273,7 @@ async def test_a_shared_long_opening_is_computed_once_before_its_siblings_go(fak
         return {"role": "assistant", "content": "ok"}
 
     server = fake_server(responder=responder)
-    async with client_for(server.base_url) as llm:
+    async with client_for(server.base_url, prefix_warmup=True) as llm:
         first = asyncio.create_task(llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": "first"}]))
         await asyncio.sleep(0)  # the first is on its way before its siblings are asked for
         await asyncio.gather(first, *(llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": f"sibling {i}"}])
@@ -282,11 +283,15 @@ async def test_a_shared_long_opening_is_computed_once_before_its_siblings_go(fak
         short = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
         await asyncio.gather(*(llm.chat("agent", short, seed=i) for i in range(3)))
         assert llm.prefixes.waits == 3
+    async with client_for(server.base_url) as llm:
+        await asyncio.gather(*(llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": f"off {i}"}])
+                               for i in range(3)))
+        assert llm.prefixes.waits == 0
 
 
 async def test_siblings_go_on_when_the_first_request_fails_and_follow_it_to_its_replica(fake_server):
     failing = fake_server(script=[status(400)])
-    async with client_for(failing.base_url) as llm:
+    async with client_for(failing.base_url, prefix_warmup=True) as llm:
         results = await asyncio.gather(
             *(llm.chat("agent", [LONG_SYSTEM, {"role": "user", "content": str(i)}]) for i in range(3)),
             return_exceptions=True)

@@ -341,8 +341,8 @@ class LLMClient:
         # The role travels in a header, so a proxy or a server log can tell the roles' requests apart
         # (bench/bench_pipeline.py server records them to replay the run's own work).
         headers = {**self._headers(rc), ROLE_HEADER: role.value}
-        opening = opening_key(body) if rc.prefix_warmup else None
-        async with self.prefixes.turn(opening):
+        opening = opening_key(body) if len(endpoints) > 1 or rc.prefix_warmup else None
+        async with self.prefixes.turn(opening if rc.prefix_warmup else None):
             return await self._post(role, rc, body, endpoints, headers, key, opening, started, structured_attempts)
 
     async def _post(
