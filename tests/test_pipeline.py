@@ -472,26 +472,3 @@ def test_ray_workers_send_an_agents_episodes_to_one_actor() -> None:
 
     asyncio.run(go())
 
-
-def test_an_agents_second_episode_waits_for_its_first_while_others_fill_the_slots() -> None:
-    """`EpisodeSchedule.hold_sibling`: with at least half the episodes in flight running, an
-    episode whose agent has one in progress is held, counted as queued work, and handed out when
-    that one ends; with fewer running, siblings run side by side (the slots come first)."""
-    from types import SimpleNamespace
-
-    from synth.pipeline.driver import Episode, EpisodeSchedule
-
-    def episode(agent_id: str) -> Any:
-        return Episode(SimpleNamespace(id=agent_id), [], SimpleNamespace(domain="retail", id=f"t-{agent_id}"))
-
-    schedule = EpisodeSchedule(remaining=10, in_flight=4, toolsets=None)  # type: ignore[arg-type]
-    schedule.episode_started("a")
-    assert not schedule.hold_sibling(episode("a"))  # one running of 4 in flight: fill the slots
-    for agent in ("b", "c"):
-        schedule.episode_started(agent)
-    held = episode("a")
-    assert schedule.hold_sibling(held) and schedule.held_count == 1
-    assert schedule.need_more() == (3 + 1 < 10)
-    assert schedule.next_held("a") is None  # a's episode is still in progress
-    schedule.episode_ended("a")
-    assert schedule.next_held("a") is held and schedule.held_count == 0 and schedule.next_held("a") is None

@@ -23,7 +23,7 @@ import contextlib
 import json
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,11 +188,6 @@ class EpisodeSchedule:
         self.planned: Counter[str] = Counter(judged_by_domain or {})
         # `[run] token_budget` spent: no new work; episodes in progress finish and are stored.
         self.budget_spent = False
-        # Episodes in progress per agent, and the ones held back until the agent's episode in
-        # progress ends (`hold_sibling`).
-        self.running: Counter[str] = Counter()
-        self.held: dict[str, deque[Episode]] = {}
-        self.held_count = 0
 
     @property
     def stopped(self) -> bool:
@@ -213,33 +208,7 @@ class EpisodeSchedule:
         self.capacity_changed.set()
 
     def need_more(self) -> bool:
-        return (self.judged + self.in_progress + self.queue.qsize() + self.held_count < self.remaining
-                and not self.done.is_set())
-
-    def hold_sibling(self, episode: Episode) -> bool:
-        """Hold `episode` back (True) while another episode of its agent is in progress and at
-        least half the episodes in flight are running, so enough run to fill the server's slots.
-        Run one after the other, the second episode of an agent finds the agent's long opening
-        (system prompt, toolset) in the slot that computed it; run side by side, each computed it
-        (llama-server keeps a prefix in one slot; see `synth.llm.prefix`). The consumer that ends
-        the agent's episode runs the held one next (`next_held`)."""
-        agent_id = episode.agent.id
-        if self.running[agent_id] == 0 or self.in_progress < max(1, self.in_flight // 2):
-            return False
-        self.held.setdefault(agent_id, deque()).append(episode)
-        self.held_count += 1
-        return True
-
-    def next_held(self, agent_id: str) -> Episode | None:
-        """The next held episode of `agent_id`, once its episode in progress has ended."""
-        queue = self.held.get(agent_id)
-        if not queue or self.running[agent_id] > 0:
-            return None
-        episode = queue.popleft()
-        if not queue:
-            del self.held[agent_id]
-        self.held_count -= 1
-        return episode
+        return self.judged + self.in_progress + self.queue.qsize() < self.remaining and not self.done.is_set()
 
     async def wait_for_capacity(self) -> None:
         self.capacity_changed.clear()
@@ -258,14 +227,8 @@ class EpisodeSchedule:
     def wants_episode(self) -> bool:
         return self.judged + self.in_progress < self.remaining and not self.budget_spent
 
-    def episode_started(self, agent_id: str = "") -> None:
+    def episode_started(self) -> None:
         self.in_progress += 1
-        self.running[agent_id] += 1
-
-    def episode_ended(self, agent_id: str) -> None:
-        self.running[agent_id] -= 1
-        if self.running[agent_id] <= 0:
-            del self.running[agent_id]
 
     def episode_failed(self, domain: str) -> None:
         self.in_progress -= 1
@@ -603,41 +566,32 @@ class PipelineDriver:
 
     async def _consume(self, schedule: EpisodeSchedule) -> None:
         """Roll out and judge queued tasks until the queue says stop (None); store each episode
-        with its judgment; a failed episode is logged and leaves room for another. An episode whose
-        agent has one in progress may be held back (`EpisodeSchedule.hold_sibling`); whoever ends
-        that one runs it next."""
+        with its judgment; a failed episode is logged and leaves room for another."""
         while True:
             item = await schedule.queue.get()
             if item is None:
                 return
-            while item is not None and not schedule.hold_sibling(item):
-                await self._episode(schedule, item)
-                item = schedule.next_held(item.agent.id)
-
-    async def _episode(self, schedule: EpisodeSchedule, item: Episode) -> None:
-        if not schedule.wants_episode():
-            schedule.episode_dropped(item.task.domain)
-            return
-        schedule.episode_started(item.agent.id)
-        self.progress.begin("rollouts")
-        try:
-            (trajectory, judgment), calls = await self.workers.rollout_and_judge(
-                item.agent, item.toolset, item.task, episode_seed(self.settings.seed, item.task.id, item.index))
-        except Exception as exc:
-            schedule.episode_failed(item.task.domain)
-            self.progress.end("rollouts", ok=False)
-            self._note_failure("episode", exc)
-            return
-        finally:
-            schedule.episode_ended(item.agent.id)
-        self._store_calls(calls)
-        trajectory = trajectory.model_copy(update={"rollout_index": item.index, "agent_model": self.agent_model})
-        self._store_episode(trajectory, judgment)
-        schedule.episode_judged()
-        self.progress.end("rollouts")
-        self.progress.stages["judgments"].done += 1
-        self.progress.judged += 1
-        self.progress.accepted += int(judgment.accepted)
+            if not schedule.wants_episode():
+                schedule.episode_dropped(item.task.domain)
+                continue
+            schedule.episode_started()
+            self.progress.begin("rollouts")
+            try:
+                (trajectory, judgment), calls = await self.workers.rollout_and_judge(
+                    item.agent, item.toolset, item.task, episode_seed(self.settings.seed, item.task.id, item.index))
+            except Exception as exc:
+                schedule.episode_failed(item.task.domain)
+                self.progress.end("rollouts", ok=False)
+                self._note_failure("episode", exc)
+                continue
+            self._store_calls(calls)
+            trajectory = trajectory.model_copy(update={"rollout_index": item.index, "agent_model": self.agent_model})
+            self._store_episode(trajectory, judgment)
+            schedule.episode_judged()
+            self.progress.end("rollouts")
+            self.progress.stages["judgments"].done += 1
+            self.progress.judged += 1
+            self.progress.accepted += int(judgment.accepted)
 
     def _store_episode(self, trajectory: Trajectory, judgment: Judgment) -> None:
         # Trajectory and judgment are added together, so one flush always writes both.
