@@ -111,6 +111,36 @@ def bench_throughput(episodes: int, ray: bool) -> None:
           f"in {wall:.1f} s (incl. startup) -> {calls / wall:,.0f} calls/s, {summary['judged'] / wall:.1f} episodes/s")
 
 
+def _sample_rss(wrapper: subprocess.Popen) -> list[tuple[float, float, str]]:
+    """(seconds, MiB, command) of the largest descendant of `wrapper`, every 0.1 s until it exits."""
+    import psutil
+
+    samples: list[tuple[float, float, str]] = []
+    started = time.perf_counter()
+    parent = psutil.Process(wrapper.pid)
+    while wrapper.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            sizes = [(c.memory_info().rss, " ".join(c.cmdline()[1:4])) for c in parent.children(recursive=True)]
+            if sizes:
+                rss, cmd = max(sizes)
+                samples.append((time.perf_counter() - started, rss / 2**20, cmd))
+        time.sleep(0.1)
+    return samples
+
+
+def _rss_phases(samples: list[tuple[float, float, str]]) -> str:
+    """Peak RSS over the first 80% of the wall (the run) and over the rest (its end), and which
+    process held the peak."""
+    if not samples:
+        return "no samples"
+    end = samples[-1][0]
+    run = [s for s in samples if s[0] < 0.8 * end] or samples
+    tail = [s for s in samples if s[0] >= 0.8 * end] or samples
+    top = max(samples, key=lambda s: s[1])
+    return (f"{max(s[1] for s in run):,.0f} MiB over the first 80% of the wall, {max(s[1] for s in tail):,.0f} MiB "
+            f"over the rest; peak at {top[0]:.0f} s of {end:.0f} s in `{top[2]}`")
+
+
 def bench_memory(small: int, large: int) -> None:
     url, server = start_fake()
     peaks = {}
@@ -126,17 +156,20 @@ def bench_memory(small: int, large: int) -> None:
                 )
                 env = {**os.environ, "SYNTH_CACHE__ENABLED": "false", "SYNTH_RUN__TOOLS_PER_DOMAIN": "6"}
                 started = time.perf_counter()
-                proc = subprocess.run(
+                wrapper = subprocess.Popen(
                     [sys.executable, "-c", code, sys.executable, "-m", "synth", "run", "--domains", DOMAINS,
                      "--trajectories", str(n), "--db", str(Path(tmp) / "m.duckdb"), "--base-url", url, "-q",
                      "--no-ray"],
-                    capture_output=True, text=True, env=env, cwd=tmp,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp,
                 )
-                if proc.returncode != 0:
-                    sys.exit(f"run of {n} failed:\n{proc.stderr[-3000:]}")
-                peaks[n] = int(proc.stdout.strip().splitlines()[-1])
-                print(f"(c) {n:>5} episodes: peak RSS {peaks[n] / 1024:,.0f} MiB "
-                      f"({time.perf_counter() - started:.0f} s)")
+                samples = _sample_rss(wrapper)
+                stdout, stderr = wrapper.communicate()
+                if wrapper.returncode != 0:
+                    sys.exit(f"run of {n} failed:\n{stderr[-3000:]}")
+                peaks[n] = int(stdout.strip().splitlines()[-1])
+                wall = time.perf_counter() - started
+                print(f"(c) {n:>5} episodes: peak RSS {peaks[n] / 1024:,.0f} MiB ({wall:.0f} s); sampled every "
+                      f"0.1 s, largest process: {_rss_phases(samples)}")
     finally:
         server.terminate()
     print(f"(c) peak memory ratio {large} vs {small} episodes: {peaks[large] / peaks[small]:.2f} (flat = 1.0)")
