@@ -1,19 +1,21 @@
-"""Compute each long shared prompt opening once: the first request with it goes alone.
+"""Long shared prompt openings: where they are cached, and (opt-in) computing each once.
 
 The episodes of one agent send the same opening (system prompt with policies, toolset) and differ
-after it. Started together, each of them makes the server compute that opening, 600 tokens and
-more on the embedded model, in a slot of its own, and the server's prefix cache (per slot, and
-llama-server's host-memory prompt cache across slots) can only help requests that come after one
-has finished. `PrefixWarmup` makes them come after: the first request with a given opening goes
-out at once; a request with the same opening that arrives while it is in flight waits until it
-has finished (or failed), then goes out and finds the opening cached. Later requests never wait.
+after it; it is 600 tokens and more on the embedded model.
 
-It also remembers which endpoint computed each opening, so with several replicas the requests of
-one agent's episodes go where their prefix is (`preferred`).
+- **Routing** (always, with several replicas): the client remembers which endpoint last served a
+  request with each opening (`served`, `preferred`) and sends the next one there, so an episode's
+  turns and its siblings find the prefix cached on that replica.
+- **Warmup** (`[llm] prefix_warmup`, off by default): the first request with a given opening goes
+  out at once; a request with the same opening that arrives while it is in flight waits until it
+  has finished (or failed), then goes out and finds the opening cached. Later requests never wait.
+  That suits a server with one prefix cache for all requests (vLLM, SGLang). On llama-server, which
+  keeps a prefix in the slot that computed it, a released sibling takes that slot and the first
+  episode's next turn recomputes everything elsewhere (measured; docs/architecture.md, section 5).
 
 Only openings of at least `min_chars` characters take part: a short system prompt costs less to
 recompute than to wait for. Everything is per process (a Ray actor has its own); the driver sends
-an agent's episodes to one actor (`synth.pipeline.worker.RayWorkers`) so they meet here.
+an agent's episodes to one actor (`synth.pipeline.worker.RayWorkers.call_for`) so they meet here.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def opening_key(body: dict[str, Any], min_chars: int = MIN_SHARED_CHARS) -> str 
 
 
 class PrefixWarmup:
-    """Which openings are being computed (their waiters) and which are done (their endpoint)."""
+    """Which openings are being computed (their waiters) and where each was last served."""
 
     def __init__(self, max_remembered: int = MAX_REMEMBERED) -> None:
         self._computing: dict[str, asyncio.Event] = {}
@@ -59,11 +61,11 @@ class PrefixWarmup:
         self.waits = 0  # requests that waited for another to compute their opening
 
     def preferred(self, key: str | None) -> str | None:
-        """The endpoint that computed `key`'s opening, if one did."""
+        """The endpoint that last served `key`'s opening, if one did."""
         return self._computed.get(key) if key is not None else None
 
     def served(self, key: str | None, endpoint: str) -> None:
-        """Record that `endpoint` computed `key`'s opening (the first request's reply came back)."""
+        """Record that `endpoint` served a request with `key`'s opening: it holds that prefix now."""
         if key is not None:
             self._computed[key] = endpoint
             self._computed.move_to_end(key)
