@@ -57,10 +57,9 @@ def run(
 
 def _group_duplicates(db: Path) -> None:
     """Refresh the near-duplicate groups (`synth dedup`) once the run has stopped writing, in a
-    Python process of its own. Dedup reads every task and trajectory; in the run's process that came
-    on top of the heap the run had grown, and was the whole of a run's memory growth with its size
-    (a 2,000-episode run: flat at 137-145 MiB while running, 188-204 MiB in its last seconds). Its
-    own process hands the memory back when it ends. Errors are the command's, as in-process."""
+    Python process of its own: dedup reads every task and trajectory, and in the run's process those
+    reads came on top of everything the run had grown to; its own process hands the memory back
+    when it ends. Errors are the command's, as in-process."""
     if not db.is_file():
         return
     code = ("import json, sys; from synth.duplicates import dedup_dataset; "
