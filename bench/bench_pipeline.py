@@ -10,13 +10,16 @@
 (b) `throughput`: orchestration overhead with an instant fake backend (a separate process), in
     model calls/s and episodes/s.
 (c) `memory`: peak RSS of a 2,000-episode fake-backend run against a 200-episode one (the driver
-    process, in-process workers; flat is the target: bounded queues, batched writes).
+    process, in-process workers; flat is the target: bounded queues, batched writes), and with
+    `--larger N` a third run, which says whether the growth is bounded: DuckDB's checkpoint at each
+    flush re-compresses the trailing ~2,000 rows of `trajectories`, so the peak rises in a sawtooth
+    with that period, not with the run's size.
 (d) `scale`: Kimi's scale with the fake backend: `--domains all` with 60 tools per domain (20,000+
     synthetic tools), the tool stage streamed; distinct accepted tools, tools/s, how long before the
     tool stage ended the first rollout was stored, and peak RSS.
 
     python bench/bench_pipeline.py throughput [--episodes 300]
-    python bench/bench_pipeline.py memory [--small 200 --large 2000]
+    python bench/bench_pipeline.py memory [--small 200 --large 2000 --larger 6000]
     python bench/bench_pipeline.py scale [--trajectories 400 --tools-per-domain 60 --categories c --ray]
     python bench/bench_pipeline.py server [--base-url URL] [--episodes 16] [--parallel 4] [--seconds 60]
                                           [--in-flight 8]
@@ -141,11 +144,11 @@ def _rss_phases(samples: list[tuple[float, float, str]]) -> str:
             f"over the rest; peak at {top[0]:.0f} s of {end:.0f} s in `{top[2]}`")
 
 
-def bench_memory(small: int, large: int) -> None:
+def bench_memory(small: int, large: int, larger: int | None) -> None:
     url, server = start_fake()
     peaks = {}
     try:
-        for n in (small, large):
+        for n in (small, large, *([larger] if larger else [])):
             with tempfile.TemporaryDirectory() as tmp:
                 # A fresh child each time: ru_maxrss of children is the max over all, so run the
                 # small one first and measure each in its own wrapper process.
@@ -173,6 +176,8 @@ def bench_memory(small: int, large: int) -> None:
     finally:
         server.terminate()
     print(f"(c) peak memory ratio {large} vs {small} episodes: {peaks[large] / peaks[small]:.2f} (flat = 1.0)")
+    if larger:
+        print(f"(c) peak memory ratio {larger} vs {large} episodes: {peaks[larger] / peaks[large]:.2f} (bounded = 1.0)")
 
 
 async def _saturating_load(base_url: str, slots: int, seconds: float, max_tokens: int) -> float:
@@ -485,6 +490,7 @@ def main() -> None:
     m = sub.add_parser("memory")
     m.add_argument("--small", type=int, default=200)
     m.add_argument("--large", type=int, default=2000)
+    m.add_argument("--larger", type=int, help="a third, larger run: is the growth bounded?")
     s = sub.add_parser("server")
     s.add_argument("--base-url")
     s.add_argument("--episodes", type=int, default=16)
@@ -501,7 +507,7 @@ def main() -> None:
     if args.which == "throughput":
         bench_throughput(args.episodes, args.ray)
     elif args.which == "memory":
-        bench_memory(args.small, args.large)
+        bench_memory(args.small, args.large, args.larger)
     elif args.which == "scale":
         bench_scale(args.trajectories, args.tools_per_domain, args.ray, args.categories)
     else:
