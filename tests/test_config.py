@@ -185,3 +185,18 @@ def test_toolset_sizes_reach_the_sampler() -> None:
     assert all(2 <= len(sampler.sample()) <= 3 for _ in range(20))
     with pytest.raises(ConfigError, match="toolset_min_tools"):
         load_config(None, {"agents": {"toolset_min_tools": 5, "toolset_max_tools": 3}}, environ={})
+
+
+def test_python_dash_m_synth_runs_the_cli_but_not_when_imported_by_a_spawned_process():
+    """`python -m synth` is the `synth` command; a process that multiprocessing spawns imports the
+    parent's main module as `__mp_main__`, and must not run the command a second time."""
+    import subprocess
+    import sys
+
+    help_text = subprocess.run([sys.executable, "-m", "synth", "--help"], capture_output=True, text=True, timeout=120)
+    assert help_text.returncode == 0 and "run" in help_text.stdout
+    spawned = subprocess.run(
+        [sys.executable, "-c", "import runpy; runpy.run_module('synth', run_name='__mp_main__')"],
+        capture_output=True, text=True, timeout=120)
+    assert spawned.returncode == 0, spawned.stderr
+    assert spawned.stdout == "" and "Usage" not in spawned.stderr

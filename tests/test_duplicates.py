@@ -171,3 +171,27 @@ def test_dedup_stores_groups_stats_show_them_and_exports_leave_them_out(planted:
     rl = export_dataset(db, "rl", tmp_path / "rl")
     tasks = {json.loads(line)["task_id"] for line in (tmp_path / "rl" / "tasks.jsonl").read_text().splitlines()}
     assert ids["task"] in tasks and ids["reworded_task"] not in tasks and rl.duplicates_left_out >= 1
+
+
+def test_run_groups_duplicates_in_a_process_of_its_own(planted: tuple[Path, dict[str, str]],
+                                                       capfd: pytest.CaptureFixture[str]):
+    """`synth run`'s closing dedup pass runs in a child process: it stores the same groups as
+    `synth dedup` and prints how many rows it left out; a file it cannot read is the command's
+    error, naming the file and what the child said."""
+    from synth.cli.run import _group_duplicates
+
+    db, ids = planted
+    _group_duplicates(db)
+    expected = dedup_dataset(db).as_dict()["left_out"]
+    line = "".join(capfd.readouterr())  # the run's console writes to stderr
+    assert (f"near-duplicates: {expected['trajectory']} trajectory(ies) and {expected['task']} task(s) "
+            "left out of exports") in line
+    assert dict(_rows(db, "SELECT id, representative_id FROM duplicates"))[ids["copy"]] == ids["trajectory"]
+
+    _group_duplicates(db.parent / "no-such.duckdb")  # no dataset yet (a run that stored nothing): no pass
+    assert "".join(capfd.readouterr()) == ""
+    broken = db.parent / "broken.duckdb"
+    broken.write_text("not a database")
+    with pytest.raises(RuntimeError, match=r"synth dedup of .*broken\.duckdb failed: .+"):
+        _group_duplicates(broken)
+    assert broken.read_text() == "not a database"  # nothing written over it
