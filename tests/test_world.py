@@ -409,3 +409,36 @@ def test_the_world_model_writes_ids_that_look_like_ids() -> None:
     assert item["order_id"]["pattern"] == ID_PATTERN and "pattern" not in item["note"]
     assert "pattern" not in item["kind_id"]
     assert re.match(ID_PATTERN, "om-28647") and not re.match(ID_PATTERN, '");<BAR LOCATED>List')
+
+
+@pytest.mark.integration
+async def test_the_embedded_model_writes_world_model_ids_that_follow_the_id_pattern(backend_url: str) -> None:
+    """The same pattern through llama-server: its grammar takes the pattern (a schema it could not
+    compile would be a 400 on every world-model call) and the ids come back matching. This prompt
+    gets clean ids without the pattern too (`12345`, `ad_lovelace_1`), so the unit test above is
+    the one that fails when the pattern goes; this one fails when the server stops taking it."""
+    import re
+
+    from synth.llm import LLMClient
+    from synth.llm.errors import StructuredOutputError
+    from synth.models import ToolSpec
+    from synth.rollout.world_model import ID_PATTERN, ask_world_model
+    from tests.conftest import make_config
+
+    record = {"type": "object", "properties": {"order_id": {"type": "string"}, "status": {"type": "string"}},
+              "required": ["order_id", "status"]}
+    spec = ToolSpec(name="list_orders", description="List the customer's recent orders.", domain="retail",
+                    side_effect="read", input_schema={"type": "object", "properties": {"customer": {"type": "string"}}},
+                    output_schema={"type": "object", "properties": {"orders": {"type": "array", "items": record,
+                                                                               "minItems": 1}},
+                                   "required": ["orders"]})
+    ids: list[str] = []
+    async with LLMClient(make_config(backend_url)) as llm:
+        for seed in range(4):
+            try:
+                result, _, _ = await ask_world_model(spec, {"customer": "Ada Lovelace"}, {}, llm, seed=seed)
+            except StructuredOutputError:
+                continue  # no valid reply at all is the episode's error observation, not a bad id
+            ids += [order["order_id"] for order in result["orders"]]
+    assert ids, "the model listed no order in four tries"
+    assert all(re.match(ID_PATTERN, i) for i in ids), ids
