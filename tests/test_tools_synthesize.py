@@ -336,3 +336,47 @@ def test_evolution_drops_enum_values_and_fields_no_one_could_say() -> None:
                              EvolutionDraft(name="address", description="Where.", values=["street", "xqzvbnmk"]),
                              random.Random(0))
     assert list(nested.input_schema["properties"]["address"]["properties"]) == ["street"]
+
+
+def test_application_entities_come_from_the_domains_curated_text() -> None:
+    """Asked for "one noun", the embedded model named what an application manages `futurity`,
+    `shescue`, `blueprint_5` or `chest_card` (for chess), and every tool of it carried the word.
+    The nouns now come from the taxonomy's own text; the model only chooses among them."""
+    from synth.domains import load_taxonomy
+    from synth.domains.taxonomy import own_domain_entry
+    from synth.tools.synthesize import domain_entities
+
+    taxonomy = load_taxonomy()
+    assert domain_entities(taxonomy.get("weather")) == ["condition", "forecast", "weather"]
+    assert {"order", "shipment"} <= set(domain_entities(taxonomy.get("order_management")))
+    assert domain_entities(SimpleNamespace(name="wealth_management", description="Holdings.",
+                                           examples=["portfolio rebalancer", "order tracking page"])) == [
+        "holding", "portfolio", "order", "wealth"]
+    assert domain_entities(own_domain_entry("mcp/fetch")) == []  # nothing named: the draft's noun stays free
+
+
+async def test_applications_choose_their_entity_among_the_domains(fake_server: Any) -> None:
+    """The entity is an enum under the grammar; two applications never share one (the second
+    takes the next free noun, not a made-up compound), and one for which no noun is left is
+    dropped."""
+    from synth.tools.synthesize import _applications
+
+    server = fake_server()
+    sent: list[dict[str, Any]] = []
+
+    def responder(body: dict[str, Any]) -> dict[str, Any]:
+        sent.append(body)
+        apps = [{"name": "Sky Cast", "description": "Forecasts for a city.", "entity": "forecast"},
+                {"name": "Sky Now", "description": "Conditions now.", "entity": "forecast"},
+                {"name": "Sky Later", "description": "Forecasts, later.", "entity": "forecast"}]
+        return {"role": "assistant", "content": json.dumps({"applications": apps})}
+
+    server.responder = responder
+    weather = SimpleNamespace(name="api", description="Current conditions and forecasts for a place.",
+                              examples=["hourly forecast widget"])
+    async with LLMClient(make_config(server.base_url)) as llm:
+        apps = await _applications(weather, 3, llm, seed=0)
+    schema = sent[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["applications"]["items"]["properties"]["entity"]["enum"] == ["condition", "forecast"]
+    assert "one of: condition, forecast" in _prompt(sent[0])
+    assert [(a.name, a.entity) for a in apps] == [("Sky Cast", "forecast"), ("Sky Now", "condition")]

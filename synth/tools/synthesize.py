@@ -39,7 +39,7 @@ from synth.ids import derive_seed
 from synth.llm import LLMClient
 from synth.llm.errors import LLMError
 from synth.models import Provenance, ToolSpec
-from synth.naming import looks_like_words, singular
+from synth.naming import looks_like_words, plural, singular
 from synth.prompts import render
 from synth.settings import DEFAULT_TOOLS_PER_DOMAIN, ToolSettings
 from synth.tools.repository import RejectedTool
@@ -188,6 +188,72 @@ def entity_slug(text: str, fallback: str) -> str:
         words = [w for w in snake_case(fallback, 40).split("_") if w and w not in _FILLER][:2] or ["item"]
     words[-1] = singular(words[-1])
     return "_".join(words)
+
+
+
+# Words of a product or a doer, not of what it manages: "weather forecast API" manages forecasts,
+# "portfolio rebalancer" portfolios (from the taxonomy's examples).
+_PRODUCT_WORDS = frozenset({
+    "api", "apis", "app", "apps", "application", "applications", "widget", "page", "handler", "platform", "engine",
+    "system", "helper", "tool", "tools", "service", "services", "manager", "dashboard", "bot", "assistant",
+    "finder", "search", "log", "client", "server", "portal", "hub", "suite", "software", "integration", "console",
+    "interface", "feed", "lookup", "marketplace", "management", "database", "guide", "browser", "aggregator",
+    "analyzer", "assessor", "auditor", "autoscaler", "booker", "broker", "builder", "calculator", "caller",
+    "checker", "classifier", "clipper", "collector", "compiler", "connector", "controller", "converter",
+    "copywriter", "counter", "crawler", "decoder", "designer", "detector", "dispatcher", "doser", "editor",
+    "estimator", "executor", "expander", "explorer", "extractor", "fetcher", "filler", "forecaster", "forwarder",
+    "generator", "geocoder", "importer", "inspector", "locator", "logger", "mailer", "matcher", "merger", "monitor",
+    "notifier", "opener", "optimizer", "orchestrator", "organizer", "pager", "picker", "planner", "player",
+    "predictor", "prequalifier", "processor", "purger", "rater", "reader", "rebalancer", "recogniser",
+    "recommender", "recorder", "remover", "renamer", "renderer", "reporter", "resizer", "retriever", "rewriter",
+    "router", "runner", "scaler", "scanner", "scheduler", "scorer", "screener", "screenshotter", "sharer",
+    "shortener", "slicer", "solver", "splitter", "summarizer", "sweeper", "tracker", "updater", "validator",
+    "verifier", "viewer", "watcher", "keeper"
+})
+# Words ending in s that are no plural nouns.
+_NOT_PLURALS = frozenset({
+    "this", "its", "is", "was", "has", "does", "goes", "uses", "makes", "gives", "lets", "takes", "keeps", "runs",
+    "sets", "gets", "plus", "across", "various", "less", "news", "thanks", "us", "yes", "series", "species",
+    "always", "perhaps", "saas"
+})
+
+
+def domain_entities(domain: Any) -> list[str]:
+    """What a domain's applications manage, from its curated taxonomy text: the plural nouns of its
+    description ("Current conditions and forecasts for a place" gives `condition`, `forecast`),
+    then the last word of each example, and of its name, once product words, doers and doings are
+    taken off the end ("split shipment handler" gives `shipment`, "order tracking page" and
+    `order_management` give `order`), singular, in that order.
+
+    The application drafts choose among them under the grammar. Asked for "one noun", the embedded
+    135M model wrote `futurity`, `shescue`, `blueprint_5` and `chest_card` (for chess), and every
+    tool of the application carried the word in its name. Empty when the text names none (a real
+    MCP server's own domain): the draft's noun is then free, as before."""
+    out: list[str] = []
+
+    def add(word: str) -> None:
+        noun = singular(word.lower())
+        if len(noun) >= 3 and noun.isalpha() and noun not in _PRODUCT_WORDS and noun not in out:
+            out.append(noun)
+
+    for word in re.findall(r"[A-Za-z]+", getattr(domain, "description", "") or ""):
+        lower = word.lower()
+        if len(lower) > 3 and lower.endswith("s") and lower not in _NOT_PLURALS and singular(lower) != lower:
+            add(lower)
+    name = str(getattr(domain, "name", ""))
+    slug = [name.replace("_", " ")] if re.fullmatch(r"[a-z0-9_]+", name) else []  # not `mcp/<server>`
+    for text in [*(getattr(domain, "examples", None) or []), *slug]:
+        words = [w.lower() for w in re.findall(r"[A-Za-z]+", text)]
+        while words and (words[-1] in _PRODUCT_WORDS or _agent_noun(words[-1])):
+            words.pop()
+        if words:
+            add(words[-1])
+    return out
+
+
+def _agent_noun(word: str) -> bool:
+    """A doing (`tracking`, `running`), not a thing managed (doers are in `_PRODUCT_WORDS`)."""
+    return word.endswith("ing")
 
 
 # Words of names that say nothing of a value: service nouns and the operations' verbs.
@@ -535,10 +601,13 @@ def _deepened_output(output: dict[str, Any] | None, added: dict[str, Any]) -> di
 
 
 async def _applications(domain: Any, count: int, llm: LLMClient, seed: int) -> list[_Application]:
-    prompt = render("synth.tools", "applications.j2", domain=domain, count=count)
+    entities = domain_entities(domain)
+    prompt = render("synth.tools", "applications.j2", domain=domain, count=count, entities=entities)
     # Exactly `count` items: a small model left free stops after one.
     schema = ApplicationList.model_json_schema()
     schema["properties"]["applications"].update(minItems=count, maxItems=count)
+    if entities:
+        schema["$defs"]["ApplicationDraft"]["properties"]["entity"] = {"type": "string", "enum": entities}
     data = await llm.structured(
         "generator",
         [{"role": "user", "content": prompt}],
@@ -557,8 +626,9 @@ async def _applications(domain: Any, count: int, llm: LLMClient, seed: int) -> l
             continue
         entity = entity_slug(draft.entity, name)
         if entity in used_entities:  # two apps managing "order" would collide on create_order
-            entity = entity_slug(f"{snake_case(name, 12).split('_')[0]}_{entity}", name)
-        if entity in used_entities:
+            entity = (next((e for e in entities if e not in used_entities), "") if entities
+                      else entity_slug(f"{snake_case(name, 12).split('_')[0]}_{entity}", name))
+        if not entity or entity in used_entities:
             continue
         used_names.add(name.lower())
         used_entities.add(entity)
@@ -594,7 +664,8 @@ def _tool_name(draft_name: str, operation: Operation, entity: str, taken: set[st
     if operation != "action" or not name:
         # CRUD names are fixed by the id contract; the model names only the domain action. The
         # export job is a resource of its own, so the simulator's CRUD keeps it (`<entity>_exports`).
-        name = {"list": f"list_{entity}s", "search": f"search_{entity}s", "batch_create": f"batch_create_{entity}s",
+        many = plural(entity)  # `list_categories`, `list_chesses`: not `list_categorys`
+        name = {"list": f"list_{many}", "search": f"search_{many}", "batch_create": f"batch_create_{many}",
                 "export": f"create_{entity}_export", "get_export": f"get_{entity}_export"
                 }.get(operation, f"{operation}_{entity}")
     if operation == "action" and entity not in name:
