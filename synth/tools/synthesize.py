@@ -190,7 +190,6 @@ def entity_slug(text: str, fallback: str) -> str:
     return "_".join(words)
 
 
-
 # Words of a product or a doer, not of what it manages: "weather forecast API" manages forecasts,
 # "portfolio rebalancer" portfolios (from the taxonomy's examples).
 _PRODUCT_WORDS = frozenset({
@@ -233,7 +232,8 @@ def domain_entities(domain: Any) -> list[str]:
 
     def add(word: str) -> None:
         noun = singular(word.lower())
-        if len(noun) >= 3 and noun.isalpha() and noun not in _PRODUCT_WORDS and noun not in out:
+        if (len(noun) >= 3 and noun.isalpha() and noun not in _PRODUCT_WORDS and noun not in _FILLER
+                and noun not in out):
             out.append(noun)
 
     for word in re.findall(r"[A-Za-z]+", getattr(domain, "description", "") or ""):
@@ -624,7 +624,7 @@ async def _applications(domain: Any, count: int, llm: LLMClient, seed: int) -> l
         name = draft.name.strip()
         if not name or name.lower() in used_names:
             continue
-        entity = entity_slug(draft.entity, name)
+        entity = draft.entity if entities else entity_slug(draft.entity, name)
         if entity in used_entities:  # two apps managing "order" would collide on create_order
             entity = (next((e for e in entities if e not in used_entities), "") if entities
                       else entity_slug(f"{snake_case(name, 12).split('_')[0]}_{entity}", name))
