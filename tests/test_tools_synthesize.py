@@ -380,3 +380,21 @@ async def test_applications_choose_their_entity_among_the_domains(fake_server: A
     assert schema["properties"]["applications"]["items"]["properties"]["entity"]["enum"] == ["condition", "forecast"]
     assert "one of: condition, forecast" in _prompt(sent[0])
     assert [(a.name, a.entity) for a in apps] == [("Sky Cast", "forecast"), ("Sky Now", "condition")]
+
+
+def test_parameters_that_name_no_value_are_dropped() -> None:
+    """A main job's tools took `field1`, `field2`, `input_data_data`, `required_data` and
+    `jonkson_get_forecast`: names of no value, which the agent can only fill with junk. Drafted
+    and evolved parameters alike go; names that say what to pass stay."""
+    from synth.tools.synthesize import EvolutionDraft, apply_evolution, says_nothing
+
+    for junk in ("field1", "fields_2", "input_data_data", "required_data", "options", "jonkson_get_forecast"):
+        assert says_nothing(junk), junk
+    for name in ("items", "type", "name", "forecast_data", "search_query", "batch_size", "update_frequency",
+                 "created_at", "price_list", "cancellation_type"):
+        assert not says_nothing(name), name
+    spec = _shaped_tool("create")
+    draft = EvolutionDraft(name="field1", description="A field.", values=[])
+    evolved = apply_evolution(spec, "add_optional_param", draft, random.Random(0))
+    assert "field1" not in evolved.input_schema["properties"]
+    assert "names no value" in evolved.provenance.notes[-1]

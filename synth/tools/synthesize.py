@@ -275,6 +275,27 @@ def _only_words_of(param: str, texts: Iterable[str]) -> bool:
     return bool(words) and all(w in around or w in _FILLER or w in _NAMING_WORDS for w in words)
 
 
+# Words that name no value of their own (`field1`, `input_data`, `query_options`, `params_type_name`
+# in the embedded model's drafts): a parameter made of nothing else tells the agent nothing to pass.
+_EMPTY_WORDS = frozenset({
+    "field", "data", "input", "output", "param", "parameter", "option", "value", "info", "information", "required",
+    "optional", "new", "list", "map", "arg", "argument", "detail", "property", "object", "extra", "misc", "other",
+    "custom", "additional", "specific",
+})
+# Verbs no value's name carries (`update_frequency`, `search_query`, `batch_size` do: they are kept).
+_OPERATION_WORDS = frozenset({"create", "get"})
+
+
+def says_nothing(param: str) -> bool:
+    """`param` names no value: all its words are empty ones (`field1`, `input_data_data`,
+    `required_data`), or it carries a call's verb (`jonkson_get_forecast`): a parameter is a
+    value's name, not a call's."""
+    words = [singular(w.rstrip("0123456789")) for w in snake_case(param, 80).split("_") if w]
+    words = [w for w in words if w]
+    return (not words or any(w in _OPERATION_WORDS for w in words)
+            or all(w in _EMPTY_WORDS or w in _FILLER for w in words))
+
+
 def _is_id_of(param: str, entity: str) -> bool:
     key = param.replace("_", "")
     return key in {"id", f"{entity.replace('_', '')}id", "identifier", "uuid"}
@@ -541,11 +562,12 @@ def apply_evolution(spec: ToolSpec, operation: str, draft: EvolutionDraft | None
         description = draft.description.strip() or name.replace("_", " ").capitalize()
         if not name or name in props:
             notes.append(f"evolution {operation}: parameter name {draft.name!r} unusable or taken")
-        elif _only_words_of(name, (spec.name, spec.domain, spec.application)):
+        elif _only_words_of(name, (spec.name, spec.domain, spec.application)) or says_nothing(name):
             # As for drafted parameters (`names_only`): a main job accepted `create_weather(...,
             # create_weather={...})` and `create_order_management(create_order_management="jsscj...")`,
             # both parameters added here.
-            notes.append(f"evolution {operation}: parameter name {name!r} only repeats the tool's names")
+            notes.append(f"evolution {operation}: parameter name {name!r} only repeats the tool's names or "
+                         "names no value")
         elif operation == "add_optional_param":
             props[name] = {"type": "string", "description": description}
             if string_format(name):
@@ -730,10 +752,11 @@ async def _application_tools(
             )
         elif isinstance(res, BaseException):
             raise res
-    for i, draft in enumerate(drafts):  # parameters that only repeat the names around them go
+    for i, draft in enumerate(drafts):  # parameters that only repeat the names around them, or name no value, go
         if draft is not None:
             drafts[i] = draft.model_copy(update={"parameters": [p for p in draft.parameters
-                                                                if not names_only(p.name, app)]})
+                                                                if not names_only(p.name, app)
+                                                                and not says_nothing(p.name)]})
     fields: dict[str, dict[str, Any]] = {}
     create = drafts[operations.index("create")] if "create" in operations else None
     if create is not None:
