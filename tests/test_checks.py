@@ -190,7 +190,7 @@ def test_no_fabrication_flags_short_values_no_message_gave(claim: str, value: st
 
 
 def test_no_fabrication_whole_tokens_not_substrings() -> None:
-    seen = [SYSTEM, user("Event please."), calls(call("c1", "get_order", order_id="x")),
+    seen = [SYSTEM, user("Event of order x please."), calls(call("c1", "get_order", order_id="x")),
             tool("c1", {"event_id": "ev-3391", "fee": 850})]
     assert "'3391'" in failed([*seen, say("Your event number is 3391.")], REMINDER_TASK)["no_fabrication"]
     assert "'85'" in failed([*seen, say("The fee is 85.")], REMINDER_TASK)["no_fabrication"]
@@ -475,7 +475,8 @@ def test_a_stop_marker_does_not_hide_a_cut_off_episode() -> None:
 
 
 def test_no_fabrication_accepts_an_identifier_restated_with_its_words() -> None:
-    messages = [SYSTEM, user("Which gift cards do I have?"), calls(call("c1", "list_orders", customer_id="cus-4471")),
+    messages = [SYSTEM, user("Which gift cards do I have? I am cus-4471."),
+                calls(call("c1", "list_orders", customer_id="cus-4471")),
                 tool("c1", {"payment_methods": {"gift_card_6276644": {"amount": 113}}}),
                 say("You have Gift Card 6276644 with $113.")]
     assert "no_fabrication" not in failed(messages, LOOKUP_TASK)
@@ -679,3 +680,20 @@ def test_stand_in_values_and_a_parameter_named_after_its_tool_fail() -> None:
             calls(call("c1", "create_weather", location="example_location")),
             tool("c1", {"weather_id": "w-1", "location": "example_location"}), say("Stored as w-1.")]
     assert "no_fabrication" not in failed(said, goal, tools=[*TOOLS, weather])
+
+
+def test_a_call_with_an_id_nobody_gave_is_fabrication() -> None:
+    """A main job accepted `create_order(name="Jonas Lee")` called beside `get_order(order_id=
+    "1234567890")`, an id no one had given (the create's result was not back yet), and a reply
+    about that made-up order. An id a user, a tool or the system gave is the agent's to pass."""
+    made_up = [SYSTEM, user("Please check my order."), calls(call("c1", "get_order", order_id="1234567890")),
+               tool("c1", {"error": {"type": "not_found", "message": "order '1234567890' does not exist"}}),
+               say("Order 1234567890 does not exist.")]
+    detail = failed(made_up, LOOKUP_TASK)["no_fabrication"]
+    assert "get_order with order_id='1234567890', an id that no earlier message gave" in detail
+    given = [SYSTEM, user("Please check my order O-2207."), calls(call("c1", "get_order", order_id="o-2207")),
+             tool("c1", {"order_id": "o-2207", "status": "processing", "ship_by": "2026-03-21"}),
+             say("Order o-2207 is processing and ships by 2026-03-21.")]
+    assert "no_fabrication" not in failed(given, LOOKUP_TASK)
+    from_a_tool = [*LOOKUP]  # o-2207 came from list_orders' result before get_order used it
+    assert "no_fabrication" not in failed(from_a_tool, LOOKUP_TASK)

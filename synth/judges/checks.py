@@ -928,6 +928,21 @@ def _stand_in_arguments(arguments: Any, told: str, key: str = "") -> list[str]:
     return [arguments] if placeholder_value(arguments, key) or not looks_like_words(arguments) else []
 
 
+def _invented_ids(arguments: Any, told: str, key: str = "") -> list[tuple[str, str]]:
+    """(parameter, value) of each identifier a call passes (an argument named like an id:
+    `order_id`, `id`, `customerId`) that nobody gave before it (`told`: the system, user and tool
+    text so far, lowercased). A main job accepted `get_order(order_id="1234567890")`, called beside
+    the `create_order` whose id it could not yet know, and a reply about that made-up order."""
+    if isinstance(arguments, dict):
+        return [found for k, item in arguments.items() for found in _invented_ids(item, told, str(k))]
+    if isinstance(arguments, list):
+        return [found for item in arguments for found in _invented_ids(item, told, key)]
+    if (_name_words(key)[-1:] != ["id"] or isinstance(arguments, bool) or not isinstance(arguments, str | int)
+            or not str(arguments).strip()):
+        return []
+    return [] if str(arguments).strip().lower() in told else [(key, str(arguments))]
+
+
 def _check_no_fabrication(ctx: _Context) -> CheckResult:
     """Every value an assistant text asserts (`claims`, `_is_asserted`) was seen before it: in a
     system, user or tool message, or in the arguments of the agent's own calls (echoing its own
@@ -944,7 +959,8 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
     writing tool whose arguments assert values nothing gave (`_invented_arguments`: "create a
     weather record" answered with `temperature: 25`) writes made-up data into the world, and a
     call of any tool with a stand-in for a value (`_stand_in_arguments`: `location:
-    "example_location"`) passes nothing real."""
+    "example_location"`) passes nothing real, and one with an id nobody gave (`_invented_ids`)
+    looks up or changes a record the agent made up."""
     known = _Known()
     problems = []
     result_words: set[str] = set()  # stems of the tool results so far: a state they report is no claimed action
@@ -974,6 +990,11 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
                 problems.append(f"message {i} (assistant) calls {call.name} with "
                                 f"{', '.join(repr(v[:40]) for v in dict.fromkeys(stand_ins))}, a stand-in for a "
                                 "value that nobody gave")
+            ids = _invented_ids(call.arguments, told + instructed)
+            if ids:
+                problems.append(f"message {i} (assistant) calls {call.name} with "
+                                f"{', '.join(f'{k}={v[:40]!r}' for k, v in dict.fromkeys(ids))}, an id that no "
+                                "earlier message gave")
             if call.name in ctx.tools and tool_writes(ctx.tools[call.name]):
                 made_up = _invented_arguments(call.arguments, known)
                 if made_up:
