@@ -458,6 +458,13 @@ async def test_read_after_write_on_the_deterministic_path(fake_server: Callable[
         assert missing.is_error and missing.content["error"]["type"] == "not_found"
         assert "o-404" in missing.content["error"]["message"]
 
+        # No orders at all in this world: an order named by its id is not found, not made up by the
+        # world model (a CI main job's `get_forecast(forecast_id="7328378")` came back as a forecast).
+        empty = ToolSimulator(TICKETS_STATE, llm, seed=3)
+        nowhere = await empty.call(GET_ORDER, {"order_id": "7328378"})
+        assert nowhere.is_error and nowhere.content["error"]["type"] == "not_found"
+        assert "orders" not in empty.state and empty.state_log == []
+
         desk = ToolSimulator(TICKETS_STATE, llm, seed=3)
         ticket = await desk.call(CREATE_TICKET, {"subject": "Invoice page error", "priority": "urgent"})
         ticket_id = ticket.content["ticket_id"]

@@ -161,14 +161,16 @@ def plan_deterministic(spec: ToolSpec, arguments: dict[str, Any], state: dict[st
             new_id = f"{prefix}-{rng.randint(1000, 99999)}"
         entity = {id_key: new_id, **{k: v for k, v in arguments.items() if k != id_key}}
         return _finish(spec, entity, {collection: {new_id: entity}})
-    if collection is None:
-        return CrudPlan()
-    entities = state[collection]
+    # No such collection in the world: a record named by its own id is not there either. Reads
+    # bring the records they return into the world (`absorb_entities`), so an id a tool gave is in
+    # it; the world model had answered `get_forecast(forecast_id="7328378")`, an id the agent made
+    # up, with an invented forecast.
+    entities = state[collection] if collection is not None else {}
     named = _id_argument(arguments, resource, entities)
     if named is None:
         return CrudPlan()
     arg_name, entity_id = named
-    if entity_id not in entities:
+    if collection is None or entity_id not in entities:
         noun = singular(resource[-1]) if resource else "item"
         obs = error_observation("not_found", f"{noun} {entity_id!r} does not exist", "simulated")
         return CrudPlan(decided=True, observation=obs)
