@@ -697,3 +697,80 @@ def test_a_call_with_an_id_nobody_gave_is_fabrication() -> None:
     assert "no_fabrication" not in failed(given, LOOKUP_TASK)
     from_a_tool = [*LOOKUP]  # o-2207 came from list_orders' result before get_order used it
     assert "no_fabrication" not in failed(from_a_tool, LOOKUP_TASK)
+
+
+CONFIRMING = {"role": "system", "content": "You are Northwind's support agent. Confirm the details with the user "
+              "before calling cancel_order: these tools change records, and a change may not be undone."}
+
+
+def test_a_write_the_system_prompt_says_to_confirm_needs_a_go_ahead() -> None:
+    """A CI main job accepted `create_condition(...)` called at once by an agent whose system prompt
+    said to confirm before calling it. The go-ahead is an assistant question answered yes; a retry
+    after an error needs none; a prompt without such a policy asks for none."""
+    unconfirmed = [CONFIRMING, *CANCEL[1:]]
+    assert "calls cancel_order before the user confirmed it" in failed(unconfirmed, CANCEL_TASK)["confirms_writes"]
+    confirmed = [CONFIRMING, CANCEL[1], say("Shall I cancel order o-2207 now?"), user("Yes, please go ahead."),
+                 *CANCEL[2:]]
+    assert "confirms_writes" not in failed(confirmed, CANCEL_TASK)
+    no_question = [CONFIRMING, CANCEL[1], say("I will cancel order o-2207."), user("Yes, please go ahead."),
+                   *CANCEL[2:]]
+    assert "confirms_writes" in failed(no_question, CANCEL_TASK)
+    assert "confirms_writes" not in failed(CANCEL, CANCEL_TASK)  # SYSTEM says nothing of confirming
+    never = [{"role": "system", "content": "Never ask for confirmation before calling cancel_order."}, *CANCEL[1:]]
+    assert "confirms_writes" not in failed(never, CANCEL_TASK)
+
+
+def test_a_write_with_words_nobody_said_is_fabrication() -> None:
+    """A CI main job accepted `create_condition(name="Chloe Kaya", new_default_option="B")` for
+    "create condition with name Chloe Kaya": "B" is the agent's choice, written into the world.
+    Words the agent takes from the request, the tool or an enum of its schema are fine."""
+    condition = ToolSpec(name="create_condition", description="Create a weather condition.", domain="weather",
+                         input_schema={"type": "object", "properties": {
+                             "name": {"type": "string"}, "new_default_option": {"type": "string"},
+                             "severity": {"type": "string", "enum": ["low", "high"]}}},
+                         side_effect="write")
+    goal = task("Create condition with name Chloe Kaya.")
+
+    def run(**args: Any) -> dict[str, str]:
+        messages = [SYSTEM, user("I need to create condition with name Chloe Kaya."),
+                    calls({"id": "c1", "type": "function",
+                           "function": {"name": "create_condition", "arguments": json.dumps(args)}}),
+                    tool("c1", {"condition_id": "c-1", **args}),
+                    say("Condition c-1, Chloe Kaya, has been created.")]
+        return failed(messages, goal, tools=[*TOOLS, condition])
+
+    detail = run(name="Chloe Kaya", new_default_option="B")["no_fabrication"]
+    assert "create_condition with 'B'" in detail and "invented values" in detail
+    assert "no_fabrication" not in run(name="Chloe Kaya")
+    assert "no_fabrication" not in run(name="Chloe Kaya", severity="high")  # the tool offers it
+    assert "no_fabrication" not in run(name="Chloe Kaya condition")
+
+
+def test_a_value_that_spells_out_the_call_is_a_stand_in() -> None:
+    """A CI main job accepted `list_cancellations(filters=["filter_cancellations_list_and_filter_cab"])`:
+    the model wrote its call's own names where a value belongs. A snake_case value of a few real
+    words (`in_progress`, `order_date`) is a value."""
+    goal = task("List the customer's orders.")
+
+    def run(value: str) -> dict[str, str]:
+        messages = [SYSTEM, user("Please list my orders, customer cus-4471."),
+                    calls(call("c1", "list_orders", customer_id="cus-4471", status=value)),
+                    tool("c1", {"orders": [{"order_id": "o-2207", "status": "processing"}]}),
+                    say("You have one order, o-2207, still processing.")]
+        open_list = ToolSpec(name="list_orders", description="A customer's orders.", domain="retail",
+                             input_schema=_schema("customer_id", status="string"), side_effect="read")
+        return failed(messages, goal, tools=[*TOOLS[:1], open_list, *TOOLS[2:]])
+
+    assert "a stand-in" in run("list_orders_status_filter")["no_fabrication"]
+    assert "no_fabrication" not in run("in_progress")
+
+
+@pytest.mark.parametrize("reply", ["Successful cancellation, removed", "Removed."])
+def test_a_terse_reply_still_claims_the_action_it_names(reply: str) -> None:
+    """A CI main job accepted "Successful cancellation, removed" after a create: a bare participle
+    says the action was done as much as "has been removed" does."""
+    goal = task("Set a reminder for order o-2207, 30 minutes before.")
+    messages = [SYSTEM, user("Set a reminder for order o-2207, 30 minutes before it arrives."),
+                calls(call("c1", "add_reminder", order_id="o-2207", minutes_before=30)),
+                tool("c1", {"reminder_id": "r-1", "order_id": "o-2207", "minutes_before": 30}), say(reply)]
+    assert "no call of a tool that does that" in failed(messages, goal)["no_fabrication"]

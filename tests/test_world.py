@@ -137,6 +137,18 @@ def test_reads_defer_to_the_world_and_real_results_patch_it() -> None:
     assert update == {"orders": {"o-1": {"order_id": "o-1", "status": "closed"}}}
 
 
+def test_a_simulated_listing_names_each_record_once() -> None:
+    """A CI main job's world model listed `cancellation_id "1234567890"` twice: one world has one
+    record per id, so the second is dropped (a real tool's listing is left as it came)."""
+    listing = {"items": [{"cancellation_id": "123", "reason": "late"}, {"cancellation_id": "123", "reason": "x"},
+                         {"cancellation_id": "124", "reason": "early"}]}
+    result, update = absorb_entities(listing, ["cancellation"], {})
+    assert [i["cancellation_id"] for i in result["items"]] == ["123", "124"]
+    assert update["cancellations"]["123"]["reason"] == "late"
+    real, _ = absorb_entities(listing, ["cancellation"], {}, authoritative=True)
+    assert len(real["items"]) == 3
+
+
 async def test_a_real_tool_write_is_seen_by_later_simulated_reads(
     fake_server: Callable[..., FakeOpenAIServer],
 ) -> None:

@@ -74,6 +74,7 @@ CHECK_NAMES = (
     "no_needless_tools",
     "final_state",
     "no_unrequested_writes",
+    "confirms_writes",
     "declines_unserviceable",
     "user_in_role",
 )
@@ -785,16 +786,18 @@ def _normal_phrase(text: str) -> str:
     return re.sub(r"[\s_-]+", " ", text.lower()).strip()
 
 
-def _scalars(value: Any) -> Iterator[str | int | float]:
-    """The strings and numbers (not booleans, not keys) of a JSON value, at any depth."""
+def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, str | int | float]]:
+    """(key, value) of each string and number (not boolean) of a JSON value, at any depth: the
+    key is that of the nearest object holding it (a list's items take their list's key), "" at
+    the top. The one walk over a call's arguments or a tool's result that the checks share."""
     if isinstance(value, dict):
-        for v in value.values():
-            yield from _scalars(v)
+        for k, v in value.items():
+            yield from _leaves(v, str(k))
     elif isinstance(value, list):
         for v in value:
-            yield from _scalars(v)
+            yield from _leaves(v, key)
     elif isinstance(value, str | int | float) and not isinstance(value, bool):
-        yield value
+        yield key, value
 
 
 def _reportable(body: str, known: str) -> set[str]:
@@ -811,7 +814,7 @@ def _reportable(body: str, known: str) -> set[str]:
         values = [t for t in _TOKEN.findall(body) if any(ch.isdigit() for ch in t)]
         values += [body] if len(body) <= 120 else []
     else:
-        values = [str(v) for v in _scalars(data)
+        values = [str(v) for _, v in _leaves(data)
                   if (v not in (0, 1) if not isinstance(v, str) else 2 <= len(v.strip()) <= 120)]
     out = {_normal_phrase(v) for v in values}
     return {v for v in out if v and not _phrase_in(v, known)}
@@ -875,18 +878,22 @@ _ACTION_CLAIM = re.compile(
     r"\b(?:(?:has|have)\s+(?:now\s+|also\s+|just\s+)?been|(?:is|are)\s+now|successfully|"
     r"(?:i|we)(?:'ve|\s+have)?(?:\s+(?:now|also|just))?)\s+(?:successfully\s+|now\s+|also\s+)?([a-z]+(?:ed|en|ld|nt))\b",
     re.I)
+# A clause that ends in a bare participle after a comma, or is one: "Successful cancellation, removed",
+# "Cancelled." A reply this terse still says the action was done.
+_BARE_CLAIM = re.compile(r"(?:^|,)\s*([a-z]+(?:ed|en))\W*$", re.I)
 _CONDITIONAL = re.compile(r"^\W*(?:once|if|when|after|before|until|unless|as soon as|whether)\b", re.I)
 
 
 def _action_claims(text: str) -> list[tuple[str, str]]:
     """(clause, verb stem) for each clause of `text` saying an action was done ("three checked bags
-    have been added", "I've cancelled your order"): a perfect or "successfully" form of a specific
-    write verb, in a clause that is not a question, a condition or a negation."""
+    have been added", "I've cancelled your order", "..., removed"): a perfect or "successfully"
+    form of a specific write verb, or its bare participle ending the clause after a comma, in a
+    clause that is not a question, a condition or a negation."""
     out = []
     for clause in _CLAUSE.split(text):
         if not clause or clause.rstrip().endswith("?") or _CONDITIONAL.search(clause) or _NEGATION.search(clause):
             continue
-        for m in _ACTION_CLAIM.finditer(clause):
+        for m in [*_ACTION_CLAIM.finditer(clause), *_BARE_CLAIM.finditer(clause)]:
             stem = _stem(m[1])
             if stem in _ALL_WRITE_STEMS and stem not in _VAGUE_WRITES:
                 out.append((clause.strip(), stem))
@@ -906,41 +913,80 @@ def _uses_value(arguments: Any, value: str) -> bool:
 def _invented_arguments(arguments: Any, known: _Known) -> list[str]:
     """The values of a call's arguments (at any depth) that assert a number or an identifier of
     two digits or more, or an amount of money (`claims`, `_is_asserted`), that nothing before the
-    call gave. Words are not asked for: an agent may well word a reason or a title itself, but a
-    temperature, an amount or an id it was never told is made up. Dates and times are left out:
-    an agent derives them ("the day after", "keep its 30 minutes": 14:30 -> 15:00)."""
-    texts = [str(v) for v in _scalars(arguments)]
+    call gave. Dates and times are left out: an agent derives them ("the day after", "keep its 30
+    minutes": 14:30 -> 15:00). Words are `_unsaid_words`' to judge."""
+    texts = [str(v) for _, v in _leaves(arguments)]
     return [c.surface for text in texts for c in claims(text) if c.kind in ("number", "id", "money")
             and _is_asserted(c) and not known.supports(c, text) and not known.derives(c)]
 
 
-def _stand_in_arguments(arguments: Any, told: str, key: str = "") -> list[str]:
-    """The values of a call's arguments (at any depth) that stand in for a value instead of being
-    one, and that nobody said (`told`: the system, user and tool text so far, lowercased): a
-    placeholder (`example_location`, `category_name`, `<name>`; `placeholder_value`) or letters no
-    one could say (`jsscjdjcjjdjcj`; `looks_like_words`)."""
-    if isinstance(arguments, dict):
-        return [v for k, item in arguments.items() for v in _stand_in_arguments(item, told, str(k))]
-    if isinstance(arguments, list):
-        return [v for item in arguments for v in _stand_in_arguments(item, told, key)]
-    if not isinstance(arguments, str) or arguments.strip().lower() in told:
-        return []
-    return [arguments] if placeholder_value(arguments, key) or not looks_like_words(arguments) else []
+def _echoes_names(value: str, key: str, tool: str) -> bool:
+    """A snake_case value of three words or more, at least half of them words of its tool's or
+    parameter's own name (`filters: "filter_cancellations_list_and_filter_cab"` for
+    `list_cancellations`): the model spelled out the call instead of passing a value."""
+    if " " in value.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value.strip()):
+        return False
+    words = [_stem(w) for w in _name_words(value) if not w.isdigit()]
+    own = {_stem(w) for w in _name_words(key) + _name_words(tool)}
+    return len(words) >= 3 and 2 * sum(w in own for w in words) >= len(words)
 
 
-def _invented_ids(arguments: Any, told: str, key: str = "") -> list[tuple[str, str]]:
+def _stand_ins(arguments: Any, said: str, tool: str) -> list[str]:
+    """The string values of a call's arguments that stand in for a value instead of being one,
+    and that nobody said (`said`: the system, user and tool text so far, lowercased): a
+    placeholder (`example_location`, `category_name`, `<name>`; `placeholder_value`), letters no
+    one could say (`jsscjdjcjjdjcj`; `looks_like_words`), or the call's own names spelled out
+    (`_echoes_names`)."""
+    return [v for k, v in _leaves(arguments) if isinstance(v, str) and v.strip().lower() not in said
+            and (placeholder_value(v, k) or not looks_like_words(v) or _echoes_names(v, k, tool))]
+
+
+def _invented_ids(arguments: Any, said: str) -> list[tuple[str, str]]:
     """(parameter, value) of each identifier a call passes (an argument named like an id:
-    `order_id`, `id`, `customerId`) that nobody gave before it (`told`: the system, user and tool
-    text so far, lowercased). A main job accepted `get_order(order_id="1234567890")`, called beside
-    the `create_order` whose id it could not yet know, and a reply about that made-up order."""
-    if isinstance(arguments, dict):
-        return [found for k, item in arguments.items() for found in _invented_ids(item, told, str(k))]
-    if isinstance(arguments, list):
-        return [found for item in arguments for found in _invented_ids(item, told, key)]
-    if (_name_words(key)[-1:] != ["id"] or isinstance(arguments, bool) or not isinstance(arguments, str | int)
-            or not str(arguments).strip()):
-        return []
-    return [] if str(arguments).strip().lower() in told else [(key, str(arguments))]
+    `order_id`, `id`, `customerId`) that nobody gave before it (`said`, as for `_stand_ins`). A
+    main job accepted `get_order(order_id="1234567890")`, called beside the `create_order` whose
+    id it could not yet know, and a reply about that made-up order."""
+    return [(k, str(v)) for k, v in _leaves(arguments) if _name_words(k)[-1:] == ["id"] and str(v).strip()
+            and str(v).strip().lower() not in said]
+
+
+def _enum_values(schema: Any) -> set[str]:
+    """Every enum member and const of a JSON schema, at any depth, lowercased: values the tool
+    itself offers, which no one has to say."""
+    out: set[str] = set()
+    if isinstance(schema, dict):
+        for k, v in schema.items():
+            if k == "enum" and isinstance(v, list):
+                out.update(str(x).lower() for x in v)
+            elif k in ("const", "default") and isinstance(v, str | int | float):
+                out.add(str(v).lower())
+            else:
+                out |= _enum_values(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            out |= _enum_values(v)
+    return out
+
+
+def _unsaid_words(arguments: Any, said_stems: set[str], tool: ToolSpec) -> list[str]:
+    """The string values of a writing call's arguments that are words (no digit: numbers, ids and
+    dates are `_invented_arguments`'), not one of the tool's own enum values, and none of whose
+    words anyone said: not the system, the user, a tool result (`said_stems`), nor the tool's own
+    description and schema. A main job accepted `create_condition(name="Chloe Kaya",
+    new_default_option="B")` for "create condition with name Chloe Kaya": "B" is a choice the
+    agent made for the user and wrote into the world. A title or a reason the agent words itself
+    from the request ("Dentist appointment" for "book my dentist") shares a word with it."""
+    offered = _enum_values(tool.input_schema)
+    own = {_stem(w) for w in _WORD.findall((tool.name.replace("_", " ") + " " + tool.description + " "
+                                            + json.dumps(tool.input_schema)).lower())}
+    out = []
+    for _, value in _leaves(arguments):
+        if not isinstance(value, str) or any(ch.isdigit() for ch in value) or value.strip().lower() in offered:
+            continue
+        words = {_stem(w) for w in _WORD.findall(value.lower())}
+        if words and not words & (said_stems | own):
+            out.append(value)
+    return out
 
 
 def _check_no_fabrication(ctx: _Context) -> CheckResult:
@@ -957,26 +1003,28 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
     claimed action. A call is a claim as well: one that uses a value the task withholds from the
     agent (`Task.withheld`) before the user or a tool gave it has guessed it, and a call of a
     writing tool whose arguments assert values nothing gave (`_invented_arguments`: "create a
-    weather record" answered with `temperature: 25`) writes made-up data into the world, and a
-    call of any tool with a stand-in for a value (`_stand_in_arguments`: `location:
-    "example_location"`) passes nothing real, and one with an id nobody gave (`_invented_ids`)
-    looks up or changes a record the agent made up."""
+    weather record" answered with `temperature: 25`), or words nobody said (`_unsaid_words`:
+    `new_default_option: "B"`), writes made-up data into the world, and a call of any tool with a
+    stand-in for a value (`_stand_ins`: `location: "example_location"`) passes nothing real, and
+    one with an id nobody gave (`_invented_ids`) looks up or changes a record the agent made up."""
     known = _Known()
     problems = []
     result_words: set[str] = set()  # stems of the tool results so far: a state they report is no claimed action
     withheld = {k: str(v) for k, v in ctx.task.withheld.items() if len(str(v)) >= 3}
     told = ""  # what the user and the tools said so far: a withheld value used before it is there was guessed
-    instructed = ""  # the system text so far: values it names are no stand-ins
+    said = ""  # the system, user and tool text so far: values it names are no stand-ins, ids no inventions
+    said_stems: set[str] = set()
     for i, msg in enumerate(ctx.messages):
         role = msg.get("role")
-        if role in ("user", "tool"):
-            told += " " + message_text(msg).lower()
-        if role == "system":
-            instructed += " " + message_text(msg).lower()
         if role in ("system", "user", "tool"):
-            known.add(message_text(msg), tool_result=role == "tool")
+            text = message_text(msg)
+            said += " " + text.lower()
+            said_stems.update(_stem(w) for w in _WORD.findall(text.lower()))
+            if role != "system":
+                told += " " + text.lower()
+            known.add(text, tool_result=role == "tool")
             if role == "tool":
-                result_words.update(_stem(w) for w in _WORD.findall(_json_text(message_text(msg)).lower()))
+                result_words.update(_stem(w) for w in _WORD.findall(_json_text(text).lower()))
             continue
         if role != "assistant":
             continue
@@ -985,21 +1033,23 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
             if guessed:
                 problems.append(f"message {i} (assistant) calls {call.name} with the user's "
                                 f"{', '.join(g.replace('_', ' ') for g in guessed)} before the user or a tool gave it")
-            stand_ins = _stand_in_arguments(call.arguments, told + instructed)
+            stand_ins = _stand_ins(call.arguments, said, call.name)
             if stand_ins:
                 problems.append(f"message {i} (assistant) calls {call.name} with "
                                 f"{', '.join(repr(v[:40]) for v in dict.fromkeys(stand_ins))}, a stand-in for a "
                                 "value that nobody gave")
-            ids = _invented_ids(call.arguments, told + instructed)
+            ids = _invented_ids(call.arguments, said)
             if ids:
                 problems.append(f"message {i} (assistant) calls {call.name} with "
                                 f"{', '.join(f'{k}={v[:40]!r}' for k, v in dict.fromkeys(ids))}, an id that no "
                                 "earlier message gave")
-            if call.name in ctx.tools and tool_writes(ctx.tools[call.name]):
-                made_up = _invented_arguments(call.arguments, known)
+            tool = ctx.tools.get(call.name)
+            if tool is not None and tool_writes(tool):
+                made_up = _invented_arguments(call.arguments, known) + [
+                    v for v in _unsaid_words(call.arguments, said_stems, tool) if v not in stand_ins]
                 if made_up:
                     problems.append(f"message {i} (assistant) calls {call.name} with "
-                                    f"{', '.join(repr(v) for v in dict.fromkeys(made_up))}, which no earlier "
+                                    f"{', '.join(repr(v[:40]) for v in dict.fromkeys(made_up))}, which no earlier "
                                     "message gave: a write with invented values")
             known.add(call.arguments_text, tool_result=True)
         body = message_text(msg)
@@ -1231,6 +1281,69 @@ def _check_no_unrequested_writes(ctx: _Context) -> CheckResult:
     return _result("no_unrequested_writes", problems, f"{len(writes)} writing call(s), all asked for")
 
 
+# A system sentence asking the agent to get the user's go-ahead before it acts: a confirm word and
+# "before" ("Confirm the details with the user before calling create_order", tau-bench's "Before taking
+# any actions that update the booking database ... obtain explicit user confirmation (yes)").
+_CONFIRM_WORD = re.compile(r"\b(?:confirm|confirmation|consent|approval)\b(?!\s+(?:number|code|id|email)\b)", re.I)
+_BEFORE = re.compile(r"\b(?:before|prior to|first)\b", re.I)
+# A user message that gives the go-ahead.
+_AFFIRM = re.compile(r"\b(?:yes|yeah|yep|yup|sure|correct|confirm(?:ed)?|go ahead|proceed|please do|do it|"
+                     r"that's right|that is right|sounds good|absolutely|of course|ok(?:ay)?)\b", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_NO_CONFIRM = re.compile(r"\b(?:never|don't|do not|no need to|without)\b[^.]*\b(?:confirm|confirmation|consent|ask)",
+                         re.I)
+
+
+def _confirmation_policy(ctx: _Context) -> tuple[set[str], bool]:
+    """What the system prompt asks the agent to confirm before calling: the tools its confirming
+    sentences name, and whether one names none (then it covers every writing tool). Negated
+    sentences ("never ask for confirmation") ask for nothing."""
+    named: set[str] = set()
+    every = False
+    for msg in ctx.messages:
+        if msg.get("role") != "system":
+            continue
+        for sentence in _SENTENCE.split(message_text(msg)):
+            if not _CONFIRM_WORD.search(sentence) or not _BEFORE.search(sentence) or _NO_CONFIRM.search(sentence):
+                continue
+            tools = {name for name in ctx.tools if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", sentence)}
+            named |= tools
+            every = every or not tools
+    return named, every
+
+
+def _check_confirms_writes(ctx: _Context) -> CheckResult:
+    """Where the system prompt says to confirm before calling a writing tool (`_confirmation_policy`;
+    every agent with write tools has such a policy, `agents.synthesize.standard_policies`), each
+    assistant message that calls one comes after an assistant question and a user reply that
+    gives the go-ahead ("Yes, please go ahead."), both since the last such call that succeeded (a
+    retry after an error needs no second go-ahead). A request is no confirmation: the agent
+    restates what it will write and the user agrees, as tau-bench's airline policy asks. A CI main
+    job accepted `create_condition(name="Chloe Kaya", new_default_option="B")`, called at once,
+    from an agent told to confirm before calling it."""
+    named, every = _confirmation_policy(ctx)
+    governed = {n for n, tool in ctx.tools.items() if tool_writes(tool) and (every or n in named)}
+    if not governed:
+        return CheckResult(name="confirms_writes", passed=True, detail="no confirmation policy over a writing tool")
+    problems = []
+    asked = confirmed = False
+    for i, msg in enumerate(ctx.messages):
+        role = msg.get("role")
+        if role == "user" and asked and _AFFIRM.search(message_text(msg)):
+            confirmed = True
+        if role != "assistant":
+            continue
+        writes = [c for c in iter_tool_calls([msg]) if c.name in governed]
+        if writes and not confirmed:
+            problems.append(f"message {i} (assistant) calls {', '.join(dict.fromkeys(c.name for c in writes))} "
+                            "before the user confirmed it, which the system prompt requires")
+        if any(ctx.succeeded(c) for c in writes):
+            asked = confirmed = False
+        if "?" in message_text(msg):
+            asked = True
+    return _result("confirms_writes", problems, "every governed write was confirmed")
+
+
 _CHECKS: dict[str, Callable[[_Context], CheckResult]] = {
     "tools_exist": _check_tools_exist,
     "arguments_valid": _check_arguments_valid,
@@ -1245,6 +1358,7 @@ _CHECKS: dict[str, Callable[[_Context], CheckResult]] = {
     "no_needless_tools": _check_no_needless_tools,
     "final_state": _check_final_state,
     "no_unrequested_writes": _check_no_unrequested_writes,
+    "confirms_writes": _check_confirms_writes,
     "declines_unserviceable": _check_declines_unserviceable,
     "user_in_role": _check_user_in_role,
 }
