@@ -712,6 +712,9 @@ def test_a_write_the_system_prompt_says_to_confirm_needs_a_go_ahead() -> None:
     confirmed = [CONFIRMING, CANCEL[1], say("Shall I cancel order o-2207 now?"), user("Yes, please go ahead."),
                  *CANCEL[2:]]
     assert "confirms_writes" not in failed(confirmed, CANCEL_TASK)
+    requested = [CONFIRMING, CANCEL[1], say("Please confirm if you'd like me to proceed with cancelling o-2207."),
+                 user("Yes, please go ahead."), *CANCEL[2:]]  # as tau-bench's agents ask, without a "?"
+    assert "confirms_writes" not in failed(requested, CANCEL_TASK)
     no_question = [CONFIRMING, CANCEL[1], say("I will cancel order o-2207."), user("Yes, please go ahead."),
                    *CANCEL[2:]]
     assert "confirms_writes" in failed(no_question, CANCEL_TASK)

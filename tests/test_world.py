@@ -209,6 +209,8 @@ def test_the_scripted_user_states_answers_confirms_and_ends_on_the_world() -> No
              {"role": "assistant", "content": "Shall I cancel order o-1001 now?"}]
     confirm = scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE)
     assert confirm.message.startswith("Yes") and not confirm.done
+    asked_plainly = [*talk[:-1], {"role": "assistant", "content": "Please confirm if you'd like me to proceed."}]
+    assert scripted_turn(WITHHELD_TASK, asked_plainly, ORDERS_STATE).message.startswith("Yes")  # no "?" needed
     call = {"id": "c1", "type": "function", "function": {"name": "cancel_order",
                                                          "arguments": json.dumps({"order_id": "o-1001"})}}
     cancelled = {"orders": {**ORDERS_STATE["orders"],

@@ -40,6 +40,7 @@ from synth.judges.messages import (
     ToolCall,
     answer_problems,
     answers,
+    asks_go_ahead,
     call_matches,
     is_error_observation,
     iter_tool_calls,
@@ -1339,7 +1340,7 @@ def _check_confirms_writes(ctx: _Context) -> CheckResult:
                             "before the user confirmed it, which the system prompt requires")
         if any(ctx.succeeded(c) for c in writes):
             asked = confirmed = False
-        if "?" in message_text(msg):
+        if "?" in message_text(msg) or asks_go_ahead(message_text(msg)):
             asked = True
     return _result("confirms_writes", problems, "every governed write was confirmed")
 

@@ -232,6 +232,19 @@ def answers(messages: list[Message]) -> dict[str, int]:
     return out
 
 
+# An agent asking for the go-ahead ("Shall I cancel it?", "Please confirm if you'd like me to proceed.").
+_GO_AHEAD = re.compile(r"\b(?:confirm|proceed|go ahead|shall i|should i|do you want|would you like|is that (?:right|"
+                       r"correct|ok)|are you sure|can i|may i|ok(?:ay)? to)\b", re.IGNORECASE)
+_ASKS_WITHOUT_MARK = re.compile(r"\b(?:please confirm|confirm (?:if|whether|that)|let me know if)\b", re.IGNORECASE)
+
+
+def asks_go_ahead(text: str) -> bool:
+    """Whether an assistant text asks the user to let it act: a question of the go-ahead kind, or a
+    request for it without a question mark ("Please confirm if you'd like me to proceed", as
+    tau-bench's agents write). The simulated user says yes to it; `confirms_writes` needs it."""
+    return bool(_GO_AHEAD.search(text)) and ("?" in text or bool(_ASKS_WITHOUT_MARK.search(text)))
+
+
 # ---------------------------------------------------------------- what a task asked for
 
 # A simulated user who speaks as the assistant ("I'm your AI assistant", "How can I help you?").

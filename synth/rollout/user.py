@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from synth.judges.messages import (
     ASSISTANT_VOICE,
     answers,
+    asks_go_ahead,
     call_matches,
     is_error_observation,
     iter_tool_calls,
@@ -48,8 +49,6 @@ from synth.settings import UserMode
 _GENERIC_KEY_WORDS = frozenset({"id", "the", "my", "your", "number", "num", "no", "code", "name", "value", "info"})
 _OPENING = "(The assistant is waiting for your first message. State what you need.)"
 _DETAILS = re.compile(r"\s*\(Details:\s*(?P<body>.*?)\.?\)\s*$", re.DOTALL)
-_CONFIRM = re.compile(r"\b(?:confirm|proceed|go ahead|shall i|should i|do you want|would you like|is that (?:right|"
-                      r"correct|ok)|are you sure|can i|may i|ok(?:ay)? to)\b", re.IGNORECASE)
 _PROMPT_ECHO = re.compile(r"\b(?:your (?:next )?message|done\s*=|reason\s*=|the assistant should|one to three "
                           r"(?:short )?sentences|you are \w+, a person|write only)\b", re.IGNORECASE)
 _PATIENCE = {"low": 1, "medium": 2, "high": 3}
@@ -212,7 +211,7 @@ def scripted_turn(task: Task, messages: list[dict[str, Any]], state: dict[str, A
     stalled = sum(1 for p in previous if same_words(p) in {same_words(t) for t in (*_NUDGES, *_NOTHING_MORE)})
     if stalled >= _PATIENCE.get(task.persona.patience, 2):
         return UserTurn(message="Never mind, I'll sort it out another way.", done=True, reason="stuck")
-    if "?" in reply and _CONFIRM.search(reply) and task.kind == "tool":
+    if asks_go_ahead(reply) and task.kind == "tool":
         confirmation = _pick(_CONFIRMATIONS, previous)
         if same_words(confirmation) not in {same_words(p) for p in previous}:
             return UserTurn(message=confirmation, done=False)
