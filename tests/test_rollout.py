@@ -916,3 +916,32 @@ async def test_the_constrained_agent_sees_its_own_actions_as_it_generated_them(
     shown = [m["content"] for m in agent_bodies[1]["messages"] if m["role"] == "assistant"]
     assert shown == [json.dumps(script[0], indent=2)]
     assert traj.messages[2]["tool_calls"][0]["function"]["name"] == "get_order"  # stored canonical all the same
+
+
+async def test_a_write_to_confirm_is_out_of_the_grammar_until_the_user_agrees(
+    fake_server: Callable[..., FakeOpenAIServer],
+) -> None:
+    """An agent told to confirm before calling cancel_order cannot generate that call before the
+    user has said yes to its question: the constrained action grammar leaves the tool out (the
+    prompt still lists it), and puts it back once the user agrees. A CI main job accepted a write
+    called at once by an agent told to confirm it first."""
+    agent = _agent("careful-shop", "retail", SHOP_TOOLS,
+                   "You are the order desk assistant of an online shop. Confirm the details with the user "
+                   "before calling cancel_order.")
+    task = CANCEL_TASK.model_copy(update={"agent_id": agent.id, "withheld": {}})
+    play = Play(user=["Please cancel my order o-1001.", "Yes, please go ahead."],
+                agent=[_say("Shall I cancel order o-1001?"), _calls(_call("cancel_order", order_id="o-1001")),
+                       _say("Order o-1001 is cancelled.")])
+    offered: list[bool] = []
+
+    def responder(body: dict[str, Any]) -> dict[str, Any]:
+        if _role(body) == "agent":
+            offered.append('"const": "cancel_order"' in json.dumps(_schema(body)))
+        return play(body)
+
+    server = fake_server(responder=responder)
+    async with _llm(server) as llm:
+        traj = await run_episode(agent, SHOP_TOOLS, task, llm, seed=1,
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0, user="model"))
+    assert offered[:3] == [False, True, False]  # before the yes; after it; after the write succeeded
+    assert tool_results(traj)[0][1]["status"] == "cancelled"

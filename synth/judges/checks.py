@@ -40,8 +40,9 @@ from synth.judges.messages import (
     ToolCall,
     answer_problems,
     answers,
-    asks_go_ahead,
     call_matches,
+    confirmation_policy,
+    go_ahead,
     is_error_observation,
     iter_tool_calls,
     message_text,
@@ -1282,37 +1283,6 @@ def _check_no_unrequested_writes(ctx: _Context) -> CheckResult:
     return _result("no_unrequested_writes", problems, f"{len(writes)} writing call(s), all asked for")
 
 
-# A system sentence asking the agent to get the user's go-ahead before it acts: a confirm word and
-# "before" ("Confirm the details with the user before calling create_order", tau-bench's "Before taking
-# any actions that update the booking database ... obtain explicit user confirmation (yes)").
-_CONFIRM_WORD = re.compile(r"\b(?:confirm|confirmation|consent|approval)\b(?!\s+(?:number|code|id|email)\b)", re.I)
-_BEFORE = re.compile(r"\b(?:before|prior to|first)\b", re.I)
-# A user message that gives the go-ahead.
-_AFFIRM = re.compile(r"\b(?:yes|yeah|yep|yup|sure|correct|confirm(?:ed)?|go ahead|proceed|please do|do it|"
-                     r"that's right|that is right|sounds good|absolutely|of course|ok(?:ay)?)\b", re.I)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_NO_CONFIRM = re.compile(r"\b(?:never|don't|do not|no need to|without)\b[^.]*\b(?:confirm|confirmation|consent|ask)",
-                         re.I)
-
-
-def _confirmation_policy(ctx: _Context) -> tuple[set[str], bool]:
-    """What the system prompt asks the agent to confirm before calling: the tools its confirming
-    sentences name, and whether one names none (then it covers every writing tool). Negated
-    sentences ("never ask for confirmation") ask for nothing."""
-    named: set[str] = set()
-    every = False
-    for msg in ctx.messages:
-        if msg.get("role") != "system":
-            continue
-        for sentence in _SENTENCE.split(message_text(msg)):
-            if not _CONFIRM_WORD.search(sentence) or not _BEFORE.search(sentence) or _NO_CONFIRM.search(sentence):
-                continue
-            tools = {name for name in ctx.tools if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", sentence)}
-            named |= tools
-            every = every or not tools
-    return named, every
-
-
 def _check_confirms_writes(ctx: _Context) -> CheckResult:
     """Where the system prompt says to confirm before calling a writing tool (`_confirmation_policy`;
     every agent with write tools has such a policy, `agents.synthesize.standard_policies`), each
@@ -1322,26 +1292,10 @@ def _check_confirms_writes(ctx: _Context) -> CheckResult:
     restates what it will write and the user agrees, as tau-bench's airline policy asks. A CI main
     job accepted `create_condition(name="Chloe Kaya", new_default_option="B")`, called at once,
     from an agent told to confirm before calling it."""
-    named, every = _confirmation_policy(ctx)
-    governed = {n for n, tool in ctx.tools.items() if tool_writes(tool) and (every or n in named)}
+    governed = confirmation_policy(ctx.messages, {n for n, tool in ctx.tools.items() if tool_writes(tool)})
     if not governed:
         return CheckResult(name="confirms_writes", passed=True, detail="no confirmation policy over a writing tool")
-    problems = []
-    asked = confirmed = False
-    for i, msg in enumerate(ctx.messages):
-        role = msg.get("role")
-        if role == "user" and asked and _AFFIRM.search(message_text(msg)):
-            confirmed = True
-        if role != "assistant":
-            continue
-        writes = [c for c in iter_tool_calls([msg]) if c.name in governed]
-        if writes and not confirmed:
-            problems.append(f"message {i} (assistant) calls {', '.join(dict.fromkeys(c.name for c in writes))} "
-                            "before the user confirmed it, which the system prompt requires")
-        if any(ctx.succeeded(c) for c in writes):
-            asked = confirmed = False
-        if "?" in message_text(msg) or asks_go_ahead(message_text(msg)):
-            asked = True
+    problems, _ = go_ahead(ctx.messages, governed, ctx.succeeded)
     return _result("confirms_writes", problems, "every governed write was confirmed")
 
 

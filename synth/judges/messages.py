@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -243,6 +243,77 @@ def asks_go_ahead(text: str) -> bool:
     request for it without a question mark ("Please confirm if you'd like me to proceed", as
     tau-bench's agents write). The simulated user says yes to it; `confirms_writes` needs it."""
     return bool(_GO_AHEAD.search(text)) and ("?" in text or bool(_ASKS_WITHOUT_MARK.search(text)))
+
+
+# A system sentence asking the agent to get the user's go-ahead before it acts: a confirm word and
+# "before" ("Confirm the details with the user before calling create_order", tau-bench's "Before taking
+# any actions that update the booking database ... obtain explicit user confirmation (yes)").
+_CONFIRM_WORD = re.compile(r"\b(?:confirm|confirmation|consent|approval)\b(?!\s+(?:number|code|id|email)\b)", re.I)
+_BEFORE = re.compile(r"\b(?:before|prior to|first)\b", re.I)
+_NO_CONFIRM = re.compile(r"\b(?:never|don't|do not|no need to|without)\b[^.]*\b(?:confirm|confirmation|consent|ask)",
+                         re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+# A user message that gives the go-ahead.
+_AFFIRM = re.compile(r"\b(?:yes|yeah|yep|yup|sure|correct|confirm(?:ed)?|go ahead|proceed|please do|"
+                     r"that's right|that is right|sounds good|absolutely|of course|ok(?:ay)?)\b", re.I)
+
+
+def confirmation_policy(messages: list[Message], writers: Collection[str]) -> set[str]:
+    """The tools of `writers` (the toolset's writing tools) that the system prompt asks the agent to
+    confirm before calling: those its confirming sentences name, or all of them when one names
+    none. Negated sentences ("never ask for confirmation") ask for nothing."""
+    named: set[str] = set()
+    every = False
+    for msg in messages:
+        if msg.get("role") != "system":
+            continue
+        for sentence in _SENTENCE.split(message_text(msg)):
+            if not _CONFIRM_WORD.search(sentence) or not _BEFORE.search(sentence) or _NO_CONFIRM.search(sentence):
+                continue
+            found = {n for n in writers if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", sentence)}
+            named |= found
+            every = every or not found
+    return set(writers) if every else named
+
+
+def go_ahead(messages: list[Message], governed: Collection[str],
+             succeeded: Callable[[ToolCall], bool]) -> tuple[list[str], bool]:
+    """(problems, whether the agent has the user's go-ahead now) over a conversation: a call of a
+    `governed` tool needs, since the last such call that `succeeded` (a retry after an error needs
+    no second go-ahead), an assistant question or request for the go-ahead (`asks_go_ahead`)
+    followed by a user message that gives it ("Yes, please go ahead."). A problem names each
+    assistant message that calls one without it."""
+    problems = []
+    asked = confirmed = False
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        if role == "user" and asked and _AFFIRM.search(message_text(msg)):
+            confirmed = True
+        if role != "assistant":
+            continue
+        writes = [c for c in iter_tool_calls([msg]) if c.name in governed]
+        if writes and not confirmed:
+            problems.append(f"message {i} (assistant) calls {', '.join(dict.fromkeys(c.name for c in writes))} "
+                            "before the user confirmed it, which the system prompt requires")
+        if any(succeeded(c) for c in writes):
+            asked = confirmed = False
+        if "?" in message_text(msg) or asks_go_ahead(message_text(msg)):
+            asked = True
+    return problems, confirmed
+
+
+def writes_awaiting_go_ahead(messages: list[Message], writers: Collection[str]) -> set[str]:
+    """The tools of `writers` the agent may not call yet: those its system prompt says to confirm
+    first (`confirmation_policy`) while the user has not given the go-ahead (`go_ahead`). The
+    rollout leaves them out of the constrained agent's action grammar, so every write it
+    generates is one the user agreed to; `confirms_writes` judges the same rule."""
+    governed = confirmation_policy(messages, writers)
+    if not governed:
+        return set()
+    at = answers(messages)
+    _, confirmed = go_ahead(messages, governed,
+                            lambda c: c.id in at and not is_error_observation(messages[at[c.id]]))
+    return set() if confirmed else governed
 
 
 # ---------------------------------------------------------------- what a task asked for

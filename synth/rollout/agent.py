@@ -200,11 +200,15 @@ async def agent_step(
     call_id_prefix: str = "call",
     max_tokens: int | None = None,
     generated: Mapping[int, str] | None = None,
+    withheld_tools: frozenset[str] = frozenset(),
 ) -> AgentStep:
     """The agent's next step given the canonical conversation (`messages[0]` is its system
     message; `generated`: the constrained actions as generated, see `constrained_view`).
-    `force_reply` allows no calls (the step budget of the turn is spent). Raises
-    `StructuredOutputError` (constrained) or another `LLMError` when the model cannot answer."""
+    `force_reply` allows no calls (the step budget of the turn is spent). `withheld_tools` may not
+    be called this step (writes awaiting the user's go-ahead): the constrained action grammar
+    leaves them out, while the prompt still lists every tool, so the server's cached prefix holds;
+    native tool calling ignores it. Raises `StructuredOutputError` (constrained) or another
+    `LLMError` when the model cannot answer."""
     if mode == "native":
         return await _native_step(tools, messages, llm, seed=seed, force_reply=force_reply, max_calls=max_calls,
                                   call_id_prefix=call_id_prefix, max_tokens=max_tokens)
@@ -219,7 +223,8 @@ async def agent_step(
     # appended), so the server reuses its cached prefix; a spent step budget is said after the
     # history, where a change recomputes nothing before it.
     chat = [{"role": "system", "content": system}, *history, *([FORCE_REPLY_NOTE] if force_reply else [])]
-    schema = action_schema(tools, max_calls, allow_calls=not force_reply)
+    callable_tools = [t for t in tools if t.name not in withheld_tools]
+    schema = action_schema(callable_tools, max_calls, allow_calls=not force_reply)
     salvaged = None
     generated_text: str | None = None
     try:
@@ -236,7 +241,7 @@ async def agent_step(
         same = generated_text is not None and text == action.get("message")
         return AgentStep({"role": "assistant", "content": text}, [], text, usage, salvaged,
                          text=generated_text if same else None)
-    known = {t.name for t in tools}
+    known = {t.name for t in callable_tools}
     kept = [c for c in action["calls"][:max_calls] if str(c["tool"]) in known]
     dropped = [str(c["tool"]) for c in action["calls"][:max_calls] if str(c["tool"]) not in known]
     calls = [ParsedCall(f"{call_id_prefix}_{i}", str(c["tool"]), c.get("arguments"), _as_json(c.get("arguments")))
