@@ -49,6 +49,9 @@ _INVARIANT = frozenset({
     "hardware", "feedback", "inventory", "analytics", "settings", "sms", "gps", "dns", "aws", "os", "ios",
     "status", "bus", "campus", "virus", "bonus", "census", "corpus", "focus", "radius", "canvas", "atlas",
     "alias", "lens", "gas", "chassis", "analysis", "basis", "crisis", "diagnosis", "thesis", "axis",
+    # fields and names that end in -s without being plurals (`kubernete`, `mathematic` were tool nouns)
+    "kubernetes", "mathematics", "physics", "economics", "logistics", "electronics", "genetics", "ethics",
+    "robotics", "telematics", "bioinformatics", "linguistics", "athletics", "gymnastics", "politics", "aerobics",
 })
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 

@@ -591,3 +591,14 @@ def test_drafted_policies_that_name_missing_tools_overrule_the_code_or_are_cut_o
     assert kept == ["Always ask the customer before changing an order.", "Check the order status first.",
                     "Confirm the details before calling create_order."]
     assert names_unknown_tool("Call get_order first.", ["get_order"]) is None
+
+
+def test_a_role_that_says_nothing_of_the_job_falls_back_to_one_from_the_toolset() -> None:
+    """A CI main job's agent over cancellation tools was "AI (Artificial Intelligence) Imperative.":
+    a drafted role with no word of the toolset, its domain or the job is replaced."""
+    for junk in ("AI (Artificial Intelligence) Imperative.", "AI-powered weather forecasting helper."):
+        draft = FILLER_DRAFT.model_copy(update={"role": junk})
+        prompt = assemble_agent(SUPPORT_TOOLSET, draft).system_prompt
+        assert junk not in prompt and "an assistant that helps users with" in prompt, junk
+    kept = assemble_agent(SUPPORT_TOOLSET, FILLER_DRAFT).system_prompt
+    assert "An assistant for shop customers and their orders." in kept

@@ -51,6 +51,7 @@ NOUNS = [  # singular, plural
     ("status", "statuses"), ("tie", "ties"), ("address", "addresses"), ("policy", "policies"),
     ("order", "orders"), ("box", "boxes"), ("analysis", "analyses"), ("person", "people"), ("day", "days"),
     ("batch", "batches"), ("category", "categories"), ("bus", "buses"), ("news", "news"),
+    ("kubernetes", "kubernetes"), ("mathematics", "mathematics"), ("metric", "metrics"),  # no `kubernete`
 ]
 
 

@@ -358,7 +358,9 @@ def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None) -> Agent:
     traits = clean_list(draft.traits, 40) if draft else []
     if name.lower() in {t.name.lower() for t in toolset}:  # a copied tool name is no agent name
         name = ""
-    if len(role.split()) < MIN_GOAL_WORDS:  # a role is a phrase, not a token
+    # A role is a phrase about this job: "AI (Artificial Intelligence) Imperative." (a CI main job's
+    # agent over cancellation tools) says nothing of it, nor a weather helper's role over orders.
+    if len(role.split()) < MIN_GOAL_WORDS or not _content_stems(role) & vocabulary or repeats_a_phrase(role):
         role = ""
     traits = [t for t in traits if all(len(word) <= 20 for word in t.split()) and not repeats_a_phrase(t)]
     name = name or f"{noun.title()} Assistant"
