@@ -383,15 +383,17 @@ async def test_applications_choose_their_entity_among_the_domains(fake_server: A
 
 
 def test_parameters_that_name_no_value_are_dropped() -> None:
-    """A main job's tools took `field1`, `field2`, `input_data_data`, `required_data` and
-    `jonkson_get_forecast`: names of no value, which the agent can only fill with junk. Drafted
-    and evolved parameters alike go; names that say what to pass stay."""
+    """Main jobs' tools took `field1`, `field2`, `input_data_data`, `required_data`,
+    `jonkson_get_forecast`, `n_1_f_2` and `order_management_api_url`: names of no value, which
+    the agent can only fill with junk. Drafted and evolved parameters alike go; names that say
+    what to pass stay."""
     from synth.tools.synthesize import EvolutionDraft, apply_evolution, says_nothing
 
-    for junk in ("field1", "fields_2", "input_data_data", "required_data", "options", "jonkson_get_forecast"):
+    for junk in ("field1", "fields_2", "input_data_data", "required_data", "options", "jonkson_get_forecast",
+                 "n_1_f_2", "order_management_api_url", "order_management_api_endpoint"):
         assert says_nothing(junk), junk
     for name in ("items", "type", "name", "forecast_data", "search_query", "batch_size", "update_frequency",
-                 "created_at", "price_list", "cancellation_type"):
+                 "created_at", "price_list", "cancellation_type", "x", "id", "callback_url", "api_version"):
         assert not says_nothing(name), name
     spec = _shaped_tool("create")
     draft = EvolutionDraft(name="field1", description="A field.", values=[])

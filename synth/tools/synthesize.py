@@ -284,16 +284,21 @@ _EMPTY_WORDS = frozenset({
 })
 # Verbs no value's name carries (`update_frequency`, `search_query`, `batch_size` do: they are kept).
 _OPERATION_WORDS = frozenset({"create", "get"})
+# A tool is its API: a parameter for the API's own address (`order_management_api_url`) is plumbing.
+_PLUMBING_WORDS = frozenset({"url", "endpoint", "host", "base", "uri"})
 
 
 def says_nothing(param: str) -> bool:
     """`param` names no value: all its words are empty ones (`field1`, `input_data_data`,
-    `required_data`), or it carries a call's verb (`jonkson_get_forecast`): a parameter is a
-    value's name, not a call's."""
+    `required_data`) or single letters (`n_1_f_2`), it carries a call's verb
+    (`jonkson_get_forecast`: a parameter is a value's name, not a call's), or it asks for the
+    API's own address (`order_management_api_url`, `order_management_api_endpoint`)."""
     words = [singular(w.rstrip("0123456789")) for w in snake_case(param, 80).split("_") if w]
     words = [w for w in words if w]
     return (not words or any(w in _OPERATION_WORDS for w in words)
-            or all(w in _EMPTY_WORDS or w in _FILLER for w in words))
+            or all(w in _EMPTY_WORDS or w in _FILLER for w in words)
+            or (len(words) >= 2 and all(len(w) == 1 for w in words))
+            or ("api" in words and bool(_PLUMBING_WORDS & set(words))))
 
 
 def _is_id_of(param: str, entity: str) -> bool:
