@@ -148,6 +148,8 @@ def test_a_simulated_listing_names_each_record_once() -> None:
     assert update["cancellations"]["123"]["reason"] == "late"
     real, _ = absorb_entities(listing, ["cancellation"], {}, authoritative=True)
     assert len(real["items"]) == 3
+    bare, _ = absorb_entities({"items": [{"order_id": "ord-3605"}, {"order_id": "ord-3605"}]}, ["order"], {})
+    assert bare == {"items": [{"order_id": "ord-3605"}]}
 
 
 async def test_a_real_tool_write_is_seen_by_later_simulated_reads(

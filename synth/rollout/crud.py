@@ -213,11 +213,11 @@ def _own_id(entity: dict[str, Any], resource: list[str]) -> tuple[list[str], str
 def _distinct_entities(items: list[Any], resource: list[str]) -> list[Any]:
     """`items` without the entities whose id an earlier item of the list already has: one world has
     one record per id, and a listing of a made-up collection had given `cancellation_id
-    "1234567890"` twice (accepted by a CI main job)."""
+    "1234567890"` twice (accepted by a CI main job), another `{"order_id": "ord-3605"}` twice."""
     seen: set[tuple[str, ...]] = set()
     out = []
     for item in items:
-        own = _own_id(item, resource) if isinstance(item, dict) and len(item) >= 2 else None
+        own = _own_id(item, resource) if isinstance(item, dict) else None
         key = (*own[0], own[1]) if own else None
         if key is not None and key in seen:
             continue
