@@ -138,6 +138,11 @@ def _stem(word: str) -> str:
     return w
 
 
+def _word_stems(text: str) -> set[str]:
+    """The `_stem`s of the words of `text`, lowercased: what the checks compare texts by."""
+    return {_stem(w) for w in _WORD.findall(text.lower())}
+
+
 def _name_words(name: str) -> list[str]:
     """`cancelOrder`, `cancel-order`, `cancel_order` -> ["cancel", "order"]."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
@@ -979,13 +984,12 @@ def _unsaid_words(arguments: Any, said_stems: set[str], tool: ToolSpec) -> list[
     agent made for the user and wrote into the world. A title or a reason the agent words itself
     from the request ("Dentist appointment" for "book my dentist") shares a word with it."""
     offered = _enum_values(tool.input_schema)
-    own = {_stem(w) for w in _WORD.findall((tool.name.replace("_", " ") + " " + tool.description + " "
-                                            + json.dumps(tool.input_schema)).lower())}
+    own = _word_stems(f"{tool.name.replace('_', ' ')} {tool.description} {json.dumps(tool.input_schema)}")
     out = []
     for _, value in _leaves(arguments):
         if not isinstance(value, str) or any(ch.isdigit() for ch in value) or value.strip().lower() in offered:
             continue
-        words = {_stem(w) for w in _WORD.findall(value.lower())}
+        words = _word_stems(value)
         if words and not words & (said_stems | own):
             out.append(value)
     return out
@@ -1021,12 +1025,12 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
         if role in ("system", "user", "tool"):
             text = message_text(msg)
             said += " " + text.lower()
-            said_stems.update(_stem(w) for w in _WORD.findall(text.lower()))
+            said_stems |= _word_stems(text)
             if role != "system":
                 told += " " + text.lower()
             known.add(text, tool_result=role == "tool")
             if role == "tool":
-                result_words.update(_stem(w) for w in _WORD.findall(_json_text(text).lower()))
+                result_words |= _word_stems(_json_text(text))
             continue
         if role != "assistant":
             continue
@@ -1118,7 +1122,7 @@ def _claims_success(text: str, failed: str, other_nouns: set[str]) -> str | None
     for clause in _CLAUSE.split(text):
         if not clause or not _SUCCESS.search(clause) or _FAILURE.search(clause) or _NEGATION.search(clause):
             continue
-        stems = {_stem(w) for w in _WORD.findall(clause.lower())}
+        stems = _word_stems(clause)
         if stems & own or not stems & (other_nouns - own):
             return clause.strip()
     return None
@@ -1236,7 +1240,7 @@ def _clauses(texts: Iterable[str]) -> list[set[str]]:
     for body in texts:
         for clause in re.split(r"(?<=[.!?;:])\s+|\n+|,\s+|\band\b|\bthen\b", body):
             if clause.strip() and not _NEGATION.search(clause):
-                out.append({_stem(w) for w in _WORD.findall(clause.lower())})
+                out.append(_word_stems(clause))
     return out
 
 
