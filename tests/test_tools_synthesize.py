@@ -200,6 +200,7 @@ def test_parameters_that_only_repeat_the_names_around_them_are_dropped() -> None
     assert names_only("create_fleet_shipping", app)
     assert not names_only("name", app) and not names_only("shipping_date", app)
     assert not names_only("destination", app)
+    assert not names_only("to", app)  # filler inside a name, and a parameter of its own (a recipient)
 
 
 def test_more_than_eight_applications_per_domain_are_accepted() -> None:
@@ -393,8 +394,9 @@ def test_parameters_that_name_no_value_are_dropped() -> None:
                  "n_1_f_2", "order_management_api_url", "order_management_api_endpoint"):
         assert says_nothing(junk), junk
     for name in ("items", "type", "name", "forecast_data", "search_query", "batch_size", "update_frequency",
-                 "created_at", "price_list", "cancellation_type", "x", "id", "callback_url", "api_version"):
+                 "created_at", "price_list", "cancellation_type", "x", "id", "callback_url", "api_version", "to"):
         assert not says_nothing(name), name
+
     spec = _shaped_tool("create")
     draft = EvolutionDraft(name="field1", description="A field.", values=[])
     evolved = apply_evolution(spec, "add_optional_param", draft, random.Random(0))

@@ -271,6 +271,8 @@ def names_only(param: str, app: _Application) -> bool:
 
 def _only_words_of(param: str, texts: Iterable[str]) -> bool:
     around = {singular(w) for text in texts for w in snake_case(text, 80).split("_") if w}
+    if snake_case(param, 80) in _ADDRESS_PARAMS:
+        return False
     words = [singular(w) for w in snake_case(param, 80).split("_") if w]
     return bool(words) and all(w in around or w in _FILLER or w in _NAMING_WORDS for w in words)
 
@@ -286,13 +288,18 @@ _EMPTY_WORDS = frozenset({
 _OPERATION_WORDS = frozenset({"create", "get"})
 # A tool is its API: a parameter for the API's own address (`order_management_api_url`) is plumbing.
 _PLUMBING_WORDS = frozenset({"url", "endpoint", "host", "base", "uri"})
+# Filler words that, standing alone, are a parameter of real APIs: `send_email(to=...)`.
+_ADDRESS_PARAMS = frozenset({"to"})
 
 
 def says_nothing(param: str) -> bool:
     """`param` names no value: all its words are empty ones (`field1`, `input_data_data`,
     `required_data`) or single letters (`n_1_f_2`), it carries a call's verb
     (`jonkson_get_forecast`: a parameter is a value's name, not a call's), or it asks for the
-    API's own address (`order_management_api_url`, `order_management_api_endpoint`)."""
+    API's own address (`order_management_api_url`, `order_management_api_endpoint`). A filler word
+    that real APIs use alone (`to`, the recipient) names its value."""
+    if snake_case(param, 80) in _ADDRESS_PARAMS:
+        return False
     words = [singular(w.rstrip("0123456789")) for w in snake_case(param, 80).split("_") if w]
     words = [w for w in words if w]
     return (not words or any(w in _OPERATION_WORDS for w in words)
