@@ -109,7 +109,8 @@ def infer_termination(messages: list[dict[str, Any]]) -> Termination:
 # ---------------------------------------------------------------- words
 
 
-_WORD = re.compile(r"[a-z0-9]+")
+# A word of letters (an apostrophe inside allowed), not part of an id like `o-1001` or `ev3391`.
+_WORD = re.compile(r"(?<![\w-])[^\W\d_]{1,}(?:'[^\W\d_]+)?(?![\w-])")
 _NEGATION = re.compile(r"\b(not|never|no longer|without|avoid|refrain|don't|doesn't|shouldn't|mustn't|nor)\b|n't\b",
                        re.I)
 
@@ -712,7 +713,6 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
 # A reply speaks to a person: a bare id, number or fragment ("123456789", "Done", "ev-3391 ok") is
 # not an answer a model should learn to give. Three words at least, two of them words of letters.
 MIN_REPLY_WORDS = 3
-_WORD = re.compile(r"(?<![\w-])[^\W\d_]{1,}(?:'[^\W\d_]+)?(?![\w-])")
 
 # A request for advice or an explanation (a `no_tool` task): its answer says more than one line.
 # A main job accepted "Never forget to ask the user about the weather!" for "tips on avoiding
