@@ -236,6 +236,22 @@ class SlotPoller:
         window = [(busy, n) for t, busy, n in self.samples if start <= t <= end and n]
         return sum(b for b, _ in window) / sum(n for _, n in window) if window else 0.0
 
+    def idle_split(self, start: float, end: float, requests: list[tuple[float, float]]) -> tuple[float, float]:
+        """Where the idle slot-time of [start, end] went, as shares of all slot-time: (starved, lost).
+        Starved: fewer requests were out (sent by the client, per `requests`' (start, end) times)
+        than the server has slots, so nothing could fill them (the client was busy, or the run had
+        less work left than slots: its drain at the end). Lost: enough requests were out, yet a slot
+        sat idle (requests in transit, or the server's own scheduling)."""
+        starved = lost = total = 0
+        for t, busy, n in self.samples:
+            if not (start <= t <= end and n):
+                continue
+            demand = min(n, sum(1 for a, b in requests if a <= t <= b))
+            starved += n - max(demand, busy)
+            lost += max(0, demand - busy)
+            total += n
+        return (starved / total, lost / total) if total else (0.0, 0.0)
+
 
 def server_metrics(server_root: str) -> dict[str, float]:
     """llama-server's Prometheus counters (`--metrics`), name -> value."""
@@ -390,6 +406,9 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             (tokens,) = con.execute(
                 "SELECT sum(completion_tokens) FROM llm_calls WHERE NOT cache_hit "
                 "AND epoch(created_at) BETWEEN ? AND ?", [first, last]).fetchone() if first is not None else (0,)
+            requests = [(float(a), float(b)) for a, b in con.execute(
+                "SELECT epoch(created_at) - latency_s, epoch(created_at) FROM llm_calls WHERE NOT cache_hit"
+            ).fetchall()]
             roles = con.execute(
                 "SELECT role, count(*), sum(prompt_tokens), sum(cached_prompt_tokens), sum(completion_tokens), "
                 "sum(latency_s) FROM llm_calls WHERE NOT cache_hit GROUP BY 1 ORDER BY 1").fetchall()
@@ -407,6 +426,12 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
               f"rollout phase {span:.0f} s: slots busy "
               f"{busy:.0%}, {rate:,.1f} completion tokens/s of every role = {rate / direct:.2f} of the direct load "
               f"({rollout_rate:,.1f} of them by the rollout roles)")
+        if first is not None:
+            starved, lost = poller.idle_split(first, last, requests)
+            fifths = [poller.occupancy(first + k * span / 5, first + (k + 1) * span / 5) for k in range(5)]
+            print(f"(a) idle slot-time over the rollout phase: {starved:.0%} starved (fewer requests out than slots), "
+                  f"{lost:.0%} lost (enough requests out, a slot idle); slots busy by fifth of the phase: "
+                  + ", ".join(f"{f:.0%}" for f in fifths))
         print(f"(a) server counters over the whole run: {predicted:,.0f} tokens predicted, {prompt:,.0f} prompt "
               f"tokens computed ({predicted / wall:,.1f} predicted tokens/s)")
         print("(a) per role: calls, prompt tokens, prefix-cache reuse, completion tokens, completion tokens/s of "
