@@ -644,7 +644,7 @@ async def test_a_failing_backend_ends_the_episode_with_every_call_answered(
 ) -> None:
     """The backend rejects the world model's request mid-batch: the episode ends in `error` and
     the batch's unanswered calls still get a `tool` message each."""
-    user = _reply({"message": "Find Ada's orders.", "done": False, "reason": "continue"})
+    user = _reply({"message": "Find Ada's orders; one of them is o-1001.", "done": False, "reason": "continue"})
     action = _reply(_calls(_call("search_orders", customer="Ada"), _call("get_order", order_id="o-1001")))
     server = fake_server(script=[Scripted("message", message=user), Scripted("message", message=action),
                                  status(400, body='{"error": "bad request"}')])
@@ -918,14 +918,20 @@ async def test_the_constrained_agent_sees_its_own_actions_as_it_generated_them(
     assert traj.messages[2]["tool_calls"][0]["function"]["name"] == "get_order"  # stored canonical all the same
 
 
+@pytest.mark.parametrize("stated", [True, False], ids=["side_effect_write", "side_effect_unstated"])
 async def test_a_write_to_confirm_is_out_of_the_grammar_until_the_user_agrees(
-    fake_server: Callable[..., FakeOpenAIServer],
+    fake_server: Callable[..., FakeOpenAIServer], stated: bool,
 ) -> None:
     """An agent told to confirm before calling cancel_order cannot generate that call before the
     user has said yes to its question: the constrained action grammar leaves the tool out (the
     prompt still lists it), and puts it back once the user agrees. A CI main job accepted a write
-    called at once by an agent told to confirm it first."""
-    agent = _agent("careful-shop", "retail", SHOP_TOOLS,
+    called at once by an agent told to confirm it first. A tool imported without `side_effect` is
+    held back by its name's verb, as `confirms_writes` judges it."""
+    tools = SHOP_TOOLS if stated else [
+        ToolSpec.model_validate(t.model_dump(by_alias=True, exclude={"side_effect"})) if t.name == "cancel_order"
+        else t for t in SHOP_TOOLS]
+    assert stated or "side_effect" not in next(t for t in tools if t.name == "cancel_order").model_fields_set
+    agent = _agent("careful-shop", "retail", tools,
                    "You are the order desk assistant of an online shop. Confirm the details with the user "
                    "before calling cancel_order.")
     task = CANCEL_TASK.model_copy(update={"agent_id": agent.id, "withheld": {}})
@@ -941,7 +947,67 @@ async def test_a_write_to_confirm_is_out_of_the_grammar_until_the_user_agrees(
 
     server = fake_server(responder=responder)
     async with _llm(server) as llm:
-        traj = await run_episode(agent, SHOP_TOOLS, task, llm, seed=1,
+        traj = await run_episode(agent, tools, task, llm, seed=1,
                                  settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0, user="model"))
     assert offered[:3] == [False, True, False]  # before the yes; after it; after the write succeeded
     assert tool_results(traj)[0][1]["status"] == "cancelled"
+
+
+def test_id_arguments_take_only_ids_the_user_or_a_tool_gave() -> None:
+    """The grammar's side of `no_fabrication`'s invented ids: an id argument is held to the ids
+    given so far (a token with a digit in user or tool text, or a tool result's id-named value;
+    never the system's or the agent's own), an optional one with none left is dropped, and a tool
+    that needs one nobody gave is out of the action grammar. Six of a local main job's eight
+    `no_fabrication` failures were the first call's made-up id (`cancellation_id='1234567890'`)."""
+    from synth.judges.messages import given_ids
+    from synth.rollout.agent import action_schema, offer_given_ids
+
+    messages = [
+        {"role": "system", "content": "Ids look like o-9999."},
+        {"role": "user", "content": "Where is my order o-1001? I live at 12 Elm St."},
+        {"role": "assistant", "content": "Is it o-5555?"},
+        {"role": "tool", "tool_call_id": "c", "content": json.dumps(
+            {"order_id": "ord-3605", "customer_id": "alice", "lines": [{"id": 7}], "shipped": True})},
+    ]
+    assert given_ids(messages) == ["o-1001", "12", "ord-3605", "7", "alice"]
+    schema = {"type": "object", "properties": {
+        "order_id": {"type": "string", "pattern": "^o"}, "note": {"type": "string"},
+        "line_id": {"type": "integer"}, "store_id": {"type": "string", "minLength": 9},
+        "status": {"type": "string", "enum": ["open"]}}, "required": ["order_id"]}
+    narrowed = offer_given_ids(schema, given_ids(messages))
+    assert narrowed is not None
+    assert narrowed["properties"]["order_id"] == {"enum": ["o-1001", "ord-3605"]}  # what its pattern admits
+    assert narrowed["properties"]["line_id"] == {"enum": [12, 7]}
+    assert "store_id" not in narrowed["properties"]  # optional, and no given id is long enough
+    assert narrowed["properties"]["note"] == {"type": "string"} and narrowed["required"] == ["order_id"]
+    assert offer_given_ids(schema, []) is None  # the order id is required and nobody gave one
+    schema_of = {t.name: t for t in SHOP_TOOLS}
+    offered = json.dumps(action_schema([schema_of["get_order"], schema_of["search_orders"]], given_ids=[]))
+    assert '"const": "search_orders"' in offered and '"const": "get_order"' not in offered
+
+
+async def test_the_agent_cannot_call_with_an_id_before_the_user_gives_it(
+    fake_server: Callable[..., FakeOpenAIServer],
+) -> None:
+    """Asked about "my order" with its id withheld, the constrained agent cannot call get_order
+    until the user has said which: the first grammar has no get_order, the one after the user's
+    answer offers it with that id only."""
+    task = STATUS_TASK.model_copy(update={
+        "goal": "Find out whether my lamp order has shipped.", "withheld": {"order_id": "o-1002"}})
+    play = Play(user=["Has my lamp order shipped?", "It is o-1002."],
+                agent=[_say("Which order number is it?"), _calls(_call("get_order", order_id="o-1002")),
+                       _say("Order o-1002 has shipped.")])
+    schemas: list[str] = []
+
+    def responder(body: dict[str, Any]) -> dict[str, Any]:
+        if _role(body) == "agent":
+            schemas.append(json.dumps(_schema(body)))
+        return play(body)
+
+    server = fake_server(responder=responder)
+    async with _llm(server) as llm:
+        traj = await run_episode(SHOP_AGENT, SHOP_TOOLS, task, llm, seed=1,
+                                 settings=RolloutSettings(tool_mode="constrained", fault_rate=0.0, user="model"))
+    assert '"const": "get_order"' not in schemas[0]
+    assert '"const": "get_order"' in schemas[1] and '"enum": ["o-1002"]' in schemas[1]
+    assert tool_results(traj)[0][1]["status"] == "shipped"

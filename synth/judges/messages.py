@@ -316,6 +316,59 @@ def writes_awaiting_go_ahead(messages: list[Message], writers: Collection[str]) 
     return set() if confirmed else governed
 
 
+# ---------------------------------------------------------------- ids the conversation has given
+
+# An id as people and APIs write it: letters, digits and `_.:-`, at least one digit ("o-1001", "42").
+_GIVEN_ID = re.compile(r"(?<![\w.:-])(?=[\w.:-]*\d)[A-Za-z0-9][\w.:-]{0,39}")
+# Ids offered to the agent's grammar at most (the most recent first go).
+MAX_GIVEN_IDS = 24
+
+
+def is_id_name(name: str) -> bool:
+    """`name` names an id: its last word is "id" (`order_id`, `customerId`, `id`), as
+    `no_fabrication` reads argument names."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    words = [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
+    return words[-1:] == ["id"]
+
+
+def given_ids(messages: list[Message], limit: int = MAX_GIVEN_IDS) -> list[str]:
+    """The ids the user or a tool has given so far, each once, in the order they came (at most
+    `limit`, the latest): a token with a digit in their text, and any value a tool result holds
+    under an id-named key. An id argument may take these and no other: `no_fabrication` fails a
+    call with an id nobody gave, or with the user's withheld value before the user or a tool said
+    it. The rollout offers only these to the constrained agent's grammar (`agent_step`)."""
+    found: dict[str, None] = {}
+    for msg in messages:
+        if msg.get("role") not in ("user", "tool"):
+            continue
+        text = message_text(msg)
+        for token in _GIVEN_ID.findall(text):
+            found.setdefault(token.rstrip(".:-_"), None)
+        if msg.get("role") == "tool":
+            try:
+                result = json.loads(text)
+            except ValueError:
+                continue
+            for value in _id_values(result):
+                found.setdefault(value, None)
+    ids = [v for v in found if v]
+    return ids[-limit:]
+
+
+def _id_values(value: Any, key: str = "") -> Iterator[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _id_values(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _id_values(v, key)
+    elif isinstance(value, str | int) and not isinstance(value, bool) and key and is_id_name(key):
+        text = str(value).strip()
+        if 0 < len(text) <= 40:
+            yield text
+
+
 # ---------------------------------------------------------------- what a task asked for
 
 # A simulated user who speaks as the assistant ("I'm your AI assistant", "How can I help you?").

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
+from synth.judges.messages import is_id_name
 from synth.llm import LLMClient, StructuredOutputError, Usage, parse_json_reply
 from synth.llm.client import inline_refs
 from synth.models import Agent, ToolSpec
@@ -90,8 +93,54 @@ def _params(spec: ToolSpec) -> str:
     return ", ".join(parts)
 
 
-def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: bool = True) -> dict[str, Any]:
-    """The JSON schema of the agent's next action over `tools` (see module docstring)."""
+def offer_given_ids(schema: dict[str, Any], ids: Sequence[str]) -> dict[str, Any] | None:
+    """`schema` (a tool's inlined input schema) with every id-named property (`is_id_name`) that
+    has no enum or const of its own held to `ids`, the ids the user or a tool gave (those its own
+    schema admits). An optional one with none of them left is dropped; a required one makes the
+    tool uncallable for now (None). Nested objects are narrowed the same way."""
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return schema
+    required = set(schema.get("required") or [])
+    kept: dict[str, Any] = {}
+    for name, sub in props.items():
+        narrowed = _given_id_property(name, sub, ids)
+        if narrowed is None:
+            if name in required:
+                return None
+            continue
+        kept[name] = narrowed
+    return {**schema, "properties": kept, **({"required": [r for r in schema["required"] if r in kept]}
+                                             if "required" in schema else {})}
+
+
+def _given_id_property(name: str, sub: Any, ids: Sequence[str]) -> Any:
+    if not isinstance(sub, dict):
+        return sub
+    if isinstance(sub.get("properties"), dict):
+        return offer_given_ids(sub, ids)
+    if not is_id_name(name) or "enum" in sub or "const" in sub:
+        return sub
+    kinds = sub.get("type")
+    kind = next((k for k in kinds if k != "null"), "string") if isinstance(kinds, list) else (kinds or "string")
+    if kind in ("integer", "number"):
+        candidates: list[Any] = [int(v) for v in ids if v.isdigit()]
+    elif kind == "string":
+        candidates = list(ids)
+    else:
+        return sub
+    validator = Draft202012Validator(sub)
+    allowed = [v for v in candidates if validator.is_valid(v)]
+    if not allowed:
+        return None
+    return {**{k: v for k, v in sub.items() if k in ("description", "title")}, "enum": allowed}
+
+
+def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: bool = True,
+                  given_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """The JSON schema of the agent's next action over `tools` (see module docstring). With
+    `given_ids`, id arguments may only take those (`offer_given_ids`), and a tool that needs an
+    id nobody gave yet is left out."""
     reply = {
         "type": "object",
         "properties": {"action": {"const": "reply"}, "message": {"type": "string", "minLength": 1}},
@@ -100,14 +149,20 @@ def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: boo
     }
     if not (allow_calls and tools):
         return reply
+    arguments = {spec.name: inline_refs(spec.input_schema) for spec in tools}
+    if given_ids is not None:
+        narrowed = {name: offer_given_ids(schema, given_ids) for name, schema in arguments.items()}
+        arguments = {name: schema for name, schema in narrowed.items() if schema is not None}
+    if not arguments:
+        return reply
     items = [
         {
             "type": "object",
-            "properties": {"tool": {"const": spec.name}, "arguments": inline_refs(spec.input_schema)},
+            "properties": {"tool": {"const": name}, "arguments": schema},
             "required": ["tool", "arguments"],
             "additionalProperties": False,
         }
-        for spec in tools
+        for name, schema in arguments.items()
     ]
     call = {
         "type": "object",
@@ -201,13 +256,17 @@ async def agent_step(
     max_tokens: int | None = None,
     generated: Mapping[int, str] | None = None,
     withheld_tools: frozenset[str] = frozenset(),
+    given_ids: Sequence[str] | None = None,
 ) -> AgentStep:
     """The agent's next step given the canonical conversation (`messages[0]` is its system
     message; `generated`: the constrained actions as generated, see `constrained_view`).
     `force_reply` allows no calls (the step budget of the turn is spent). `withheld_tools` may not
     be called this step (writes awaiting the user's go-ahead): the constrained action grammar
     leaves them out, while the prompt still lists every tool, so the server's cached prefix holds;
-    native tool calling ignores it. Raises `StructuredOutputError` (constrained) or another
+    native tool calling ignores it. `given_ids` (the ids the user or a tool gave, `messages.given_ids`)
+    are the only values the grammar lets an id argument take, and a tool needing an id nobody gave
+    is left out for the step: what the judge would fail as an invented id cannot be generated.
+    Raises `StructuredOutputError` (constrained) or another
     `LLMError` when the model cannot answer."""
     if mode == "native":
         return await _native_step(tools, messages, llm, seed=seed, force_reply=force_reply, max_calls=max_calls,
@@ -224,7 +283,7 @@ async def agent_step(
     # history, where a change recomputes nothing before it.
     chat = [{"role": "system", "content": system}, *history, *([FORCE_REPLY_NOTE] if force_reply else [])]
     callable_tools = [t for t in tools if t.name not in withheld_tools]
-    schema = action_schema(callable_tools, max_calls, allow_calls=not force_reply)
+    schema = action_schema(callable_tools, max_calls, allow_calls=not force_reply, given_ids=given_ids)
     salvaged = None
     generated_text: str | None = None
     try:

@@ -38,7 +38,13 @@ from typing import Any
 
 from synth.config import Role
 from synth.ids import derive_seed
-from synth.judges.messages import is_error_observation, message_text, same_words, writes_awaiting_go_ahead
+from synth.judges.messages import (
+    given_ids,
+    is_error_observation,
+    message_text,
+    same_words,
+    writes_awaiting_go_ahead,
+)
 from synth.llm import LLMClient, LLMError, Usage
 from synth.models import Agent, StepRecord, Task, Termination, ToolSpec, Trajectory
 from synth.rollout.agent import AgentStep, ParsedCall, agent_step
@@ -155,7 +161,9 @@ async def run_episode(
     # with "auto" unresolved takes the mode that works with any model.
     mode: ToolMode = "constrained" if configured == "auto" else configured
     specs = {t.name: t for t in tools}
-    writers = {t.name for t in tools if t.side_effect == "write"}
+    from synth.judges.checks import tool_writes  # here: the checks import the rollout's crud module
+
+    writers = {t.name for t in tools if tool_writes(t)}  # the writes `confirms_writes` holds to the policy
     simulator = ToolSimulator(
         task.initial_state, llm, seed=derive_seed(task.id, seed, "world"), fault_rate=settings.fault_rate,
         fault_kinds=settings.fault_kinds, max_tokens=settings.environment_max_tokens,
@@ -189,6 +197,7 @@ async def run_episode(
                         force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
                         call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
                         generated=generated, withheld_tools=frozenset(writes_awaiting_go_ahead(messages, writers)),
+                        given_ids=given_ids(messages),
                     )
                     usage.add(result.usage)
                     if degenerate_step(result, messages) is None:
