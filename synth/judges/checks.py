@@ -28,7 +28,7 @@ import functools
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -44,12 +44,14 @@ from synth.judges.messages import (
     confirmation_policy,
     go_ahead,
     is_error_observation,
+    is_id_name,
     iter_tool_calls,
     message_text,
     state_mismatches,
     stop_marker,
 )
 from synth.judges.messages import final_reply as _final_reply_of
+from synth.judges.messages import json_leaves as _leaves
 from synth.models import CheckResult, ExpectedCall, Task, Termination, ToolSpec, Trajectory
 from synth.naming import looks_like_words, placeholder_value, repeats_tool_name
 from synth.rollout.crud import merge_patch
@@ -793,20 +795,6 @@ def _normal_phrase(text: str) -> str:
     return re.sub(r"[\s_-]+", " ", text.lower()).strip()
 
 
-def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, str | int | float]]:
-    """(key, value) of each string and number (not boolean) of a JSON value, at any depth: the
-    key is that of the nearest object holding it (a list's items take their list's key), "" at
-    the top. The one walk over a call's arguments or a tool's result that the checks share."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _leaves(v, str(k))
-    elif isinstance(value, list):
-        for v in value:
-            yield from _leaves(v, key)
-    elif isinstance(value, str | int | float) and not isinstance(value, bool):
-        yield key, value
-
-
 def _reportable(body: str, known: str) -> set[str]:
     """What a reply can report of a tool result: its scalar values (not its keys) of two
     characters or more (numbers of any size but 0 and 1), normalised as `_normal_phrase`, leaving
@@ -953,7 +941,7 @@ def _invented_ids(arguments: Any, said: str) -> list[tuple[str, str]]:
     `order_id`, `id`, `customerId`) that nobody gave before it (`said`, as for `_stand_ins`). A
     main job accepted `get_order(order_id="1234567890")`, called beside the `create_order` whose
     id it could not yet know, and a reply about that made-up order."""
-    return [(k, str(v)) for k, v in _leaves(arguments) if _name_words(k)[-1:] == ["id"] and str(v).strip()
+    return [(k, str(v)) for k, v in _leaves(arguments) if is_id_name(k) and str(v).strip()
             and str(v).strip().lower() not in said]
 
 
@@ -1196,8 +1184,6 @@ def _check_declines_unserviceable(ctx: _Context) -> CheckResult:
     last = next((f"message {i}: {said[:60]!r}" for i, said in reversed(replies) if said.strip()), "no reply")
     return _result("declines_unserviceable",
                    [f"the task is beyond the tools but no assistant reply says it cannot be done (last: {last})"])
-
-
 
 
 def _check_user_in_role(ctx: _Context) -> CheckResult:

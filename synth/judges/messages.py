@@ -350,23 +350,27 @@ def given_ids(messages: list[Message], limit: int = MAX_GIVEN_IDS) -> list[str]:
                 result = json.loads(text)
             except ValueError:
                 continue
-            for value in _id_values(result):
-                found.setdefault(value, None)
+            for key, value in json_leaves(result):
+                text = str(value).strip()
+                if is_id_name(key) and not isinstance(value, float) and 0 < len(text) <= 40:
+                    found.setdefault(text, None)
     ids = [v for v in found if v]
     return ids[-limit:]
 
 
-def _id_values(value: Any, key: str = "") -> Iterator[str]:
+def json_leaves(value: Any, key: str = "") -> Iterator[tuple[str, str | int | float]]:
+    """(key, value) of each string and number (not boolean) of a JSON value, at any depth: the
+    key is that of the nearest object holding it (a list's items take their list's key), "" at
+    the top. The one walk over a call's arguments or a tool's result that the checks and
+    `given_ids` share."""
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _id_values(v, str(k))
+            yield from json_leaves(v, str(k))
     elif isinstance(value, list):
         for v in value:
-            yield from _id_values(v, key)
-    elif isinstance(value, str | int) and not isinstance(value, bool) and key and is_id_name(key):
-        text = str(value).strip()
-        if 0 < len(text) <= 40:
-            yield text
+            yield from json_leaves(v, key)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        yield key, value
 
 
 # ---------------------------------------------------------------- what a task asked for
