@@ -111,6 +111,11 @@ def test_rubric_validation_catches_typical_model_mistakes_and_names_them() -> No
     assert "rubric has no success criteria" in rubric_problems(_with_rubric(good, success_criteria=["  "]), TOOLSET)
     blank = rubric_problems(_with_rubric(good, success_criteria=["ok then", ""]), TOOLSET)
     assert blank == ["success criterion #2 is blank"]
+    # A criterion that is also a failure condition: no trajectory can meet it (a CI main job's task).
+    both = _with_rubric(good, success_criteria=["ok then", "The assistant reports results that no tool returned"],
+                        failure_conditions=["The assistant reports results that no tool returned."])
+    assert rubric_problems(both, TOOLSET) == [
+        "success criterion #2 is also a failure condition: 'The assistant reports results that no tool returned'"]
 
     # Kind and shape mistakes.
     assert any("no expected calls" in p for p in rubric_problems(_with_rubric(good, expected_calls=[]), TOOLSET))
@@ -172,6 +177,9 @@ def test_goal_rules_accept_natural_requests(goal: str) -> None:
     ("The user asked the assistant to (Details: new id new-55586.)", "describes the task instead of asking"),
     ("User wants a forecast for Lisbon tomorrow.", "describes the task instead of asking"),
     ("Write a task to the user that can be done by them directly", "describes the task instead of asking"),
+    # A CI main job accepted this one: its second sentence is a rubric, not the user speaking.
+    ("I need to list orders cus-10996. The assistant must call me and list all orders.",
+     "describes the task instead of asking"),
     ("Your request is too ambitious!", "asks for nothing"),
     ("The new serve support is being created! (Details: type 1 false.)", "asks for nothing"),
 ])

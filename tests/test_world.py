@@ -115,6 +115,34 @@ async def test_a_search_result_is_what_a_later_read_finds(fake_server: Callable[
     assert sim.state_log[0]["tool"] == "search_orders" and list(sim.state_log[0]["state_update"]["orders"]) == ["o-999"]
 
 
+async def test_a_listing_holds_only_records_that_match_its_filters(
+    fake_server: Callable[..., FakeOpenAIServer],
+) -> None:
+    """One world: `search_orders(customer="Ada")` lists Ada's orders, never Grace's, even when the
+    world model writes hers in; an id filter needs the very id, a name filter finds the names that
+    contain it, and paging arguments filter nothing. A CI main job accepted
+    `list_orders(customer_id="cus-10996")` answered with an order of customer "123456789"."""
+    from synth.rollout.crud import match_filters
+
+    found = {"orders": [
+        {"order_id": "o-999", "customer": "Ada Lovelace", "items": [{"sku": "PEN-1", "quantity": 3}],
+         "status": "delivered"},
+        {"order_id": "o-998", "customer": "Grace Hopper", "items": [{"sku": "PEN-1", "quantity": 1}],
+         "status": "delivered"},
+    ]}
+    server = fake_server(responder=Play(environment=lambda body: {"result": found}))
+    async with _llm(server) as llm:
+        sim = ToolSimulator(ORDERS_STATE, llm, seed=1)
+        search = await sim.call(SEARCH_ORDERS, {"customer": "Ada"}, call_id="c1")
+    assert [o["order_id"] for o in search.content["orders"]] == ["o-999"]
+    assert "o-998" not in sim.state["orders"]  # what was filtered out never entered the world
+    listing = {"items": [{"order_id": "1", "customer_id": "123456789"}, {"order_id": "2", "customer_id": "cus-10996"}]}
+    kept = match_filters(listing, {"customer_id": "cus-10996", "limit": 20, "order": "desc"})
+    assert kept == {"items": [{"order_id": "2", "customer_id": "cus-10996"}]}
+    assert match_filters(listing, {"customer_id": "cus-1"})["items"] == []  # an id is not a word to contain
+    assert match_filters([{"status": "open"}], {"limit": 1}) == [{"status": "open"}]
+
+
 async def test_a_state_update_outside_its_collection_is_refused(fake_server: Callable[..., FakeOpenAIServer]) -> None:
     ship = _tool("ship_order", "Ship an order.", {"order_id": {"type": "string"}}, ["order_id"], side_effect="write")
     rogue = {"result": {"ok": True}, "state_update": {"customers": {"c-1": {"name": "Eve"}}, "orders": {}}}

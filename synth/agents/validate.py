@@ -31,6 +31,7 @@ from typing import Any
 
 import jsonschema
 
+from synth.judges.messages import same_words
 from synth.llm.client import inline_refs
 from synth.models import Task, ToolSpec
 from synth.naming import id_resource, resource_words, snake, tool_intent
@@ -128,13 +129,14 @@ def argument_problems(tool: ToolSpec, arguments: dict[str, Any], where: str) -> 
 
 
 # A goal written about the user or the task, not by the user: "The user wants ...", "Write a task
-# that ...", "The assistant should ...", "Your goal is ...", "The task is ...".
+# that ...", "The assistant should ..." (as any sentence of it: a CI main job accepted "I need to list
+# orders cus-10996. The assistant must call me and list all orders, ..."), "Your goal is ...".
 _NOT_THE_USERS_VOICE = re.compile(
     r"^\s*(?:the |a )?(?:user|customer|client) (?:wants|asks|asked|needs|needed|requests|requested|would like|is|"
     r"was|has|had|should|must|will)\b"
     r"|\b(?:the|this) (?:user|customer) (?:wants|asks|asked|needs|requests|requested|would like|is asking)\b"
     r"|^\s*(?:write|create|generate|design|make|give) (?:a|an|one|the) (?:task|goal|request|prompt)\b"
-    r"|^\s*(?:the |an? )?(?:ai )?assistant (?:should|must|will|can|needs|is)\b"
+    r"|(?:^|[.!?]\s+)(?:the |an? )?(?:ai )?assistant (?:should|must|will|can|needs|is)\b"
     r"|^\s*(?:your|the|my) (?:goal|task|objective) (?:is|was)\b",
     re.IGNORECASE,
 )
@@ -269,9 +271,14 @@ def rubric_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
     if not any(c.strip() for c in rubric.success_criteria):
         problems.append("rubric has no success criteria")
     else:
+        failures = {same_words(f) for f in rubric.failure_conditions if f.strip()}
         for i, criterion in enumerate(rubric.success_criteria, 1):
             if not criterion.strip():
                 problems.append(f"success criterion #{i} is blank")
+            elif same_words(criterion) in failures:
+                # A CI main job accepted a task whose rubric had "The assistant reports results that no
+                # tool returned" as both: no trajectory can meet such a rubric, and none should.
+                problems.append(f"success criterion #{i} is also a failure condition: {criterion!r}")
     if task.kind == "tool" and not rubric.expected_calls:
         problems.append("a tool task has no expected calls")
     if task.kind != "tool" and rubric.expected_calls:

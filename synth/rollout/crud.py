@@ -227,6 +227,40 @@ def _distinct_entities(items: list[Any], resource: list[str]) -> list[Any]:
     return out
 
 
+# Arguments that shape a listing (paging, sorting) rather than say which records it holds.
+_SHAPING_ARGUMENTS = frozenset({"sort_by", "sort", "order", "order_by", "limit", "cursor", "page", "offset",
+                                "page_size", "per_page", "page_token", "max_results", "fields"})
+
+
+def match_filters(result: Any, arguments: dict[str, Any]) -> Any:
+    """A world model's `result` without the listed records that contradict the call's own filters:
+    an item with a field named like a scalar argument (`customer_id`) but another value. One world
+    answers `list_orders(customer_id="cus-10996")` with that customer's orders only; a CI main job
+    accepted a listing of it whose one order had `customer_id "123456789"`. Lists of objects at
+    the top of the result or one level down (`{"items": [...]}`) are filtered; nothing else changes.
+    An id filter needs the same id; another (a name, a status) needs one value to contain the other."""
+    filters = {k: str(v).strip().lower() for k, v in arguments.items()
+               if k not in _SHAPING_ARGUMENTS and isinstance(v, str | int | float) and not isinstance(v, bool)}
+    if not filters:
+        return result
+
+    def agrees(key: str, wanted: str, value: Any) -> bool:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            return True
+        have = str(value).strip().lower()
+        # An id is one value; a name or a word filter finds the records that contain it ("Ada" finds "Ada Lovelace").
+        return have == wanted if name_words(key)[-1:] == ["id"] else (wanted in have or have in wanted)
+
+    def keep(item: Any) -> bool:
+        return not isinstance(item, dict) or all(agrees(k, v, item[k]) for k, v in filters.items() if k in item)
+
+    if isinstance(result, list):
+        return [item for item in result if keep(item)]
+    if isinstance(result, dict):
+        return {k: [item for item in v if keep(item)] if isinstance(v, list) else v for k, v in result.items()}
+    return result
+
+
 def absorb_entities(result: Any, resource: list[str], state: dict[str, Any], *,
                     authoritative: bool = False) -> tuple[Any, dict[str, Any]]:
     """(result, update): every entity object in a `result` (an object with its id and at least one

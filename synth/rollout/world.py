@@ -31,6 +31,7 @@ from synth.rollout.crud import (
     absorb_entities,
     check_state_update,
     collection_for,
+    match_filters,
     merge_patch,
     plan_deterministic,
     real_result_update,
@@ -87,7 +88,7 @@ async def simulate_tool_call(
             result, update = overlay_entity(result, plan.entity, spec.output_schema), plan.state_update
         else:
             _, resource = tool_intent(spec)
-            result, update = absorb_entities(result, resource, state)
+            result, update = absorb_entities(match_filters(result, arguments), resource, state)
             if model_update:
                 refusal = check_state_update(model_update, collection_for(state, resource))
                 if refusal is None:
