@@ -755,8 +755,10 @@ def test_a_value_that_spells_out_the_call_is_a_stand_in() -> None:
     words (`in_progress`, `order_date`) is a value."""
     goal = task("List the customer's orders.")
 
+    system = {"role": "system", "content": SYSTEM["content"] + " You act through list_orders and get_order."}
+
     def run(value: str) -> dict[str, str]:
-        messages = [SYSTEM, user("Please list my orders, customer cus-4471."),
+        messages = [system, user("Please list my orders, customer cus-4471."),
                     calls(call("c1", "list_orders", customer_id="cus-4471", status=value)),
                     tool("c1", {"orders": [{"order_id": "o-2207", "status": "processing"}]}),
                     say("You have one order, o-2207, still processing.")]
@@ -766,6 +768,8 @@ def test_a_value_that_spells_out_the_call_is_a_stand_in() -> None:
 
     assert "a stand-in" in run("list_orders_status_filter")["no_fabrication"]
     assert "no_fabrication" not in run("in_progress")
+    # The tool's own name, though the system prompt said it (a CI main job: `cursor="list_weathers"`).
+    assert "a stand-in" in run("list_orders")["no_fabrication"]
 
 
 @pytest.mark.parametrize("reply", ["Successful cancellation, removed", "Removed."])

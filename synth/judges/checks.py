@@ -931,9 +931,11 @@ def _stand_ins(arguments: Any, said: str, tool: str) -> list[str]:
     and that nobody said (`said`: the system, user and tool text so far, lowercased): a
     placeholder (`example_location`, `category_name`, `<name>`; `placeholder_value`), letters no
     one could say (`jsscjdjcjjdjcj`; `looks_like_words`), or the call's own names spelled out
-    (`_echoes_names`)."""
-    return [v for k, v in _leaves(arguments) if isinstance(v, str) and v.strip().lower() not in said
-            and (placeholder_value(v, k) or not looks_like_words(v) or _echoes_names(v, k, tool))]
+    (`_echoes_names`). The call's own tool name is never a value, said or not: the system prompt
+    names every tool, and a CI main job's `list_weathers(cursor="list_weathers")` passed as said."""
+    return [v for k, v in _leaves(arguments) if isinstance(v, str) and (v.strip().lower() == tool.lower() or (
+        v.strip().lower() not in said
+        and (placeholder_value(v, k) or not looks_like_words(v) or _echoes_names(v, k, tool))))]
 
 
 def _invented_ids(arguments: Any, said: str) -> list[tuple[str, str]]:
