@@ -981,6 +981,9 @@ def test_id_arguments_take_only_ids_the_user_or_a_tool_gave() -> None:
     assert "store_id" not in narrowed["properties"]  # optional, and no given id is long enough
     assert narrowed["properties"]["note"] == {"type": "string"} and narrowed["required"] == ["order_id"]
     assert offer_given_ids(schema, []) is None  # the order id is required and nobody gave one
+    for broken in ({"type": "string", "pattern": "(["}, {"type": "string", "minLength": "x"}):  # never raises
+        assert offer_given_ids({"properties": {"order_id": broken}}, ["o-1"]) == {
+            "properties": {"order_id": {"enum": ["o-1"]}}}
     schema_of = {t.name: t for t in SHOP_TOOLS}
     offered = json.dumps(action_schema([schema_of["get_order"], schema_of["search_orders"]], given_ids=[]))
     assert '"const": "search_orders"' in offered and '"const": "get_order"' not in offered

@@ -23,13 +23,16 @@ reply (the episode reads it as the agent giving up).
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from synth.judges.messages import is_id_name
 from synth.llm import LLMClient, StructuredOutputError, Usage, parse_json_reply
@@ -129,11 +132,26 @@ def _given_id_property(name: str, sub: Any, ids: Sequence[str]) -> Any:
         candidates = list(ids)
     else:
         return sub
-    validator = Draft202012Validator(sub)
-    allowed = [v for v in candidates if validator.is_valid(v)]
+    validator = _validator(json.dumps(sub, sort_keys=True))
+    try:
+        allowed = [v for v in candidates if validator.is_valid(v)] if validator is not None else candidates
+    except re.error:  # a pattern Python cannot compile: the call's own validation answers it later
+        allowed = candidates
     if not allowed:
         return None
     return {**{k: v for k, v in sub.items() if k in ("description", "title")}, "enum": allowed}
+
+
+@functools.lru_cache(maxsize=2048)
+def _validator(schema_text: str) -> Draft202012Validator | None:
+    """A validator of one parameter's schema (None if the schema itself is broken), built once: the
+    grammar of every agent step checks the given ids against the same few parameters."""
+    schema = json.loads(schema_text)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError:
+        return None
+    return Draft202012Validator(schema)
 
 
 def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: bool = True,
