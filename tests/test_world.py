@@ -236,6 +236,9 @@ def test_the_scripted_user_states_answers_confirms_and_ends_on_the_world() -> No
             {"role": "assistant", "content": "Sure. What is your order id?"}]
     answer = scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE)
     assert answer.message == "Sure, my order id is o-1001." and not answer.done
+    named = scripted_turn(WITHHELD_TASK, [*talk[:-1], {"role": "assistant", "content": "Your order will be checked."}],
+                          ORDERS_STATE)
+    assert named.message == "In case you need it, my order id is o-1001."  # not "Sure," to no question
     talk += [{"role": "user", "content": answer.message},
              {"role": "assistant", "content": "Shall I cancel order o-1001 now?"}]
     confirm = scripted_turn(WITHHELD_TASK, talk, ORDERS_STATE)

@@ -207,7 +207,8 @@ def scripted_turn(task: Task, messages: list[dict[str, Any]], state: dict[str, A
                    if str(task.withheld[k]).lower() not in given]
     if newly_asked:
         facts = " and ".join(f"my {_humanize(k)} is {task.withheld[k]}" for k in newly_asked)
-        return UserTurn(message=f"Sure, {facts}.", done=False)
+        # An answer to a question; offered unasked when the reply only named the record.
+        return UserTurn(message=f"Sure, {facts}." if "?" in reply else f"In case you need it, {facts}.", done=False)
     stalled = sum(1 for p in previous if same_words(p) in {same_words(t) for t in (*_NUDGES, *_NOTHING_MORE)})
     if stalled >= _PATIENCE.get(task.persona.patience, 2):
         return UserTurn(message="Never mind, I'll sort it out another way.", done=True, reason="stuck")
