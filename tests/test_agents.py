@@ -180,6 +180,8 @@ def test_goal_rules_accept_natural_requests(goal: str) -> None:
     # A CI main job accepted this one: its second sentence is a rubric, not the user speaking.
     ("I need to list orders cus-10996. The assistant must call me and list all orders.",
      "describes the task instead of asking"),
+    ("Can you move a shipment into a new company's system the tools do not reach.",
+     "describes the task instead of asking"),
     ("Your request is too ambitious!", "asks for nothing"),
     ("The new serve support is being created! (Details: type 1 false.)", "asks for nothing"),
 ])

@@ -531,6 +531,17 @@ def test_an_unserviceable_task_needs_a_reply_that_declines():
     assert "cup of coffee" in results["declines_unserviceable"].detail
     declines = [*chatty[:2], say("Sorry, I can't book restaurants: my tools only handle orders.")]
     assert all(c.passed for c in run_checks(traj(declines), goal, TOOLS))
+    # Told to offer what it can do, a decline must offer something (a CI main job accepted one that did not).
+    policy = {"role": "system", "content": SYSTEM["content"] + " If a request is beyond what your tools can do, "
+              "say so plainly and offer what you can do."}
+    bare = [policy, chatty[1], say("You can not book a table. This is a prohibited order and you can only offer "
+                                   "your services to a customer.")]
+    bare_result = {c.name: c for c in run_checks(traj(bare), goal, TOOLS)}["declines_unserviceable"]
+    assert "offers anything" in bare_result.detail
+    for offer in ("Sorry, I can't book restaurants: my tools only handle orders.",
+                  "I cannot book tables, but I can look up or cancel your orders."):
+        assert {c.name: c for c in run_checks(traj([policy, chatty[1], say(offer)]), goal, TOOLS)}[
+            "declines_unserviceable"].passed, offer
     # other kinds are not asked to decline
     lookup = {c.name: c for c in run_checks(traj(LOOKUP), LOOKUP_TASK, TOOLS)}
     assert lookup["declines_unserviceable"].passed

@@ -498,7 +498,7 @@ _NO_TOOL_IDEAS = (
 _UNSERVICEABLE_IDEAS = (
     "ask the assistant to phone someone about a {noun} on their behalf",
     "ask the assistant to print and post a paper copy of a {noun}",
-    "ask the assistant to move a {noun} into a different company's system the tools do not reach",
+    "ask the assistant to move a {noun} into a different company's own system",
     "ask the assistant to predict exactly what will happen to a {noun} next year",
 )
 

@@ -130,13 +130,15 @@ def argument_problems(tool: ToolSpec, arguments: dict[str, Any], where: str) -> 
 
 # A goal written about the user or the task, not by the user: "The user wants ...", "Write a task
 # that ...", "The assistant should ..." (as any sentence of it: a CI main job accepted "I need to list
-# orders cus-10996. The assistant must call me and list all orders, ..."), "Your goal is ...".
+# orders cus-10996. The assistant must call me and list all orders, ..."), a plan's hint ("... system
+# the tools do not reach", copied from the planner's idea into a CI main job's goal), "Your goal is ...".
 _NOT_THE_USERS_VOICE = re.compile(
     r"^\s*(?:the |a )?(?:user|customer|client) (?:wants|asks|asked|needs|needed|requests|requested|would like|is|"
     r"was|has|had|should|must|will)\b"
     r"|\b(?:the|this) (?:user|customer) (?:wants|asks|asked|needs|requests|requested|would like|is asking)\b"
     r"|^\s*(?:write|create|generate|design|make|give) (?:a|an|one|the) (?:task|goal|request|prompt)\b"
     r"|(?:^|[.!?]\s+)(?:the |an? )?(?:ai )?assistant (?:should|must|will|can|needs|is)\b"
+    r"|\bthe (?:assistant's )?tools (?:do not|don't|cannot|can't|can not) \w+"
     r"|^\s*(?:your|the|my) (?:goal|task|objective) (?:is|was)\b",
     re.IGNORECASE,
 )

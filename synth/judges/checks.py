@@ -1175,14 +1175,31 @@ _DECLINE = re.compile(
 )
 
 
+# The agent's own policy for such requests ("say so plainly and offer what you can do").
+_OFFER_POLICY = re.compile(r"\boffer what (?:you|i) can do\b", re.I)
+# An offer in the first person: what the assistant can do instead, or what its tools handle.
+_OFFER = re.compile(r"\b(?:i can(?!'t|not| not)|i could|i(?:'m| am) able to|i(?:'d| would) be (?:happy|glad) to|"
+                    r"what i can do|let me|my tools (?:\w+ )?(?:can|handle|let me|cover))\b", re.I)
+
+
 def _check_declines_unserviceable(ctx: _Context) -> CheckResult:
     """An `unserviceable` task (its tools cannot do what the user asks) is a worked example only
-    when the assistant says so: some assistant reply states that it cannot do it."""
+    when the assistant says so: some assistant reply states that it cannot do it. Where its
+    system prompt also says to offer what it can do, a reply must offer it in the first person
+    ("I can look up your shipment", "my tools handle orders"): a CI main job accepted "You can not
+    move a shipment into a new company's system. This is a prohibited order and you can only offer
+    your services to a customer.", a decline that offered nothing."""
     if ctx.task.kind != "unserviceable":
         return CheckResult(name="declines_unserviceable", passed=True, detail=f"a {ctx.task.kind} task")
     replies = [(i, message_text(m)) for i, m in enumerate(ctx.messages) if m.get("role") == "assistant"]
-    if any(_DECLINE.search(said) for _, said in replies):
+    declined = any(_DECLINE.search(said) for _, said in replies)
+    offers = any(_OFFER.search(said) for _, said in replies)
+    asked_to_offer = any(_OFFER_POLICY.search(message_text(m)) for m in ctx.messages if m.get("role") == "system")
+    if declined and (offers or not asked_to_offer):
         return CheckResult(name="declines_unserviceable", passed=True)
+    if declined:
+        return _result("declines_unserviceable", ["the system prompt says to offer what the assistant can do, but no "
+                                                  "assistant reply offers anything in the first person"])
     last = next((f"message {i}: {said[:60]!r}" for i, said in reversed(replies) if said.strip()), "no reply")
     return _result("declines_unserviceable",
                    [f"the task is beyond the tools but no assistant reply says it cannot be done (last: {last})"])
