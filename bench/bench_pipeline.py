@@ -22,7 +22,7 @@
     python bench/bench_pipeline.py memory [--small 200 --large 2000 --larger 6000]
     python bench/bench_pipeline.py scale [--trajectories 400 --tools-per-domain 60 --categories c --ray]
     python bench/bench_pipeline.py server [--base-url URL] [--episodes 16] [--parallel 4] [--seconds 60]
-                                          [--in-flight 8]
+                                          [--in-flight 8] [--no-replay] [--keep-db PATH]
 
 Without --base-url, `server` starts the embedded backend itself (`--parallel` slots).
 """
@@ -36,6 +36,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,10 +74,12 @@ def start_fake() -> tuple[str, mp.Process]:
     return url, proc
 
 
-def run_pipeline(base_url: str, workdir: Path, episodes: int, *extra: str) -> tuple[dict, float, int]:
-    """`synth run` in a child process; returns (summary, wall seconds, child peak RSS in KiB)."""
+def run_pipeline(base_url: str, workdir: Path, episodes: int, *extra: str,
+                 in_flight: int | None = None) -> tuple[dict, float, int]:
+    """`synth run` in a child process; returns (summary, wall seconds, child peak RSS in KiB).
+    `in_flight` None: as the run sizes itself (from the server's slots), or `SYNTH_RUN__IN_FLIGHT`."""
     env = {**os.environ, "SYNTH_CACHE__ENABLED": "false", "SYNTH_RUN__TOOLS_PER_DOMAIN": "6",
-           "SYNTH_RUN__IN_FLIGHT": os.environ.get("SYNTH_RUN__IN_FLIGHT", "16")}
+           **({"SYNTH_RUN__IN_FLIGHT": str(in_flight)} if in_flight is not None else {})}
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run(
@@ -105,7 +108,7 @@ def bench_throughput(episodes: int, ray: bool) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             extra = () if ray else ("--no-ray",)
-            summary, wall, _ = run_pipeline(url, Path(tmp), episodes, *extra)
+            summary, wall, _ = run_pipeline(url, Path(tmp), episodes, *extra, in_flight=16)
             calls = _call_count(Path(tmp) / f"bench-{episodes}.duckdb")
     finally:
         server.terminate()
@@ -366,14 +369,13 @@ def _print_openings(records: list[dict]) -> None:
           f"({sum(n - 1 for n in openings.values())} could reuse a sibling's)")
 
 
-def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None) -> None:
+def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None,
+                 replay: bool = True, keep_db: Path | None = None) -> None:
     """(a): what the pipeline makes the server do, read from the server itself, against a direct
     free-text load of `parallel` requests always in flight on the same server; the run keeps
     `in_flight` episodes going (by default what the run sizes itself to: 2 per server slot).
     Then the same-work baseline: the run's own requests (recorded by a proxy), replayed per role
     with `parallel` in flight, as sent and without their grammar (same prompts, same reply lengths)."""
-    if in_flight is not None:
-        os.environ["SYNTH_RUN__IN_FLIGHT"] = str(in_flight)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         if base_url is None:
             backend = LocalBackend(BackendConfig(parallel=parallel, ctx_per_slot=4096),
@@ -388,11 +390,13 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             direct = asyncio.run(_saturating_load(base_url, parallel, seconds, 256))
             direct_busy = poller.occupancy(started, time.time())
             before = server_metrics(root)
-            summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes)
+            summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes, in_flight=in_flight)
             after = server_metrics(root)
         print(f"(a) direct free-text load, {parallel} in flight: {direct:,.1f} completion tokens/s, "
               f"slots busy {direct_busy:.0%}")
         db = Path(tmp) / f"bench-{episodes}.duckdb"
+        if keep_db is not None:
+            shutil.copyfile(db, keep_db)
         con = duckdb.connect(str(db), read_only=True)
         try:
             # The rollout phase: from the first to the last call of a rollout role (tool and task
@@ -422,7 +426,7 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         prompt = after.get("llamacpp:prompt_tokens_total", 0) - before.get("llamacpp:prompt_tokens_total", 0)
         rollout_rate = (rollout_tokens or 0) / span if span else 0.0
         print(f"(a) pipeline, {in_flight or 'auto (2 per slot)'} episodes in flight, "
-              f"{summary['judged']} judged in {wall:.0f} s; "
+              f"{summary['judged']} judged ({summary['accepted']} accepted under the strict policy) in {wall:.0f} s; "
               f"rollout phase {span:.0f} s: slots busy "
               f"{busy:.0%}, {rate:,.1f} completion tokens/s of every role = {rate / direct:.2f} of the direct load "
               f"({rollout_rate:,.1f} of them by the rollout roles)")
@@ -445,6 +449,8 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         print(f"(a) prefix-cache reuse over the rollout roles: {total_c / total_p if total_p else 0:.0%} of prompt "
               "tokens")
         _print_openings(proxy.records)
+        if not replay:
+            return
         print(f"(a) same work replayed ({len(proxy.records)} recorded requests, {parallel} in flight), completion "
               "tokens/s per role: as the run sent them | the same prompts and reply lengths without a grammar")
         pipeline_rates = {role: (c_tok / span if span else 0.0) for role, _, _, _, c_tok, _ in roles}
@@ -522,6 +528,8 @@ def main() -> None:
     s.add_argument("--parallel", type=int, default=4)
     s.add_argument("--seconds", type=float, default=60)
     s.add_argument("--in-flight", type=int, help="episodes in flight (default: the run sizes it, 2 per slot)")
+    s.add_argument("--no-replay", action="store_true", help="skip the same-work replay (as long as the run)")
+    s.add_argument("--keep-db", type=Path, help="copy the run's dataset here, to read afterwards")
     k = sub.add_parser("scale")
     k.add_argument("--trajectories", type=int, default=400)
     k.add_argument("--tools-per-domain", type=int, default=60)
@@ -536,7 +544,8 @@ def main() -> None:
     elif args.which == "scale":
         bench_scale(args.trajectories, args.tools_per_domain, args.ray, args.categories)
     else:
-        bench_server(args.base_url, args.episodes, args.parallel, args.seconds, args.in_flight)
+        bench_server(args.base_url, args.episodes, args.parallel, args.seconds, args.in_flight,
+                     replay=not args.no_replay, keep_db=args.keep_db)
 
 
 if __name__ == "__main__":

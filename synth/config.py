@@ -95,7 +95,8 @@ class RunConfig(_Strict):
     worker_concurrency: int = Field(64, ge=1, description="items one actor runs at once")
     # None: sized to the server when the run starts (`synth.llm.session.episodes_in_flight`).
     in_flight: int | None = Field(None, ge=1, description="episodes in flight (the backpressure bound)")
-    agent_concurrency: int = Field(2, ge=1, description="agents being synthesised at once")
+    # None: one per two episodes in flight, at least 2 (`agent_syntheses_at_once`).
+    agent_concurrency: int | None = Field(None, ge=1, description="agents being synthesised at once")
     # Balance and cost. Neither is part of the run's identity: raising one resumes the same run.
     domain_quota: int | None = Field(None, ge=1, description="at most this many judged trajectories per domain")
     token_budget: int | None = Field(None, ge=1, description="stop cleanly once this run's model calls have used "
@@ -107,6 +108,16 @@ class RunConfig(_Strict):
         if isinstance(value, str):
             return [d.strip() for d in value.split(",") if d.strip()]
         return value
+
+
+def agent_syntheses_at_once(run: RunConfig, in_flight: int) -> int:
+    """Agents synthesised at once: `run.agent_concurrency`, else one per two episodes in flight.
+
+    Why so many: the embedded agent's episodes are short (a few turns), so with two syntheses the
+    rollouts outran task synthesis and the server's slots idled a quarter of the rollout phase;
+    with one per two episodes in flight they were busy 99% of it (docs/architecture.md, sizing).
+    """
+    return run.agent_concurrency if run.agent_concurrency is not None else max(2, in_flight // 2)
 
 
 class LLMConfig(RoleConfig):

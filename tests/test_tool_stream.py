@@ -14,7 +14,7 @@ import duckdb
 from synth.agents.toolsets import ToolsetSampler
 from synth.config import load_config
 from synth.models import ToolSpec
-from synth.pipeline.driver import ToolStream
+from synth.pipeline.driver import EpisodeSchedule, ToolStream
 from synth.pipeline.run import execute_run
 
 DOMAINS = ["weather", "order_management", "issue_tracking", "cloud_drive", "stock_trading", "recipes_cooking"]
@@ -68,3 +68,36 @@ def test_rollouts_start_before_the_tool_stage_ends_and_every_domain_gets_tools(f
     con.close()
     assert domains == set(DOMAINS)  # the tool stage finished every wave, though 3 trajectories were enough
     assert first_agent < last_tool  # agents were made while later waves were still being synthesised
+
+
+def _queue_order(delays: list[float], stop_after: int | None = None) -> list[int]:
+    """The toolset indices queued by one producer per delay (a synthesis taking that long), each
+    waiting for its turn; with `stop_after`, the pass stops (target reached) after that many."""
+    async def main() -> list[int]:
+        stream = ToolStream(ToolsetSampler([_tool("alpha", i) for i in range(3)], random.Random(0)), [], 1, 10)
+        schedule = EpisodeSchedule(stop_after or 10, 8, stream)
+        queued: list[int] = []
+
+        async def produce(index: int, delay: float) -> None:
+            await asyncio.sleep(delay)
+            try:
+                await schedule.wait_turn(index)
+                if not schedule.stopped:
+                    queued.append(index)
+                if len(queued) == stop_after:
+                    schedule.episode_started()
+                    schedule.episode_judged()  # the target: wakes the producers waiting for their turn
+            finally:
+                schedule.end_turn(index)
+
+        await asyncio.wait_for(asyncio.gather(*(produce(i, d) for i, d in enumerate(delays))), 5)
+        return queued
+
+    return asyncio.run(main())
+
+
+def test_agents_synthesised_at_once_queue_their_episodes_in_toolset_order() -> None:
+    # the first toolset's synthesis is the slowest: the later ones wait for it, whatever finishes first
+    assert _queue_order([0.05, 0.0, 0.02, 0.01]) == [0, 1, 2, 3]
+    # a stopped pass releases the producers still waiting for their turn, which queue nothing
+    assert _queue_order([0.0, 0.05, 0.01, 0.01], stop_after=1) == [0]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from synth.agents.synthesize import main_domain
 from synth.agents.toolsets import ToolsetSampler
-from synth.config import DEFAULT_IN_FLIGHT, SynthConfig
+from synth.config import DEFAULT_IN_FLIGHT, SynthConfig, agent_syntheses_at_once
 from synth.domains.taxonomy import is_own_domain
 from synth.ids import content_id, derive_seed
 from synth.llm.usage import CallRecord
@@ -165,6 +165,12 @@ class EpisodeSchedule:
     otherwise they wait until an episode fails or the target is reached (`capacity_changed`), so a
     late failure is replaced rather than left as a gap. Consumers skip queued tasks once
     `judged + in_progress >= remaining`, so the pass stops at exactly the target.
+
+    Agents are synthesised concurrently but queued in toolset order (`wait_turn` / `end_turn`): the
+    producer of toolset i queues its episodes only after every toolset before it has queued or
+    given up its own. So which tasks a pass runs depends on the toolsets, never on which synthesis
+    happened to finish first; a resume that raises `[rollout] per_task` extends the tasks it has
+    before it starts new ones, however many producers race.
     """
 
     def __init__(self, remaining: int, in_flight: int, toolsets: ToolStream,
@@ -188,6 +194,11 @@ class EpisodeSchedule:
         self.planned: Counter[str] = Counter(judged_by_domain or {})
         # `[run] token_budget` spent: no new work; episodes in progress finish and are stored.
         self.budget_spent = False
+        # The toolset whose producer may queue now, the later ones done early, and an event replaced
+        # on every change of turn or of `stopped`, so every waiter wakes and looks again.
+        self.turn = 0
+        self._turns_ended: set[int] = set()
+        self._turn_changed = asyncio.Event()
 
     @property
     def stopped(self) -> bool:
@@ -206,6 +217,24 @@ class EpisodeSchedule:
     def spend_budget(self) -> None:
         self.budget_spent = True
         self.capacity_changed.set()
+        self._wake_turn_waiters()
+
+    def _wake_turn_waiters(self) -> None:
+        self._turn_changed.set()
+        self._turn_changed = asyncio.Event()
+
+    async def wait_turn(self, index: int) -> None:
+        """Return once toolset `index` may queue its episodes, or the pass has stopped."""
+        while self.turn < index and not self.stopped:
+            await self._turn_changed.wait()
+
+    def end_turn(self, index: int) -> None:
+        """Toolset `index` has queued what it will (or had nothing to queue): let the next go."""
+        self._turns_ended.add(index)
+        while self.turn in self._turns_ended:
+            self._turns_ended.discard(self.turn)
+            self.turn += 1
+        self._wake_turn_waiters()
 
     def need_more(self) -> bool:
         return self.judged + self.in_progress + self.queue.qsize() < self.remaining and not self.done.is_set()
@@ -223,6 +252,7 @@ class EpisodeSchedule:
         self.barren = 0 if usable else self.barren + 1
         if self.barren == MAX_BARREN_AGENTS:
             self.barren_reason = why
+            self._wake_turn_waiters()
 
     def wants_episode(self) -> bool:
         return self.judged + self.in_progress < self.remaining and not self.budget_spent
@@ -245,6 +275,7 @@ class EpisodeSchedule:
         if self.judged >= self.remaining:
             self.done.set()
             self.capacity_changed.set()
+            self._wake_turn_waiters()
 
 
 class PipelineDriver:
@@ -488,7 +519,7 @@ class PipelineDriver:
                                    settings.domain_quota, self._judged_by_domain())
         self._schedule = schedule
         producers = [asyncio.create_task(self._produce(schedule, finished))
-                     for _ in range(settings.agent_concurrency)]
+                     for _ in range(agent_syntheses_at_once(settings, schedule.in_flight))]
         consumers = [asyncio.create_task(self._consume(schedule)) for _ in range(schedule.in_flight)]
         try:
             await asyncio.gather(*producers)
@@ -518,51 +549,65 @@ class PipelineDriver:
 
     async def _produce(self, schedule: EpisodeSchedule, finished: set[tuple[str, int]]) -> None:
         """Synthesise agents (and their tasks) while the schedule wants more work, and queue each
-        task's `[rollout] per_task` rollouts, less those an earlier invocation judged; a failed
-        agent is logged and skipped."""
-        from synth.pipeline import stages
-
-        per_task = self.cfg.rollout_settings().per_task
-        pending: list[Episode] = []
-        agent: Agent | None = None
-        toolset: list[ToolSpec] = []
+        task's `[rollout] per_task` rollouts, less those an earlier invocation judged, in toolset
+        order (`EpisodeSchedule.wait_turn`); a failed agent is logged and skipped."""
         while not schedule.stopped:
             if not schedule.need_more():
                 await schedule.wait_for_capacity()
-                continue
-            if pending:
-                episode = pending.pop(0)
-                if schedule.plan(episode.task.domain):
-                    await schedule.queue.put(episode)
-                else:
-                    pending.clear()
                 continue
             slot = await schedule.next_toolset()
             if slot is None:
                 return
             index, toolset = slot
-            if schedule.domain_full(main_domain(toolset)):
-                continue  # balanced across domains: this one has its share
-            self.progress.begin("agents")
             try:
-                result, calls = await self.workers.synthesize_agent_and_tasks(
-                    toolset, derive_seed(self.settings.seed, "agent", index))
-            except Exception as exc:  # a failed agent is logged and skipped, never fatal
-                self.progress.end("agents", ok=False)
-                self._note_failure("agent", exc)
-                schedule.note_agent(False, f"{type(exc).__name__}: {str(exc)[:120]}")
-                continue
-            self._store_calls(calls)
-            stages.store_agent_result(self.dataset, self.run_id, result, flush=False)
-            self._flush_due()
-            agent = result.agent
-            self.progress.end("agents", ok=agent is not None)
-            self.progress.stages["tasks"].done += len(result.tasks)
-            self.progress.stages["tasks"].failed += len(result.rejected)
-            pending = [Episode(agent, toolset, task, i) for task in result.tasks for i in range(per_task)
-                       if (task.id, i) not in finished] if agent else []
-            last_reason = result.rejected[-1].reason[:120] if result.rejected else "no tasks"
-            schedule.note_agent(bool(agent is not None and result.tasks), last_reason)
+                episodes = await self._agent_episodes(schedule, index, toolset, finished)
+                await schedule.wait_turn(index)
+                await self._queue_episodes(schedule, episodes)
+            finally:
+                schedule.end_turn(index)
+
+    async def _agent_episodes(self, schedule: EpisodeSchedule, index: int, toolset: list[ToolSpec],
+                              finished: set[tuple[str, int]]) -> list[Episode]:
+        """Synthesise and store the agent and tasks of toolset `index`; return the episodes to run
+        (none for a toolset whose domain is full, or a failed or barren agent)."""
+        from synth.pipeline import stages
+
+        if schedule.domain_full(main_domain(toolset)):
+            return []  # balanced across domains: this one has its share
+        self.progress.begin("agents")
+        try:
+            result, calls = await self.workers.synthesize_agent_and_tasks(
+                toolset, derive_seed(self.settings.seed, "agent", index))
+        except Exception as exc:  # a failed agent is logged and skipped, never fatal
+            self.progress.end("agents", ok=False)
+            self._note_failure("agent", exc)
+            schedule.note_agent(False, f"{type(exc).__name__}: {str(exc)[:120]}")
+            return []
+        self._store_calls(calls)
+        stages.store_agent_result(self.dataset, self.run_id, result, flush=False)
+        self._flush_due()
+        agent = result.agent
+        self.progress.end("agents", ok=agent is not None)
+        self.progress.stages["tasks"].done += len(result.tasks)
+        self.progress.stages["tasks"].failed += len(result.rejected)
+        last_reason = result.rejected[-1].reason[:120] if result.rejected else "no tasks"
+        schedule.note_agent(bool(agent is not None and result.tasks), last_reason)
+        if agent is None:
+            return []
+        per_task = self.cfg.rollout_settings().per_task
+        return [Episode(agent, toolset, task, i) for task in result.tasks for i in range(per_task)
+                if (task.id, i) not in finished]
+
+    @staticmethod
+    async def _queue_episodes(schedule: EpisodeSchedule, episodes: list[Episode]) -> None:
+        """Queue an agent's episodes one at a time as capacity allows; stop at the first whose
+        domain is at its quota (the agent's tasks share its domain)."""
+        for episode in episodes:
+            while not schedule.need_more() and not schedule.stopped:
+                await schedule.wait_for_capacity()
+            if schedule.stopped or not schedule.plan(episode.task.domain):
+                return
+            await schedule.queue.put(episode)
 
     async def _consume(self, schedule: EpisodeSchedule) -> None:
         """Roll out and judge queued tasks until the queue says stop (None); store each episode
