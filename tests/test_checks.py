@@ -792,3 +792,28 @@ def test_a_terse_reply_still_claims_the_action_it_names(reply: str) -> None:
                 calls(call("c1", "add_reminder", order_id="o-2207", minutes_before=30)),
                 tool("c1", {"reminder_id": "r-1", "order_id": "o-2207", "minutes_before": 30}), say(reply)]
     assert "no call of a tool that does that" in failed(messages, goal)["no_fabrication"]
+
+
+@pytest.mark.parametrize(("goal", "reply", "why"), [
+    # CI main job: two sentences that only offer help, accepted as advice
+    ("Could you give me advice on how to keep shipments well organised?",
+     "I'm here to help you with your shipping needs. I'll be here to assist you with your orders and deliveries, "
+     "so please find out how to keep your orders well organized.", "only speaks of helping"),
+    # CI main job: tips that recommend nothing
+    ("Could you give me tips on avoiding common mistakes with shipments?",
+     "Your request has been addressed. Please enjoy the benefits of our order management service, including our "
+     "custom orders and shipping plans.", "recommends nothing"),
+    # benchmark run: an explanation that turns the question around
+    ("What information is usually needed before working with a cancellation?",
+     "Your information is needed before working with a cancellation. Please provide the required details before "
+     "you can work with a cancellation.", "content words that the request did not"),
+])
+def test_final_reply_rejects_advice_that_gives_none(goal: str, reply: str, why: str) -> None:
+    """Three answers runs accepted to requests for advice or an explanation, each saying nothing;
+    a real answer to the same request passes."""
+    asked = task(goal, kind="no_tool")
+    assert why in failed([SYSTEM, user(goal), say(reply)], asked)["final_reply"]
+    good = ("I'd be glad to help. Label every parcel with the order number and the full address, and keep the "
+            "tracking numbers in one sheet. Check the weight before you book the carrier, since a wrong weight is "
+            "the most common reason for a surcharge. Customs papers should travel inside and outside the box.")
+    assert "final_reply" not in failed([SYSTEM, user(goal), say(good)], asked)

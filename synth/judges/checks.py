@@ -700,6 +700,11 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
     if _thin_advice(ctx, reply):
         return _result("final_reply", [f"the task asks for advice or an explanation and the reply is one line "
                                        f"of under {MIN_ADVICE_WORDS} words or a single sentence: {reply[:80]!r}"])
+    if _advice_task(ctx):
+        problem = _empty_advice(ctx.task.goal, reply)
+        if problem:
+            return _result("final_reply", [f"the task asks for advice or an explanation and {problem}: "
+                                           f"{reply[:80]!r}"])
     if _advice_task(ctx) and _repeats_itself(reply):
         return _result("final_reply", [f"the task asks for advice or an explanation and the reply repeats itself "
                                        f"(over {MAX_REPEATED_TRIGRAMS:.0%} of its word triples recur): {reply[:80]!r}"])
@@ -720,7 +725,8 @@ MIN_REPLY_WORDS = 3
 # A main job accepted "Never forget to ask the user about the weather!" for "tips on avoiding
 # common mistakes with hyperlocal weathers".
 _ADVICE = re.compile(r"\b(?:tips?|advice|advise|how (?:do|can|should|to|does)|explain|why|best practices?|ideas?|"
-                     r"suggest\w*|recommend\w*|ways?|steps|guide|mistakes?|what should)\b", re.IGNORECASE)
+                     r"suggest\w*|recommend\w*|ways?|steps|guide|mistakes?|what should|"
+                     r"what (?:\w+ ){1,3}(?:is|are) (?:\w+ )?(?:needed|required))\b", re.IGNORECASE)
 MIN_ADVICE_WORDS = 12
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*(?:[-*•]|\d+[.)])\s")
 
@@ -736,6 +742,82 @@ def _thin_advice(ctx: _Context, reply: str) -> bool:
     if not _advice_task(ctx):
         return False
     return len(reply.split()) < MIN_ADVICE_WORDS or len(_SENTENCE_END.findall(reply.strip() + " ")) < 2
+
+
+# A sentence in which the assistant only speaks of helping ("I'm here to help you with your shipping
+# needs.", "I'll be here to assist you with your orders"): a first-person subject and a helping word
+# within four words. A CI main job accepted two such sentences as "advice on how to keep shipments
+# well organised"; they advise nothing, so they do not count toward an answer's substance.
+_SELF_TALK = re.compile(r"\b(?:i|i'm|i'll|i'd|i am|we|we're|we'll|we are)\b(?:\W+[\w']+){0,4}?\W+"
+                        r"(?:help\w*|assist\w*|support\w*|serve|here (?:for|to)|happy|glad)\b", re.I)
+# A request for tips or recommendations is answered by recommending: a modal or advising phrase, or
+# a sentence or list item that starts with an advising verb. A CI main job accepted, for "tips on
+# avoiding common mistakes with shipments": "Your request has been addressed. Please enjoy the
+# benefits of our order management service, including our custom orders and shipping plans."
+_TIPS = re.compile(r"\b(?:tips?|recommend\w*|suggest\w*|best practices?|advice|advise|mistakes?|ideas?|"
+                   r"what should)\b", re.I)
+_ADVISING = re.compile(r"\b(?:should|make sure|be sure|ensure|always|never|avoid|don't|do not|try to|"
+                       r"remember to|consider|it(?:'s| is) (?:best|wise|important|a good idea|helpful|worth)|"
+                       r"(?:i|we) (?:would )?(?:recommend|suggest)|recommended|tip)\b", re.I)
+_ADVISING_VERB_WORDS = (
+    "check verify confirm keep use make avoid review track label plan set save note organize organise include "
+    "update compare choose pack list write record ask look read follow create group sort store schedule monitor "
+    "start add double-check prepare contact measure test take give get limit back stay reduce clean "
+    "separate name tag mark file print share communicate respond reply book buy pick lock protect")
+_ADVISING_VERBS = frozenset(_ADVISING_VERB_WORDS.split())
+# Words any answer may use without saying anything new (`_says_nothing_new`).
+_GENERIC_WORD_LIST = (
+    "please provide required details information need needed usually typically before after when with your "
+    "you can will would could should the that this these those there here have has been also just about "
+    "some more any all other such make sure help assist request")
+_GENERIC_WORDS = frozenset(_GENERIC_WORD_LIST.split())
+MIN_NEW_WORDS = 5
+
+
+def _sentences(text: str) -> list[str]:
+    return [p.strip() for p in re.split(r"(?<=[.!?])\s+|\n+", text) if p.strip()]
+
+
+def _empty_advice(goal: str, reply: str) -> str | None:
+    """Why an answer to advice or an explanation (`_advice_task`) says nothing, or None: once its
+    sentences that only offer help (`_SELF_TALK` without an advising phrase) are left out, it has
+    fewer than two sentences or under `MIN_ADVICE_WORDS` words; a request for tips gets neither a
+    list nor a recommendation (`_gives_no_advice`); or it says fewer than `MIN_NEW_WORDS` content words that
+    the request did not (`_says_nothing_new`)."""
+    substance = [s for s in _sentences(reply) if not _SELF_TALK.search(s) or _ADVISING.search(s)]
+    if len(substance) < 2 or len(" ".join(substance).split()) < MIN_ADVICE_WORDS:
+        return "the reply only speaks of helping, once its sentences that offer help are left out"
+    if _TIPS.search(goal) and len(_LIST_LINE.findall(reply)) < 2 and _gives_no_advice(substance):
+        return ("the reply recommends nothing (no advising phrase, no sentence that starts with an advising verb, "
+                "no list)")
+    if _says_nothing_new(goal, " ".join(substance)):
+        return f"the reply says fewer than {MIN_NEW_WORDS} content words that the request did not"
+    return None
+
+
+def _gives_no_advice(sentences: list[str]) -> bool:
+    """No sentence advises: none has an advising phrase (`_ADVISING`) or starts (after "please",
+    "first," or a list marker) with an advising verb (`_ADVISING_VERBS`)."""
+    for sentence in sentences:
+        if _ADVISING.search(sentence):
+            return False
+        words = re.findall(r"[a-z][a-z'-]*", sentence.lower())
+        while words and words[0] in {"please", "first", "then", "next", "also", "finally", "and", "tip", "step"}:
+            words = words[1:]
+        if words and words[0] in _ADVISING_VERBS:
+            return False
+    return True
+
+
+def _says_nothing_new(goal: str, reply: str) -> bool:
+    """`reply` has fewer than `MIN_NEW_WORDS` content words (by stem, three letters or more, not
+    `_GENERIC_WORDS`) that `goal` lacks: "Your information is needed before working with a
+    cancellation. Please provide the required details" to "What information is usually needed
+    before working with a cancellation?" only turns the question around."""
+    asked = _word_stems(goal)
+    generic = {_stem(w) for w in _GENERIC_WORDS}
+    new = {_stem(w) for w in _WORD.findall(reply.lower()) if len(w) >= 3} - asked - generic
+    return len(new) < MIN_NEW_WORDS
 
 
 # Share of a prose reply's word triples that occur twice or more, above which it says one thing
