@@ -95,10 +95,14 @@ def run_pipeline(base_url: str, workdir: Path, episodes: int, *extra: str,
     return summary, wall, peak if peak > before else -1
 
 
-def _call_count(db: Path) -> int:
+def _call_count(db: Path) -> tuple[int, float]:
+    """(model calls, seconds from the first call's start to the last call's end): the run once
+    running, without the process start, Ray's start and the end-of-run dedup."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return int(con.execute("SELECT count(*) FROM llm_calls").fetchone()[0])
+        n, span = con.execute("SELECT count(*), max(epoch(created_at)) - min(epoch(created_at) - latency_s) "
+                              "FROM llm_calls").fetchone()
+        return int(n), float(span or 0.0)
     finally:
         con.close()
 
@@ -109,12 +113,13 @@ def bench_throughput(episodes: int, ray: bool) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             extra = () if ray else ("--no-ray",)
             summary, wall, _ = run_pipeline(url, Path(tmp), episodes, *extra, in_flight=16)
-            calls = _call_count(Path(tmp) / f"bench-{episodes}.duckdb")
+            calls, span = _call_count(Path(tmp) / f"bench-{episodes}.duckdb")
     finally:
         server.terminate()
     mode = "ray actors" if ray else "in-process"
     print(f"(b) orchestration, instant fake backend, {mode}: {summary['judged']} episodes, {calls} model calls "
-          f"in {wall:.1f} s (incl. startup) -> {calls / wall:,.0f} calls/s, {summary['judged'] / wall:.1f} episodes/s")
+          f"in {wall:.1f} s (incl. startup) -> {calls / wall:,.0f} calls/s, {summary['judged'] / wall:.1f} episodes/s; "
+          f"from the first call to the last ({span:.1f} s): {calls / max(span, 1e-9):,.0f} calls/s")
 
 
 def _sample_rss(wrapper: subprocess.Popen) -> list[tuple[float, float, str]]:

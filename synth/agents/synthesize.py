@@ -214,6 +214,7 @@ _STOPWORDS = frozenset({
 _CLAUSE = re.compile(r"[,;.!?]+|\s+-\s+")
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and called for every word of every drafted task
 def _stem(word: str) -> str:
     """A crude stem, the same for both sides of a comparison: `confirmed`, `confirms`,
     `confirming` -> `confirm`; `cancelled` -> `cancel`; `changes`, `change` -> `chang`."""

@@ -117,6 +117,7 @@ _NEGATION = re.compile(r"\b(not|never|no longer|without|avoid|refrain|don't|does
                        re.I)
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and called for every word of every judged message
 def _stem(word: str) -> str:
     """A crude English stem, enough to match a tool's verb or noun to the words of a goal
     (`cancel`, `cancelled`, `cancellation`; `reminder`, `reminders`; `create`, `creation`)."""
