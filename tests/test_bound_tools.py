@@ -80,15 +80,18 @@ def test_bound_python_and_mcp_tools_run_for_real_inside_episodes_beside_simulate
     assert sources == {"convert_currency": "python", "convert_temperature": "mcp"}
 
     executed: dict[str, int] = {"python": 0, "mcp": 0}
+    beside_simulated = 0  # episodes in which a real tool ran and the toolset also had simulated tools
     for messages_json, steps_json, tools_json in rows:
         steps, messages = json.loads(steps_json), json.loads(messages_json)
         names = {t["function"]["name"] for t in json.loads(tools_json)}
         kinds = {s["executor"] for s in steps if s["actor"] == "tool"}
         for kind in ("python", "mcp"):
-            if kind not in kinds:
-                continue
-            executed[kind] += 1
-            assert names - {"convert_currency", "convert_temperature"}, "a real tool's toolset has simulated tools"
+            if kind in kinds:
+                executed[kind] += 1
+        # A toolset of the two bound tools alone is one the sampler may draw (a clean-clone CI did,
+        # once four agents were synthesised at once), so this is asked of the run, not of every episode.
+        if kinds & {"python", "mcp"} and names - {"convert_currency", "convert_temperature"}:
+            beside_simulated += 1
         results = [json.loads(m["content"]) for m in messages if m["role"] == "tool" and m.get("name")
                    in ("convert_currency", "convert_temperature") and m["content"].startswith("{")]
         for r in results:  # computed by the function / the server, not simulated
@@ -97,6 +100,7 @@ def test_bound_python_and_mcp_tools_run_for_real_inside_episodes_beside_simulate
             if "fahrenheit" in r:
                 assert r["fahrenheit"] == round(r["celsius"] * 9 / 5 + 32, 2)
     assert executed["python"] >= 1 and executed["mcp"] >= 1, executed
+    assert beside_simulated >= 1, "no real tool ran in a toolset with simulated tools"
 
 
 def test_an_mcp_server_over_streamable_http_is_listed_and_called() -> None:
