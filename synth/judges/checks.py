@@ -773,10 +773,11 @@ _GENERIC_WORD_LIST = (
     "some more any all other such make sure help assist request")
 _GENERIC_WORDS = frozenset(_GENERIC_WORD_LIST.split())
 MIN_NEW_WORDS = 5
+_GENERIC_STEMS = frozenset(_stem(w) for w in _GENERIC_WORDS)
 
 
 def _sentences(text: str) -> list[str]:
-    return [p.strip() for p in re.split(r"(?<=[.!?])\s+|\n+", text) if p.strip()]
+    return [part.strip() for part in _SENTENCE_SPLIT.split(text) if part.strip()]
 
 
 def _empty_advice(goal: str, reply: str) -> str | None:
@@ -816,8 +817,7 @@ def _says_nothing_new(goal: str, reply: str) -> bool:
     cancellation. Please provide the required details" to "What information is usually needed
     before working with a cancellation?" only turns the question around."""
     asked = _word_stems(goal)
-    generic = {_stem(w) for w in _GENERIC_WORDS}
-    new = {_stem(w) for w in _WORD.findall(reply.lower()) if len(w) >= 3} - asked - generic
+    new = {_stem(w) for w in _WORD.findall(reply.lower()) if len(w) >= 3} - asked - _GENERIC_STEMS
     return len(new) < MIN_NEW_WORDS
 
 
