@@ -183,7 +183,7 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
     connection is the writer's, with `_WRITER_THREADS`; readers keep DuckDB's default."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
-    config = {} if read_only else {"threads": _WRITER_THREADS}
+    config: dict[str, str | int | bool | float | list[str]] = {} if read_only else {"threads": _WRITER_THREADS}
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config)

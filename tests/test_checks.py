@@ -817,3 +817,47 @@ def test_final_reply_rejects_advice_that_gives_none(goal: str, reply: str, why: 
             "tracking numbers in one sheet. Check the weight before you book the carrier, since a wrong weight is "
             "the most common reason for a surcharge. Customs papers should travel inside and outside the box.")
     assert "final_reply" not in failed([SYSTEM, user(goal), say(good)], asked)
+
+
+# ---------------------------------------------------------------- junk that runs accepted (2026-12-06)
+
+GET_TASK = task("I need to get order o-2207.",
+                expected_calls=[{"tool": "get_order", "arguments": {"order_id": "o-2207"}}])
+ORDER = {"order_id": "o-2207", "status": "shipped", "total": 85.0, "tracking": "TRK-55821"}
+LISTING = {"orders": [{"order_id": "o-3454"}, {"order_id": "o-2005"}]}
+
+
+def test_a_read_task_reply_reports_what_the_expected_read_returned_not_an_unasked_listing() -> None:
+    """A CI main job accepted "get order ..." answered with the ids of an unasked `list_orders`
+    and nothing of the order itself."""
+    messages = [SYSTEM, user("I need to get order o-2207."),
+                calls(call("c1", "get_order", order_id="o-2207"), call("c2", "list_orders", customer_id="cus-4471")),
+                tool("c1", ORDER), tool("c2", LISTING)]
+    junk = failed([*messages, say("Order details for order ids o-3454 and o-2005, as you asked.")], GET_TASK)
+    assert "get_order" in junk["final_reply"]
+    good = failed([*messages, say("Order o-2207 has shipped; its tracking number is TRK-55821.")], GET_TASK)
+    assert "final_reply" not in good
+
+
+@pytest.mark.parametrize("reply", [
+    "<text> - 1. json{",  # a CI main job's answer to "What information is usually needed ...?"
+    'Here is your order: {"order_id": "o-2207", "status": "shipped"} as requested.',
+    "Your order has shipped.\n```\nstatus: shipped\n```",
+])
+def test_final_reply_with_markup_or_a_code_fragment_fails(reply: str) -> None:
+    messages = [SYSTEM, user("I need to get order o-2207."), calls(call("c1", "get_order", order_id="o-2207")),
+                tool("c1", ORDER), say(reply)]
+    assert "markup or a code fragment" in failed(messages, GET_TASK)["final_reply"]
+
+
+def test_no_loops_fails_one_call_made_twice_in_one_step() -> None:
+    """A benchmark run accepted `get_shipment(shi-87373)` called twice side by side, answered
+    twice alike; the same call in two steps (a retry) is not this."""
+    twice = [SYSTEM, user("I need to get order o-2207."),
+             calls(call("c1", "get_order", order_id="o-2207"), call("c2", "get_order", order_id="o-2207")),
+             tool("c1", ORDER), tool("c2", ORDER), say("Order o-2207 has shipped; its tracking number is TRK-55821.")]
+    assert "in one step" in failed(twice, GET_TASK)["no_loops"]
+    retried = [SYSTEM, user("I need to get order o-2207."), calls(call("c1", "get_order", order_id="o-2207")),
+               tool("c1", ORDER), calls(call("c2", "get_order", order_id="o-2207")), tool("c2", ORDER),
+               say("Order o-2207 has shipped; its tracking number is TRK-55821.")]
+    assert "no_loops" not in failed(retried, GET_TASK)

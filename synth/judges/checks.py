@@ -589,6 +589,8 @@ def _check_no_loops(ctx: _Context) -> CheckResult:
         by_call[(c.name, args)].append(c)
     loops = [f"{same[0].describe()} made {len(same)} times (messages {', '.join(str(c.index) for c in same)})"
              for same in by_call.values() if len(same) >= LOOP_THRESHOLD]
+    loops += [f"{same[0].describe()} made {len(same)} times in one step (message {same[0].index})"
+              for same in _repeated_in_one_step(by_call) if len(same) < LOOP_THRESHOLD]
     previous: tuple[int, str] | None = None
     for i, msg in enumerate(ctx.messages):
         if msg.get("role") != "assistant":
@@ -608,6 +610,20 @@ def _check_no_loops(ctx: _Context) -> CheckResult:
 
 
 _SENTENCE_SPLIT = re.compile(r"[.!?\n]+")
+
+
+def _repeated_in_one_step(by_call: dict[tuple[str, str], list[ToolCall]]) -> list[list[ToolCall]]:
+    """The calls (same name and arguments) made twice or more in one assistant message: a batch
+    that asks the same thing twice side by side teaches nothing but the repeat. A benchmark run
+    accepted "get shipment shi-87373" with `get_shipment(shi-87373)` called twice in one step and
+    answered twice alike."""
+    out = []
+    for same in by_call.values():
+        by_step: dict[int, list[ToolCall]] = defaultdict(list)
+        for c in same:
+            by_step[c.index].append(c)
+        out += [calls for calls in by_step.values() if len(calls) >= 2]
+    return out
 
 
 def _check_turn_limit(ctx: _Context) -> CheckResult:
@@ -698,6 +714,10 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         return _result("final_reply", [f"the final reply is not a sentence: {reply[:80]!r}"])
     if _cut_off(reply):
         return _result("final_reply", [f"the final reply stops mid-sentence: {reply[-80:]!r}"])
+    markup = _MARKUP.search(reply)
+    if markup:
+        return _result("final_reply", [f"the final reply has markup or a code fragment ({markup.group(0)!r}): "
+                                       f"{reply[:80]!r}"])
     if _thin_advice(ctx, reply):
         return _result("final_reply", [f"the task asks for advice or an explanation and the reply is one line "
                                        f"of under {MIN_ADVICE_WORDS} words or a single sentence: {reply[:80]!r}"])
@@ -716,6 +736,12 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         return _result("final_reply", [f"the task asks to be told something and {unreported} succeeded, "
                                        f"but no reply after it reports anything it returned (last: {reply[:80]!r})"])
     return _result("final_reply", [])
+
+
+# What a reply to a person never holds: a tag ("<text>", "</p>"), a code fence, or the start of a
+# JSON object or array ("json{", '{"status"'). A CI main job accepted "<text> - 1. json{" as the
+# answer to "What information is usually needed before working with a shipment?".
+_MARKUP = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>|```|\bjson\s*[{\[]|[{\[]\s*\"[^\"]*\"\s*:", re.I)
 
 
 # A reply speaks to a person: a bare id, number or fragment ("123456789", "Done", "ev-3391 ok") is
@@ -907,10 +933,14 @@ def _unreported_reads(ctx: _Context) -> str | None:
     """For a task that asks for information (`_asks_for_information`): the successful reading calls
     whose results had something to report when no assistant text after the first of them reports any of
     it, described; None when some text does, or there was nothing to report. A reply that only
-    says a later retry timed out, over a listing that came back, answers nothing."""
+    says a later retry timed out, over a listing that came back, answers nothing. When some reads
+    match the rubric's expected calls, only their results count: a CI main job accepted "I need to
+    get order ord-98978" answered with ids from an unasked `list_orders` and nothing of the order."""
     if not _asks_for_information(ctx):
         return None
     reads = [c for c in ctx.calls if ctx.succeeded(c) and not _writes(ctx, c.name)]
+    expected = [c for c in reads if any(call_matches(c, e) for e in ctx.task.rubric.expected_calls)]
+    reads = expected or reads  # what the task asked for, not an unasked listing beside it
     if not reads:
         return None
     said = _normal_phrase("\n".join(message_text(m) for m in ctx.messages if m.get("role") == "user"))
