@@ -861,3 +861,19 @@ def test_no_loops_fails_one_call_made_twice_in_one_step() -> None:
                tool("c1", ORDER), calls(call("c2", "get_order", order_id="o-2207")), tool("c2", ORDER),
                say("Order o-2207 has shipped; its tracking number is TRK-55821.")]
     assert "no_loops" not in failed(retried, GET_TASK)
+
+
+def test_a_paging_cursor_must_be_one_a_tool_returned() -> None:
+    """The agents of four CI main jobs paged with cursors no tool had returned ("Ben Berg",
+    "USER_ADDRESS", the tool's own name); a cursor a listing returned is fine."""
+    asked = task("Show me all orders of customer cus-4471.",
+                 expected_calls=[{"tool": "list_orders", "arguments": {"customer_id": "cus-4471"}}])
+    first = [SYSTEM, user("Show me all orders of customer cus-4471."),
+             calls(call("c1", "list_orders", customer_id="cus-4471")),
+             tool("c1", {"orders": [{"order_id": "o-2207"}], "next_cursor": "pg-2"})]
+    invented = [*first, calls(call("c2", "list_orders", customer_id="cus-4471", cursor="Ben Berg")),
+                tool("c2", {"orders": [{"order_id": "o-2005"}], "next_cursor": None}),
+                say("Customer cus-4471 has orders o-2207 and o-2005.")]
+    assert "a paging cursor that no tool returned" in failed(invented, asked)["no_fabrication"]
+    returned = edited(invented, 4, tool_calls=[call("c2", "list_orders", customer_id="cus-4471", cursor="pg-2")])
+    assert "no_fabrication" not in failed(returned, asked)

@@ -989,6 +989,26 @@ def test_id_arguments_take_only_ids_the_user_or_a_tool_gave() -> None:
     assert '"const": "search_orders"' in offered and '"const": "get_order"' not in offered
 
 
+def test_paging_cursors_take_only_cursors_a_tool_returned() -> None:
+    """The grammar's side of `no_fabrication`'s paging cursors: the agents of four CI main jobs
+    paged with "Ben Berg", "USER_ADDRESS" or the tool's own name. Before any tool returned a
+    cursor, an optional one is not in the grammar; after, it takes only those returned."""
+    from synth.judges.messages import given_cursors, is_cursor_name
+    from synth.rollout.agent import offer_given_ids
+
+    assert all(map(is_cursor_name, ["cursor", "next_cursor", "pageToken", "next_page_token", "continuation_token"]))
+    assert not any(map(is_cursor_name, ["token", "page", "api_token", "order_id"]))
+    listing = {"role": "tool", "tool_call_id": "c", "content": json.dumps(
+        {"orders": [{"order_id": "ord-1"}], "next_cursor": "pg-2", "pageToken": None})}
+    assert given_cursors([{"role": "user", "content": "cursor: Ben Berg"}, listing]) == {"pg-2"}
+    schema = {"type": "object", "properties": {"customer_id": {"type": "string"}, "cursor": {"type": "string"}},
+              "required": ["customer_id"]}
+    before = offer_given_ids(schema, ["alice"], [])
+    assert before is not None and set(before["properties"]) == {"customer_id"}
+    after = offer_given_ids(schema, ["alice"], ["pg-2"])
+    assert after is not None and after["properties"]["cursor"] == {"enum": ["pg-2"]}
+
+
 async def test_the_agent_cannot_call_with_an_id_before_the_user_gives_it(
     fake_server: Callable[..., FakeOpenAIServer],
 ) -> None:

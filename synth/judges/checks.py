@@ -42,7 +42,9 @@ from synth.judges.messages import (
     answers,
     call_matches,
     confirmation_policy,
+    given_cursors,
     go_ahead,
+    is_cursor_name,
     is_error_observation,
     is_id_name,
     iter_tool_calls,
@@ -1115,7 +1117,9 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
     weather record" answered with `temperature: 25`), or words nobody said (`_unsaid_words`:
     `new_default_option: "B"`), writes made-up data into the world, and a call of any tool with a
     stand-in for a value (`_stand_ins`: `location: "example_location"`) passes nothing real, and
-    one with an id nobody gave (`_invented_ids`) looks up or changes a record the agent made up."""
+    one with an id nobody gave (`_invented_ids`) looks up or changes a record the agent made up,
+    and one with a paging cursor no tool returned (`given_cursors`) asks for a page no one offered:
+    the agents of four CI main jobs paged with "Ben Berg", "USER_ADDRESS", "12345" or the tool's name."""
     known = _Known()
     problems = []
     result_words: set[str] = set()  # stems of the tool results so far: a state they report is no claimed action
@@ -1147,6 +1151,12 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
                 problems.append(f"message {i} (assistant) calls {call.name} with "
                                 f"{', '.join(repr(v[:40]) for v in dict.fromkeys(stand_ins))}, a stand-in for a "
                                 "value that nobody gave")
+            cursors = [str(v) for k, v in _leaves(call.arguments) if is_cursor_name(k) and str(v).strip()]
+            cursors = [v for v in cursors if v.strip() not in given_cursors(ctx.messages[:i])] if cursors else []
+            if cursors:
+                problems.append(f"message {i} (assistant) calls {call.name} with "
+                                f"{', '.join(repr(v[:40]) for v in dict.fromkeys(cursors))}, a paging cursor that no "
+                                "tool returned")
             ids = _invented_ids(call.arguments, said)
             if ids:
                 problems.append(f"message {i} (assistant) calls {call.name} with "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from synth.models import ExpectedCall
+from synth.naming import name_words
 
 Message = dict[str, Any]
 
@@ -356,6 +357,30 @@ def given_ids(messages: list[Message], limit: int = MAX_GIVEN_IDS) -> list[str]:
                     found.setdefault(text, None)
     ids = [v for v in found if v]
     return ids[-limit:]
+
+
+def is_cursor_name(name: str) -> bool:
+    """`name` names a paging cursor: `cursor`, `next_cursor`, `pageToken`, `next_page_token`,
+    `continuation_token`. Its value is opaque: only a tool can give one."""
+    words = name_words(name)
+    return "cursor" in words or "continuation" in words or (
+        "token" in words and bool({"page", "next"} & set(words)))
+
+
+def given_cursors(messages: list[Message]) -> set[str]:
+    """The paging cursors that tool results returned so far (a string or integer under a
+    cursor-named key, `is_cursor_name`): the only values a cursor argument may take."""
+    found: set[str] = set()
+    for msg in messages:
+        if msg.get("role") != "tool":
+            continue
+        try:
+            result = json.loads(message_text(msg))
+        except ValueError:
+            continue
+        found |= {str(v).strip() for k, v in json_leaves(result)
+                  if is_cursor_name(k) and not isinstance(v, float) and str(v).strip()}
+    return found
 
 
 def json_leaves(value: Any, key: str = "") -> Iterator[tuple[str, str | int | float]]:

@@ -34,7 +34,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from synth.judges.messages import is_id_name
+from synth.judges.messages import is_cursor_name, is_id_name
 from synth.llm import LLMClient, StructuredOutputError, Usage, parse_json_reply
 from synth.llm.client import inline_refs
 from synth.models import Agent, ToolSpec
@@ -96,18 +96,20 @@ def _params(spec: ToolSpec) -> str:
     return ", ".join(parts)
 
 
-def offer_given_ids(schema: dict[str, Any], ids: Sequence[str]) -> dict[str, Any] | None:
+def offer_given_ids(schema: dict[str, Any], ids: Sequence[str], cursors: Sequence[str] = ()
+                    ) -> dict[str, Any] | None:
     """`schema` (a tool's inlined input schema) with every id-named property (`is_id_name`) that
     has no enum or const of its own held to `ids`, the ids the user or a tool gave (those its own
-    schema admits). An optional one with none of them left is dropped; a required one makes the
-    tool uncallable for now (None). Nested objects are narrowed the same way."""
+    schema admits), and every paging cursor (`is_cursor_name`) to `cursors`, those tool results
+    returned. An optional one with none of them left is dropped; a required one makes the tool
+    uncallable for now (None). Nested objects are narrowed the same way."""
     props = schema.get("properties")
     if not isinstance(props, dict):
         return schema
     required = set(schema.get("required") or [])
     kept: dict[str, Any] = {}
     for name, sub in props.items():
-        narrowed = _given_id_property(name, sub, ids)
+        narrowed = _given_id_property(name, sub, ids, cursors)
         if narrowed is None:
             if name in required:
                 return None
@@ -117,12 +119,16 @@ def offer_given_ids(schema: dict[str, Any], ids: Sequence[str]) -> dict[str, Any
                                              if "required" in schema else {})}
 
 
-def _given_id_property(name: str, sub: Any, ids: Sequence[str]) -> Any:
+def _given_id_property(name: str, sub: Any, ids: Sequence[str], cursors: Sequence[str]) -> Any:
     if not isinstance(sub, dict):
         return sub
     if isinstance(sub.get("properties"), dict):
-        return offer_given_ids(sub, ids)
-    if not is_id_name(name) or "enum" in sub or "const" in sub:
+        return offer_given_ids(sub, ids, cursors)
+    if "enum" in sub or "const" in sub:
+        return sub
+    if is_cursor_name(name):  # an opaque cursor: only one a tool returned (the judge's `given_cursors`)
+        ids = cursors
+    elif not is_id_name(name):
         return sub
     kinds = sub.get("type")
     kind = next((k for k in kinds if k != "null"), "string") if isinstance(kinds, list) else (kinds or "string")
@@ -155,10 +161,10 @@ def _validator(schema_text: str) -> Draft202012Validator | None:
 
 
 def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: bool = True,
-                  given_ids: Sequence[str] | None = None) -> dict[str, Any]:
+                  given_ids: Sequence[str] | None = None, given_cursors: Sequence[str] = ()) -> dict[str, Any]:
     """The JSON schema of the agent's next action over `tools` (see module docstring). With
-    `given_ids`, id arguments may only take those (`offer_given_ids`), and a tool that needs an
-    id nobody gave yet is left out."""
+    `given_ids`, id arguments may only take those and paging cursors only `given_cursors`
+    (`offer_given_ids`), and a tool that needs an id nobody gave yet is left out."""
     reply = {
         "type": "object",
         "properties": {"action": {"const": "reply"}, "message": {"type": "string", "minLength": 1}},
@@ -169,7 +175,7 @@ def action_schema(tools: list[ToolSpec], max_calls: int = 3, *, allow_calls: boo
         return reply
     arguments = {spec.name: inline_refs(spec.input_schema) for spec in tools}
     if given_ids is not None:
-        narrowed = {name: offer_given_ids(schema, given_ids) for name, schema in arguments.items()}
+        narrowed = {name: offer_given_ids(schema, given_ids, given_cursors) for name, schema in arguments.items()}
         arguments = {name: schema for name, schema in narrowed.items() if schema is not None}
     if not arguments:
         return reply
@@ -275,6 +281,7 @@ async def agent_step(
     generated: Mapping[int, str] | None = None,
     withheld_tools: frozenset[str] = frozenset(),
     given_ids: Sequence[str] | None = None,
+    given_cursors: Sequence[str] = (),
 ) -> AgentStep:
     """The agent's next step given the canonical conversation (`messages[0]` is its system
     message; `generated`: the constrained actions as generated, see `constrained_view`).
@@ -283,7 +290,9 @@ async def agent_step(
     leaves them out, while the prompt still lists every tool, so the server's cached prefix holds;
     native tool calling ignores it. `given_ids` (the ids the user or a tool gave, `messages.given_ids`)
     are the only values the grammar lets an id argument take, and a tool needing an id nobody gave
-    is left out for the step: what the judge would fail as an invented id cannot be generated.
+    is left out for the step: what the judge would fail as an invented id cannot be generated. So
+    with paging cursors and `given_cursors` (`messages.given_cursors`): before a tool returned
+    one, an optional cursor is not in the grammar at all.
     Raises `StructuredOutputError` (constrained) or another
     `LLMError` when the model cannot answer."""
     if mode == "native":
@@ -301,7 +310,8 @@ async def agent_step(
     # history, where a change recomputes nothing before it.
     chat = [{"role": "system", "content": system}, *history, *([FORCE_REPLY_NOTE] if force_reply else [])]
     callable_tools = [t for t in tools if t.name not in withheld_tools]
-    schema = action_schema(callable_tools, max_calls, allow_calls=not force_reply, given_ids=given_ids)
+    schema = action_schema(callable_tools, max_calls, allow_calls=not force_reply, given_ids=given_ids,
+                           given_cursors=given_cursors)
     salvaged = None
     generated_text: str | None = None
     try:

@@ -39,6 +39,7 @@ from typing import Any
 from synth.config import Role
 from synth.ids import derive_seed
 from synth.judges.messages import (
+    given_cursors,
     given_ids,
     is_error_observation,
     message_text,
@@ -197,7 +198,7 @@ async def run_episode(
                         force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
                         call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
                         generated=generated, withheld_tools=frozenset(writes_awaiting_go_ahead(messages, writers)),
-                        given_ids=given_ids(messages),
+                        given_ids=given_ids(messages), given_cursors=sorted(given_cursors(messages)),
                     )
                     usage.add(result.usage)
                     if degenerate_step(result, messages) is None:
