@@ -970,6 +970,8 @@ def test_id_arguments_take_only_ids_the_user_or_a_tool_gave() -> None:
             {"order_id": "ord-3605", "customer_id": "alice", "lines": [{"id": 7}], "shipped": True})},
     ]
     assert given_ids(messages) == ["o-1001", "12", "ord-3605", "7", "alice"]
+    quantities = {"role": "user", "content": "It was 387.98 degrees on 2025-05-18 at 14:30, ticket t-9."}
+    assert given_ids([quantities]) == ["t-9"]  # a decimal, a date and a time are no ids
     schema = {"type": "object", "properties": {
         "order_id": {"type": "string", "pattern": "^o"}, "note": {"type": "string"},
         "line_id": {"type": "integer"}, "store_id": {"type": "string", "minLength": 9},

@@ -321,6 +321,10 @@ def writes_awaiting_go_ahead(messages: list[Message], writers: Collection[str]) 
 
 # An id as people and APIs write it: letters, digits and `_.:-`, at least one digit ("o-1001", "42").
 _GIVEN_ID = re.compile(r"(?<![\w.:-])(?=[\w.:-]*\d)[A-Za-z0-9][\w.:-]{0,39}")
+# Tokens of text that are quantities, not ids: a decimal, a date, a time ("387.98", "2025-05-18",
+# "14:30"). A benchmark run offered a temperature the user gave as `weather_id`, and the agent
+# looked up weather "387.98" three times. A tool's value under an id-named key stays an id.
+_NOT_AN_ID = re.compile(r"\d+\.\d+|\d{4}-\d{1,2}-\d{1,2}(?:[T ][\d:.]+Z?)?|\d{1,2}:\d{2}(?::\d{2})?")
 # Ids offered to the agent's grammar at most (the most recent first go).
 MAX_GIVEN_IDS = 24
 
@@ -335,17 +339,18 @@ def is_id_name(name: str) -> bool:
 
 def given_ids(messages: list[Message], limit: int = MAX_GIVEN_IDS) -> list[str]:
     """The ids the user or a tool has given so far, each once, in the order they came (at most
-    `limit`, the latest): a token with a digit in their text, and any value a tool result holds
-    under an id-named key. An id argument may take these and no other: `no_fabrication` fails a
-    call with an id nobody gave, or with the user's withheld value before the user or a tool said
-    it. The rollout offers only these to the constrained agent's grammar (`agent_step`)."""
+    `limit`, the latest): a token with a digit in their text that is no decimal, date or time
+    (`_NOT_AN_ID`), and any value a tool result holds under an id-named key. An id argument may
+    take these and no other: `no_fabrication` fails a call with an id nobody gave, or with the
+    user's withheld value before the user or a tool said it. The rollout offers only these to the constrained agent's grammar (`agent_step`)."""
     found: dict[str, None] = {}
     for msg in messages:
         if msg.get("role") not in ("user", "tool"):
             continue
         text = message_text(msg)
         for token in _GIVEN_ID.findall(text):
-            found.setdefault(token.rstrip(".:-_"), None)
+            if not _NOT_AN_ID.fullmatch(token.rstrip(".:-_")):
+                found.setdefault(token.rstrip(".:-_"), None)
         if msg.get("role") == "tool":
             try:
                 result = json.loads(text)
