@@ -342,7 +342,8 @@ def given_ids(messages: list[Message], limit: int = MAX_GIVEN_IDS) -> list[str]:
     `limit`, the latest): a token with a digit in their text that is no decimal, date or time
     (`_NOT_AN_ID`), and any value a tool result holds under an id-named key. An id argument may
     take these and no other: `no_fabrication` fails a call with an id nobody gave, or with the
-    user's withheld value before the user or a tool said it. The rollout offers only these to the constrained agent's grammar (`agent_step`)."""
+    user's withheld value before the user or a tool said it. The rollout offers only these to the
+    constrained agent's grammar (`agent_step`)."""
     found: dict[str, None] = {}
     for msg in messages:
         if msg.get("role") not in ("user", "tool"):
