@@ -71,9 +71,11 @@ class ToolsetSampler:
         self._sizes = (min_size, max_size)
         self._seen: set[frozenset[str]] = set()
         # A tiny repository's candidate subsets (distinct names, in enumeration order, with their
-        # keys), built once per set of tools and pruned of the seen ones as they are drawn:
-        # enumerating them on every draw cost a quarter of a fast run's driver time.
-        self._small_combos: list[tuple[np.ndarray, list[frozenset[str]]]] | None = None
+        # keys), built once per set of tools; a drawn subset is marked dead in its group's `alive`
+        # mask (`_combo_at`: key -> (group, row)). Enumerating them on every draw cost a quarter of
+        # a fast run's driver time, and testing every key against `_seen` on every draw a tenth.
+        self._small_combos: list[tuple[np.ndarray, list[frozenset[str]], np.ndarray]] | None = None
+        self._combo_at: dict[frozenset[str], tuple[int, int]] = {}
         # Least-used buckets: _buckets[c] holds the tools used c times; O(1) moves and picks.
         self._buckets: list[list[int]] = [[]]
         self._slot: list[int] = []
@@ -131,6 +133,9 @@ class ToolsetSampler:
             chosen = self._candidate(seed, self._levels_for(seed)[0], 0)
         key = frozenset(self.ids[i] for i in chosen)
         self._seen.add(key)
+        if self._small_combos is not None and key in self._combo_at:
+            group, row = self._combo_at[key]
+            self._small_combos[group][2][row] = False
         for i in chosen:
             self._bump(i)
         order = sorted(chosen, key=lambda i: (application_of(self.tools[i]), self.tools[i].name))
@@ -234,18 +239,14 @@ class ToolsetSampler:
             noise = np.random.default_rng(self.rng.getrandbits(64))
             best: list[int] | None = None
             best_score = float("inf")
-            pruned = []
-            for combos, keys in self._enumerated():
-                alive = np.fromiter((key not in self._seen for key in keys), dtype=bool, count=len(keys))
-                combos, keys = combos[alive], [key for key, a in zip(keys, alive, strict=True) if a]
-                pruned.append((combos, keys))
-                if not keys:
+            for combos, _keys, alive in self._enumerated():
+                rows = np.flatnonzero(alive)
+                if not len(rows):
                     continue
-                scores = uses[combos].mean(axis=1) + noise.random(len(keys))
+                scores = uses[combos[rows]].mean(axis=1) + noise.random(len(rows))
                 j = int(scores.argmin())
                 if scores[j] < best_score:
-                    best, best_score = [int(i) for i in combos[j]], float(scores[j])
-            self._small_combos = pruned
+                    best, best_score = [int(i) for i in combos[rows[j]]], float(scores[j])
             return best
         for _ in range(_RANDOM_FALLBACK_TRIES):
             seed = self._least_used_tool()
@@ -258,15 +259,19 @@ class ToolsetSampler:
                 return chosen
         return None
 
-    def _enumerated(self) -> list[tuple[np.ndarray, list[frozenset[str]]]]:
+    def _enumerated(self) -> list[tuple[np.ndarray, list[frozenset[str]], np.ndarray]]:
         """Every subset of min..max size with distinct names, by size (smallest first): an index
-        matrix and the subsets' keys, row for row."""
+        matrix, the subsets' keys and whether each is still unseen, row for row."""
         if self._small_combos is None:
             self._small_combos = []
+            self._combo_at = {}
             for size in range(self.min_size, self.max_size + 1):
                 combos = [c for c in itertools.combinations(range(len(self.tools)), size) if self._distinct_names(c)]
-                self._small_combos.append((np.array(combos, dtype=np.int64).reshape(len(combos), size),
-                                           [frozenset(self.ids[i] for i in c) for c in combos]))
+                keys = [frozenset(self.ids[i] for i in c) for c in combos]
+                group = len(self._small_combos)
+                self._combo_at.update((key, (group, row)) for row, key in enumerate(keys))
+                alive = np.fromiter((key not in self._seen for key in keys), dtype=bool, count=len(keys))
+                self._small_combos.append((np.array(combos, dtype=np.int64).reshape(len(combos), size), keys, alive))
         return self._small_combos
 
     def _distinct_names(self, combo: tuple[int, ...]) -> bool:
