@@ -55,7 +55,7 @@ from synth.judges.messages import (
 from synth.judges.messages import final_reply as _final_reply_of
 from synth.judges.messages import json_leaves as _leaves
 from synth.models import CheckResult, ExpectedCall, Task, Termination, ToolSpec, Trajectory
-from synth.naming import looks_like_words, placeholder_value, repeats_tool_name
+from synth.naming import looks_like_words, name_words, placeholder_value, repeats_tool_name
 from synth.rollout.crud import merge_patch
 from synth.settings import DEFAULT_MAX_TURNS
 
@@ -149,12 +149,6 @@ def _word_stems(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text.lower())}
 
 
-def _name_words(name: str) -> list[str]:
-    """`cancelOrder`, `cancel-order`, `cancel_order` -> ["cancel", "order"]."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
-    return [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
-
-
 # Verbs that name reading when they lead a tool's name; the first word wins over any later one
 # (`get_transfer_status` reads).
 _READ_VERBS = frozenset({
@@ -181,7 +175,7 @@ _WRITE_VERBS = frozenset().union(*_WRITE_GROUPS)
 
 def _tool_verbs(name: str) -> list[str]:
     """The write verbs in a tool's name (none when its first word is a read verb)."""
-    words = _name_words(name)
+    words = name_words(name)
     if not words or words[0] in _READ_VERBS:
         return []
     return [w for w in words if w in _WRITE_VERBS]
@@ -189,7 +183,7 @@ def _tool_verbs(name: str) -> list[str]:
 
 def _tool_nouns(name: str) -> list[str]:
     """Stems of the non-verb words of a tool's name: what it acts on."""
-    return [_stem(w) for w in _name_words(name)
+    return [_stem(w) for w in name_words(name)
             if w not in _WRITE_VERBS and w not in _READ_VERBS and len(w) > 2 and w not in ("by", "for", "all")]
 
 
@@ -435,7 +429,7 @@ class _Known:
     def add(self, text: str, *, tool_result: bool = False) -> None:
         body = _json_text(text) if tool_result else text
         for m in _WORDED_ID.finditer(body):
-            self.id_words[m[2]].add(" ".join(_name_words(m[1])))
+            self.id_words[m[2]].add(" ".join(name_words(m[1])))
         for claim in claims(body):
             self.keys.update(claim.keys[:1] if claim.kind == "time" else claim.keys)  # "9:00" seen is not 21:00
             if claim.kind == "date":
@@ -1036,8 +1030,8 @@ def _echoes_names(value: str, key: str, tool: str) -> bool:
     `list_cancellations`): the model spelled out the call instead of passing a value."""
     if " " in value.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value.strip()):
         return False
-    words = [_stem(w) for w in _name_words(value) if not w.isdigit()]
-    own = {_stem(w) for w in _name_words(key) + _name_words(tool)}
+    words = [_stem(w) for w in name_words(value) if not w.isdigit()]
+    own = {_stem(w) for w in name_words(key) + name_words(tool)}
     return len(words) >= 3 and 2 * sum(w in own for w in words) >= len(words)
 
 
@@ -1375,7 +1369,7 @@ def _clauses(texts: Iterable[str]) -> list[set[str]]:
 def _verb_stems(name: str) -> set[str]:
     """Stems of the verbs a task may use to ask for tool `name`: its own write verbs and the rest
     of their groups (`_WRITE_GROUPS`), or its first word when it has no write verb."""
-    verbs = set(_tool_verbs(name) or _name_words(name)[:1])
+    verbs = set(_tool_verbs(name) or name_words(name)[:1])
     return {_stem(v) for v in verbs} | {_stem(w) for g in _WRITE_GROUPS if g & verbs for w in g}
 
 

@@ -332,9 +332,7 @@ MAX_GIVEN_IDS = 24
 def is_id_name(name: str) -> bool:
     """`name` names an id: its last word is "id" (`order_id`, `customerId`, `id`), as
     `no_fabrication` reads argument names."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
-    words = [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
-    return words[-1:] == ["id"]
+    return name_words(name)[-1:] == ["id"]
 
 
 def given_ids(messages: list[Message], limit: int = MAX_GIVEN_IDS) -> list[str]:
