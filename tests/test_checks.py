@@ -803,13 +803,17 @@ def test_a_terse_reply_still_claims_the_action_it_names(reply: str) -> None:
     ("Could you give me tips on avoiding common mistakes with shipments?",
      "Your request has been addressed. Please enjoy the benefits of our order management service, including our "
      "custom orders and shipping plans.", "recommends nothing"),
+    # CI main job at e6d74a6: advice that names nothing to do
+    ("Could you give me advice on how to keep weathers well organised?",
+     "Always remember to keep your weather in mind. It helps you to organize your data and makes your services "
+     "more efficient.", "names nothing to do"),
     # benchmark run: an explanation that turns the question around
     ("What information is usually needed before working with a cancellation?",
      "Your information is needed before working with a cancellation. Please provide the required details before "
      "you can work with a cancellation.", "content words that the request did not"),
 ])
 def test_final_reply_rejects_advice_that_gives_none(goal: str, reply: str, why: str) -> None:
-    """Three answers runs accepted to requests for advice or an explanation, each saying nothing;
+    """Four answers runs accepted to requests for advice or an explanation, each saying nothing;
     a real answer to the same request passes."""
     asked = task(goal, kind="no_tool")
     assert why in failed([SYSTEM, user(goal), say(reply)], asked)["final_reply"]

@@ -811,12 +811,43 @@ def _empty_advice(goal: str, reply: str) -> str | None:
     substance = [s for s in _sentences(reply) if not _SELF_TALK.search(s) or _ADVISING.search(s)]
     if len(substance) < 2 or len(" ".join(substance).split()) < MIN_ADVICE_WORDS:
         return "the reply only speaks of helping, once its sentences that offer help are left out"
-    if _TIPS.search(goal) and len(_LIST_LINE.findall(reply)) < 2 and _gives_no_advice(substance):
-        return ("the reply recommends nothing (no advising phrase, no sentence that starts with an advising verb, "
-                "no list)")
+    if _TIPS.search(goal) and len(_LIST_LINE.findall(reply)) < 2:
+        if _gives_no_advice(substance):
+            return ("the reply recommends nothing (no advising phrase, no sentence that starts with an advising "
+                    "verb, no list)")
+        if not _names_something_to_do(goal, substance):
+            return (f"the reply's advice names nothing to do (no advising sentence says {MIN_CONCRETE_WORDS} "
+                    "content words the request did not, beyond words like 'remember' or 'keep in mind')")
     if _says_nothing_new(goal, " ".join(substance)):
         return f"the reply says fewer than {MIN_NEW_WORDS} content words that the request did not"
     return None
+
+
+# Words advice uses without naming anything to do ("Always remember to keep your weather in mind").
+_ADVICE_FILLER_WORDS = (
+    "always never remember mind keep sure make important careful attention consider think try stay things "
+    "thing something everything good well better best way ways really very helps helping organized organised "
+    "organize organise efficient effective easy easier")
+_ADVICE_FILLER_STEMS = frozenset(_stem(w) for w in _ADVICE_FILLER_WORDS.split())
+MIN_CONCRETE_WORDS = 2
+
+
+def _names_something_to_do(goal: str, sentences: list[str]) -> bool:
+    """Some advising sentence (an advising phrase, or an advising verb first: as `_gives_no_advice`
+    reads them) says `MIN_CONCRETE_WORDS` content words (by stem, three letters or more) that are
+    neither the request's, nor generic (`_GENERIC_WORDS`), nor advice's own filler
+    (`_ADVICE_FILLER_WORDS`). A CI main job accepted, for advice on keeping weathers organised:
+    "Always remember to keep your weather in mind. It helps you to organize your data and makes
+    your services more efficient." A tip names an action and its object: "Label every parcel with
+    the order number"."""
+    asked = _word_stems(goal)
+    for sentence in sentences:
+        if _gives_no_advice([sentence]):
+            continue
+        words = {_stem(w) for w in _WORD.findall(sentence.lower()) if len(w) >= 3}
+        if len(words - asked - _GENERIC_STEMS - _ADVICE_FILLER_STEMS) >= MIN_CONCRETE_WORDS:
+            return True
+    return False
 
 
 def _gives_no_advice(sentences: list[str]) -> bool:
