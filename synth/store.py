@@ -172,21 +172,26 @@ def _is_lock_error(exc: Exception) -> bool:
 
 # The writer's DuckDB threads. Its flushes run beside the run's event loop (a thread of the same
 # process), and each ends in a checkpoint that rewrites the trailing rows of `trajectories`; with
-# one thread that checkpoint holds less at once. On this 2-core machine, a 2,000-episode
-# fake-backend run peaked at 177 MiB instead of 199 (200 episodes: 159 and 157), and
-# orchestration went from 422-461 to 476 calls/s (`bench_pipeline.py memory` and `throughput`).
+# one thread that checkpoint holds less at once. On this 2-core machine, 2,000 fake-backend
+# episodes peaked at 177-183 MiB against 200's 156-159 (x1.12-1.17; with DuckDB's default of 2
+# threads x1.21-1.27), and orchestration went from 422-461 to 476 calls/s (`bench_pipeline.py
+# memory` and `throughput`).
 _WRITER_THREADS = 1
 
 
 def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     """Open the file, waiting while another process holds it (a writer mid-flush). A read-write
-    connection is the writer's, with `_WRITER_THREADS`; readers keep DuckDB's default."""
+    connection is the writer's, set to `_WRITER_THREADS` once open (a `config` at connect would
+    refuse to share the file with a connection of this process opened without it); readers keep
+    DuckDB's default."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
-    config: dict[str, str | int | bool | float | list[str]] = {} if read_only else {"threads": _WRITER_THREADS}
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            con = duckdb.connect(str(path), read_only=read_only)
+            if not read_only:
+                con.execute(f"SET threads = {_WRITER_THREADS}")
+            return con
         except duckdb.Error as exc:
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 raise
