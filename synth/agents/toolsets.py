@@ -70,11 +70,11 @@ class ToolsetSampler:
         self.uses: list[int] = []
         self._sizes = (min_size, max_size)
         self._seen: set[frozenset[str]] = set()
-        # A tiny repository's candidate subsets (distinct names, in enumeration order, with their
-        # keys), built once per set of tools; a drawn subset is marked dead in its group's `alive`
+        # A tiny repository's candidate subsets (distinct names, in enumeration order), built once
+        # per set of tools; a drawn subset is marked dead in its group's `alive`
         # mask (`_combo_at`: key -> (group, row)). Enumerating them on every draw cost a quarter of
         # a fast run's driver time, and testing every key against `_seen` on every draw a tenth.
-        self._small_combos: list[tuple[np.ndarray, list[frozenset[str]], np.ndarray]] | None = None
+        self._small_combos: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._combo_at: dict[frozenset[str], tuple[int, int]] = {}
         # Least-used buckets: _buckets[c] holds the tools used c times; O(1) moves and picks.
         self._buckets: list[list[int]] = [[]]
@@ -135,7 +135,7 @@ class ToolsetSampler:
         self._seen.add(key)
         if self._small_combos is not None and key in self._combo_at:
             group, row = self._combo_at[key]
-            self._small_combos[group][2][row] = False
+            self._small_combos[group][1][row] = False
         for i in chosen:
             self._bump(i)
         order = sorted(chosen, key=lambda i: (application_of(self.tools[i]), self.tools[i].name))
@@ -239,7 +239,7 @@ class ToolsetSampler:
             noise = np.random.default_rng(self.rng.getrandbits(64))
             best: list[int] | None = None
             best_score = float("inf")
-            for combos, _keys, alive in self._enumerated():
+            for combos, alive in self._enumerated():
                 rows = np.flatnonzero(alive)
                 if not len(rows):
                     continue
@@ -259,9 +259,9 @@ class ToolsetSampler:
                 return chosen
         return None
 
-    def _enumerated(self) -> list[tuple[np.ndarray, list[frozenset[str]], np.ndarray]]:
+    def _enumerated(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every subset of min..max size with distinct names, by size (smallest first): an index
-        matrix, the subsets' keys and whether each is still unseen, row for row."""
+        matrix and whether each row is still unseen (its key is in `_combo_at`)."""
         if self._small_combos is None:
             self._small_combos = []
             self._combo_at = {}
@@ -271,7 +271,7 @@ class ToolsetSampler:
                 group = len(self._small_combos)
                 self._combo_at.update((key, (group, row)) for row, key in enumerate(keys))
                 alive = np.fromiter((key not in self._seen for key in keys), dtype=bool, count=len(keys))
-                self._small_combos.append((np.array(combos, dtype=np.int64).reshape(len(combos), size), keys, alive))
+                self._small_combos.append((np.array(combos, dtype=np.int64).reshape(len(combos), size), alive))
         return self._small_combos
 
     def _distinct_names(self, combo: tuple[int, ...]) -> bool:

@@ -149,6 +149,11 @@ def _word_stems(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text.lower())}
 
 
+def _content_stems(text: str) -> set[str]:
+    """`_word_stems` of the words of three letters or more: what an answer says, for the advice rules."""
+    return {_stem(w) for w in _WORD.findall(text.lower()) if len(w) >= 3}
+
+
 # Verbs that name reading when they lead a tool's name; the first word wins over any later one
 # (`get_transfer_status` reads).
 _READ_VERBS = frozenset({
@@ -844,8 +849,7 @@ def _names_something_to_do(goal: str, sentences: list[str]) -> bool:
     for sentence in sentences:
         if _gives_no_advice([sentence]):
             continue
-        words = {_stem(w) for w in _WORD.findall(sentence.lower()) if len(w) >= 3}
-        if len(words - asked - _GENERIC_STEMS - _ADVICE_FILLER_STEMS) >= MIN_CONCRETE_WORDS:
+        if len(_content_stems(sentence) - asked - _GENERIC_STEMS - _ADVICE_FILLER_STEMS) >= MIN_CONCRETE_WORDS:
             return True
     return False
 
@@ -870,7 +874,7 @@ def _says_nothing_new(goal: str, reply: str) -> bool:
     cancellation. Please provide the required details" to "What information is usually needed
     before working with a cancellation?" only turns the question around."""
     asked = _word_stems(goal)
-    new = {_stem(w) for w in _WORD.findall(reply.lower()) if len(w) >= 3} - asked - _GENERIC_STEMS
+    new = _content_stems(reply) - asked - _GENERIC_STEMS
     return len(new) < MIN_NEW_WORDS
 
 
@@ -1152,6 +1156,7 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
     told = ""  # what the user and the tools said so far: a withheld value used before it is there was guessed
     said = ""  # the system, user and tool text so far: values it names are no stand-ins, ids no inventions
     said_stems: set[str] = set()
+    returned_cursors: set[str] = set()  # the paging cursors tool results gave so far
     for i, msg in enumerate(ctx.messages):
         role = msg.get("role")
         if role in ("system", "user", "tool"):
@@ -1163,6 +1168,7 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
             known.add(text, tool_result=role == "tool")
             if role == "tool":
                 result_words |= _word_stems(_json_text(text))
+                returned_cursors |= given_cursors([msg])
             continue
         if role != "assistant":
             continue
@@ -1176,8 +1182,8 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
                 problems.append(f"message {i} (assistant) calls {call.name} with "
                                 f"{', '.join(repr(v[:40]) for v in dict.fromkeys(stand_ins))}, a stand-in for a "
                                 "value that nobody gave")
-            cursors = [str(v) for k, v in _leaves(call.arguments) if is_cursor_name(k) and str(v).strip()]
-            cursors = [v for v in cursors if v.strip() not in given_cursors(ctx.messages[:i])] if cursors else []
+            cursors = [str(v) for k, v in _leaves(call.arguments)
+                       if is_cursor_name(k) and str(v).strip() and str(v).strip() not in returned_cursors]
             if cursors:
                 problems.append(f"message {i} (assistant) calls {call.name} with "
                                 f"{', '.join(repr(v[:40]) for v in dict.fromkeys(cursors))}, a paging cursor that no "

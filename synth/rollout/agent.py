@@ -124,18 +124,15 @@ def _given_id_property(name: str, sub: Any, ids: Sequence[str], cursors: Sequenc
         return sub
     if isinstance(sub.get("properties"), dict):
         return offer_given_ids(sub, ids, cursors)
-    if "enum" in sub or "const" in sub:
+    if "enum" in sub or "const" in sub or not (is_id_name(name) or is_cursor_name(name)):
         return sub
-    if is_cursor_name(name):  # an opaque cursor: only one a tool returned (the judge's `given_cursors`)
-        ids = cursors
-    elif not is_id_name(name):
-        return sub
+    offered = cursors if is_cursor_name(name) else ids  # a cursor is opaque: only one a tool returned
     kinds = sub.get("type")
     kind = next((k for k in kinds if k != "null"), "string") if isinstance(kinds, list) else (kinds or "string")
     if kind in ("integer", "number"):
-        candidates: list[Any] = [int(v) for v in ids if v.isdigit()]
+        candidates: list[Any] = [int(v) for v in offered if v.isdigit()]
     elif kind == "string":
-        candidates = list(ids)
+        candidates = list(offered)
     else:
         return sub
     validator = _validator(json.dumps(sub, sort_keys=True))
