@@ -50,10 +50,17 @@ def _run(db: Path, config: Path, base_url: str, seed: int) -> None:
 def test_a_steered_run_samples_where_accepted_trajectories_are_missing(tmp_path: Path):
     base = tmp_path / "synth.toml"
     base.write_text(f'[run]\ntools_per_domain = 6\ntasks_per_agent = 1\n[cache]\ndir = "{tmp_path / "cache"}"\n')
-    first = tmp_path / "first.duckdb"
     server = FakeOpenAIServer().start()
     try:
-        _run(first, base, server.base_url, 0)
+        # Coverage counts accepted tool calls, so run A must have made some: with concurrent
+        # episodes, the fake backend's run of 8 sometimes makes none (about 1 in 6), and then a
+        # run A of another seed, in a fresh file, stands in.
+        for seed in range(5):
+            first = tmp_path / f"first_{seed}.duckdb"
+            _run(first, base, server.base_url, seed)
+            with connect_readonly(first) as con:
+                if con.execute("SELECT coalesce(sum(n_tool_calls), 0) FROM trajectories").fetchall()[0][0]:
+                    break
         # The fake backend's trajectories are all rejected: mark those of run A's busiest domain
         # accepted, as if its model had succeeded there only.
         with connect_readonly(first) as con:
@@ -76,7 +83,7 @@ def test_a_steered_run_samples_where_accepted_trajectories_are_missing(tmp_path:
             shutil.copy(first, db)
             config = tmp_path / f"steer_{steer}.toml"
             config.write_text(base.read_text().replace("[run]\n", f"[run]\nsteer_coverage = {str(steer).lower()}\n"))
-            _run(db, config, server.base_url, 1)
+            _run(db, config, server.base_url, seed + 1)  # run B: a seed of its own
             runs = coverage_by_run(db, tool_map(db))
             assert [r["steer"] for r in runs] == [False, steer]
             second[steer] = runs[-1]
