@@ -177,11 +177,18 @@ def test_run_groups_duplicates_in_a_process_of_its_own(planted: tuple[Path, dict
                                                        capfd: pytest.CaptureFixture[str]):
     """`synth run`'s closing dedup pass runs in a child process: it stores the same groups as
     `synth dedup` and prints how many rows it left out; a file it cannot read is the command's
-    error, naming the file and what the child said."""
-    from synth.cli.run import _group_duplicates
+    error, naming the file and what the child said. Started early (as the run's rows are stored),
+    it is the same pass."""
+    from synth.cli.run import DuplicateGrouping
+
+    def _group_duplicates(path: Path, *, early: bool = False) -> None:
+        grouping = DuplicateGrouping(path)
+        if early:
+            grouping.start()
+        grouping.finish()
 
     db, ids = planted
-    _group_duplicates(db)
+    _group_duplicates(db, early=True)
     expected = dedup_dataset(db).as_dict()["left_out"]
     line = "".join(capfd.readouterr())  # the run's console writes to stderr
     assert (f"near-duplicates: {expected['trajectory']} trajectory(ies) and {expected['task']} task(s) "

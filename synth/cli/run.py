@@ -41,10 +41,11 @@ def run(
     cfg = build_config(config, base_url=base_url, model=model, extra={"run": {
         "domains": domains, "categories": categories, "exclude": exclude, "db": str(db) if db else None,
         "trajectories": trajectories, "seed": seed}})
+    grouping = DuplicateGrouping(Path(cfg.run.db))
     summary = execute_run(cfg, ray_address=ray_address, use_ray=not no_ray, show_progress=not quiet,
-                          console=console)
+                          console=console, on_stored=grouping.start)
     print(json.dumps(summary.as_dict()))
-    _group_duplicates(Path(cfg.run.db))
+    grouping.finish()
     if summary.status == "budget_spent":  # stopped as asked: not a failure
         console.print(f"[yellow]run {summary.run_id} spent its token budget[/]: {summary.judged}/{summary.target} "
                       "judged; raise run.token_budget and run the same command again to resume")
@@ -55,18 +56,33 @@ def run(
         raise typer.Exit(1)
 
 
-def _group_duplicates(db: Path) -> None:
+class DuplicateGrouping:
     """Refresh the near-duplicate groups (`synth dedup`) once the run has stopped writing, in a
     Python process of its own: dedup reads every task and trajectory, and in the run's process those
     reads came on top of everything the run had grown to; its own process hands the memory back
-    when it ends. Errors are the command's, as in-process."""
-    if not db.is_file():
-        return
-    code = ("import json, sys; from synth.duplicates import dedup_dataset; "
-            "print(json.dumps(dedup_dataset(sys.argv[1]).as_dict()))")
-    proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"synth dedup of {db} failed: {proc.stderr.strip()[-1500:]}")
-    left_out = json.loads(proc.stdout.strip().splitlines()[-1])["left_out"]
-    console.print(f"near-duplicates: {left_out['trajectory']} trajectory(ies) and "
-                  f"{left_out['task']} task(s) left out of exports (synth dedup)", highlight=False)
+    when it ends. `start` as soon as the run's rows are stored (it then overlaps Ray's and the
+    embedded backend's shutdown, ~1.3 s of a fake-backend run's ~19), `finish` waits and reports;
+    a `finish` without a `start` does both. Errors are the command's, as in-process."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        if self.process is not None or not self.db.is_file():
+            return
+        code = ("import json, sys; from synth.duplicates import dedup_dataset; "
+                "print(json.dumps(dedup_dataset(sys.argv[1]).as_dict()))")
+        self.process = subprocess.Popen([sys.executable, "-c", code, str(self.db)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self) -> None:
+        self.start()
+        if self.process is None:
+            return
+        out, err = self.process.communicate()
+        if self.process.returncode != 0:
+            raise RuntimeError(f"synth dedup of {self.db} failed: {err.strip()[-1500:]}")
+        left_out = json.loads(out.strip().splitlines()[-1])["left_out"]
+        console.print(f"near-duplicates: {left_out['trajectory']} trajectory(ies) and "
+                      f"{left_out['task']} task(s) left out of exports (synth dedup)", highlight=False)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -118,8 +118,20 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
 
 
 def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bool = True,
-                show_progress: bool = True, console: Console | None = None) -> RunSummary:
+                show_progress: bool = True, console: Console | None = None,
+                on_stored: Callable[[], None] | None = None) -> RunSummary:
+    """Run the pipeline to its end and return its summary. `on_stored` is called once the run
+    has stopped and everything it made is in the dataset, before Ray and the embedded backend
+    stop (work that reads the dataset, like `synth run`'s dedup, overlaps their 1-2 s shutdown);
+    not when the run raises."""
     console = console or Console(stderr=True)
+
+    def stored(summary: RunSummary) -> RunSummary:
+        dataset.flush()
+        if on_stored is not None:
+            on_stored()
+        return summary
+
     domains = resolve_domains(cfg.run.domains, cfg.run.categories, cfg.run.exclude)
     dataset = Dataset(cfg.run.db, flush_every=None)  # the driver flushes every second, off its loop
     try:
@@ -132,7 +144,7 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
             console.print(f"episodes in flight: {in_flight} ({why}); agent tool calls: {mode} ({mode_why})",
                           highlight=False)
             if not use_ray:
-                return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
+                return stored(asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console)))
             # stdout carries only the run's JSON summary: Ray prints its raylet messages ("Task ...
             # failed, will be retried") on sys.stdout, also while it shuts down, so the Ray part of
             # the run, shutdown included, writes stdout to stderr.
@@ -140,7 +152,8 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
                 started_ray = _init_ray(ray_address)
                 try:
                     _check_reachable(live)
-                    return asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress, console))
+                    return stored(asyncio.run(_drive(live, domains, dataset, backend, use_ray, show_progress,
+                                                     console)))
                 finally:
                     if started_ray:
                         import ray
