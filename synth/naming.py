@@ -17,6 +17,7 @@ here and only here:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
@@ -54,13 +55,21 @@ _INVARIANT = frozenset({
     "robotics", "telematics", "bioinformatics", "linguistics", "athletics", "gymnastics", "politics", "aerobics",
 })
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NON_WORD = re.compile(r"[^a-zA-Z0-9]+")
 
 
 def name_words(name: str) -> list[str]:
     """Lowercase words of a name in snake, camel, Pascal, kebab or dotted style:
     `getHTTPStatus` -> ["get", "http", "status"], `issue-create` -> ["issue", "create"]."""
+    return list(_name_words(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_words(name: str) -> tuple[str, ...]:
+    # Remembered: a run splits the same few hundred tool and argument names at every step, check
+    # and plan (~3% of a fake-backend run's event loop).
     spaced = _CAMEL.sub("_", name)
-    return [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
+    return tuple(w for w in _NON_WORD.split(spaced.lower()) if w)
 
 
 def snake(name: str) -> str:

@@ -171,8 +171,9 @@ def _machine_placeholder(token: str) -> bool:
 
 def _placeholder_problems(goal: str, allowed: Iterable[str]) -> list[str]:
     text = goal
-    for value in sorted({v for v in allowed if v.strip()}, key=len, reverse=True):
-        text = re.sub(rf"(?<![\w-]){re.escape(value)}(?![\w-])", " ", text)  # whole values only
+    values = sorted({v for v in allowed if v.strip()}, key=len, reverse=True)
+    if values:  # whole values only, the longest first; one pattern (a pattern per value was ~3% of a fast run)
+        text = re.sub(rf"(?<![\w-])(?:{'|'.join(map(re.escape, values))})(?![\w-])", " ", text)
     problems = []
     for label, pattern in _PLACEHOLDERS:
         found = pattern.search(text)

@@ -12,6 +12,7 @@ because judging a malformed conversation must report the fault, not raise.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Collection, Iterator
@@ -263,18 +264,24 @@ def confirmation_policy(messages: list[Message], writers: Collection[str]) -> se
     """The tools of `writers` (the toolset's writing tools) that the system prompt asks the agent to
     confirm before calling: those its confirming sentences name, or all of them when one names
     none. Negated sentences ("never ask for confirmation") ask for nothing."""
+    system = tuple(message_text(m) for m in messages if m.get("role") == "system")
+    return set(_confirmation_policy(system, frozenset(writers)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _confirmation_policy(system: tuple[str, ...], writers: frozenset[str]) -> frozenset[str]:
+    # Remembered: the rollout asks at every agent step and the judge again, of one unchanging
+    # system prompt (~2% of a fake-backend run's event loop).
     named: set[str] = set()
     every = False
-    for msg in messages:
-        if msg.get("role") != "system":
-            continue
-        for sentence in _SENTENCE.split(message_text(msg)):
+    for text in system:
+        for sentence in _SENTENCE.split(text):
             if not _CONFIRM_WORD.search(sentence) or not _BEFORE.search(sentence) or _NO_CONFIRM.search(sentence):
                 continue
             found = {n for n in writers if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", sentence)}
             named |= found
             every = every or not found
-    return set(writers) if every else named
+    return writers if every else frozenset(named)
 
 
 def go_ahead(messages: list[Message], governed: Collection[str],

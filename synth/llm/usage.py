@@ -8,7 +8,7 @@ call once and its retries separately. A `sink` callback lets the pipeline persis
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 
@@ -32,7 +32,12 @@ class CallRecord:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # Every field is a scalar, so no deep copy (`dataclasses.asdict` copies deeply: ~1% of a
+        # fake-backend run's event loop).
+        return {name: getattr(self, name) for name in _CALL_RECORD_FIELDS}
+
+
+_CALL_RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
 
 
 @dataclass(slots=True)
