@@ -176,7 +176,7 @@ def test_toolset_sizes_reach_the_sampler() -> None:
     import random
 
     from synth.models import ToolSpec
-    from synth.pipeline.stages import toolset_sampler
+    from synth.pipeline.driver import toolset_sampler
 
     cfg = load_config(None, {"agents": {"toolset_min_tools": 2, "toolset_max_tools": 3}}, environ={})
     tools = [ToolSpec(name=f"get_thing_{i}", description="Returns a thing.", input_schema={"type": "object"},

@@ -18,7 +18,7 @@ from synth.cli import app
 from synth.config import load_config
 from synth.llm.fake_server import FakeOpenAIServer
 from synth.models import Judgment, ToolSpec
-from synth.pipeline.stages import toolsets
+from synth.pipeline.driver import toolsets
 from synth.report.coverage import coverage_by_run, coverage_priors, tool_map
 from synth.store import Dataset, connect_readonly
 

@@ -24,24 +24,52 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from synth.agents.synthesize import main_domain
 from synth.agents.toolsets import ToolsetSampler
-from synth.config import DEFAULT_IN_FLIGHT, SynthConfig, agent_syntheses_at_once
+from synth.config import DEFAULT_IN_FLIGHT, RunConfig, SynthConfig, agent_syntheses_at_once
 from synth.domains.taxonomy import is_own_domain
 from synth.ids import content_id, derive_seed
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Judgment, Task, ToolSpec, Trajectory
 from synth.pipeline.progress import Progress
+from synth.settings import AgentSettings
 from synth.store import Dataset, now
 
 if TYPE_CHECKING:  # the stage modules load lazily, in the process that runs them
     from synth.agents import AgentResult
     from synth.tools.synthesize import SynthesisResult
+
+
+def toolsets(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
+             run_id: str | None = None, agents: AgentSettings | None = None) -> Iterator[list[ToolSpec]]:
+    """At most `settings.max_agents` toolsets, in a deterministic order for a given pool and rng
+    (resume relies on it: the i-th toolset of a re-run is the i-th of the first run). With
+    `settings.steer_coverage`, tools in domains and map cells that other runs' accepted trajectories
+    reach often start with a head start of uses (`coverage_priors`, which leaves out `run_id`'s own
+    rows so a resumed run draws the same toolsets), so the empty regions are sampled first."""
+    sampler = toolset_sampler(pool, settings, rng, run_id, agents)
+    for _ in range(settings.max_agents):
+        yield sampler.sample()
+
+
+def toolset_sampler(pool: list[ToolSpec], settings: RunConfig, rng: random.Random,
+                    run_id: str | None = None, agents: AgentSettings | None = None) -> ToolsetSampler:
+    """The run's `ToolsetSampler` over `pool` (with the steering priors of `toolsets`), toolsets of
+    `[agents] toolset_min_tools..toolset_max_tools` tools; a streamed tool stage `extend`s it wave by
+    wave. The driver's, not a worker's: the priors are read from the dataset."""
+    agents = agents or AgentSettings()
+    priors = None
+    if settings.steer_coverage and Path(settings.db).is_file():
+        from synth.report.coverage import coverage_priors
+
+        priors = coverage_priors(settings.db, exclude_run=run_id)
+    return ToolsetSampler(pool, rng, min_size=agents.toolset_min_tools, max_size=agents.toolset_max_tools,
+                          prior_uses=priors)
 
 
 class Workers(Protocol):
@@ -356,13 +384,15 @@ class PipelineDriver:
         the background, in order, and the returned `ToolStream` adds each to the toolset sampler
         once enough toolsets were drawn from the waves before it, so agents and rollouts start as
         soon as the first domains have tools, and the toolsets drawn do not depend on timing."""
-        from synth.pipeline import stages
+        from synth.rollout import bound_tool_specs
 
         self._import_mcp_files()
         size = self.settings.tool_wave_domains
         waves = [self.domains[i:i + size] for i in range(0, len(self.domains), size)] or [[]]
         pool = await self._wave_tools(waves[0])
-        pool += self._bound_tools(await stages.bound_tools(self.cfg), {t.id for t in pool})
+        rollout = self.cfg.rollout_settings()  # `[rollout] mcp_servers` (those with a domain), `python_tools`
+        bound = await bound_tool_specs(rollout.mcp_servers, rollout.python_tools)
+        pool += self._bound_tools(bound, {t.id for t in pool})
         drawn_before_next = len(waves[0])
         while len(pool) < 2 and len(waves) > 1:  # too few tools to start: take the next wave now
             waves.pop(0)
@@ -377,7 +407,7 @@ class PipelineDriver:
                                                        for _ in waves[1:]]
         self._wave_task = asyncio.create_task(self._later_waves(waves[1:], later))
         rng = random.Random(derive_seed(self.settings.seed, "toolsets", self.run_id))
-        sampler = stages.toolset_sampler(pool, self.settings, rng, self.run_id, self.cfg.agents)
+        sampler = toolset_sampler(pool, self.settings, rng, self.run_id, self.cfg.agents)
         return ToolStream(sampler, list(zip(later, (len(w) for w in waves[1:]), strict=True)),
                           drawn_before_next, self.settings.max_agents)
 
@@ -408,7 +438,7 @@ class PipelineDriver:
     async def _wave_tools(self, domains: list[Any]) -> list[ToolSpec]:
         """The tools of `domains`: the stored ones, and a synthesis (concurrent) for each domain
         with fewer than half of `tools_per_domain`; a synthesis failure fails the run."""
-        from synth.pipeline import stages
+        from synth.tools.repository import store_tools
 
         by_domain = self._stored_tools(domains)
         wanted = self.settings.tools_per_domain
@@ -423,7 +453,7 @@ class PipelineDriver:
                 self.progress.end("tools", ok=False)
                 raise
             self._store_calls(calls)
-            stored = stages.store_tool_result(self.dataset, self.run_id, result)
+            stored = store_tools(self.dataset, self.run_id, result.tools, result.rejected)["accepted"]
             by_domain[domain.name] = [t for t in result.tools if t.domain == domain.name] or by_domain[domain.name]
             self.progress.end("tools", count=stored)
 
@@ -570,7 +600,7 @@ class PipelineDriver:
                               finished: set[tuple[str, int]]) -> list[Episode]:
         """Synthesise and store the agent and tasks of toolset `index`; return the episodes to run
         (none for a toolset whose domain is full, or a failed or barren agent)."""
-        from synth.pipeline import stages
+        from synth.agents import store_agent_result
 
         if schedule.domain_full(main_domain(toolset)):
             return []  # balanced across domains: this one has its share
@@ -584,7 +614,7 @@ class PipelineDriver:
             schedule.note_agent(False, f"{type(exc).__name__}: {str(exc)[:120]}")
             return []
         self._store_calls(calls)
-        stages.store_agent_result(self.dataset, self.run_id, result, flush=False)
+        store_agent_result(self.dataset, self.run_id, result, flush=False)
         self._flush_due()
         agent = result.agent
         self.progress.end("agents", ok=agent is not None)

@@ -1,5 +1,10 @@
 """`StageWorker`: hosts the stage functions and one model client, in-process or as a Ray actor.
 
+Its methods are the pipeline's stage calls, each a stage module's function (`synth.tools`,
+`synth.agents`, `synth.rollout`, `synth.judges`, which know nothing of runs, Ray or DuckDB) given
+the run's settings. Every seed comes from the caller (derived from content), so a re-run sends
+identical requests and, with the response cache on, replays finished work at no model cost.
+
 The same class serves both: `LocalWorkers` calls it directly on the driver's event loop (tests,
 benchmarks, `--no-ray`), `RayWorkers` wraps it in `ray.remote` as an async actor, so each actor
 runs many items concurrently on its own event loop and a few actors keep a backend's parallel
@@ -11,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from synth.config import SynthConfig
+from synth.config import Role, SynthConfig
 from synth.llm import LLMClient, UsageLog
 from synth.llm.usage import CallRecord
 from synth.models import Agent, Calibration, Judgment, Task, ToolSpec, Trajectory
@@ -64,27 +70,37 @@ class StageWorker:
         return str(ray.get_runtime_context().get_node_id())
 
     async def synthesize_tools(self, domain: Any, seed: int) -> tuple[SynthesisResult, list[CallRecord]]:
-        from synth.pipeline import stages
+        """`[run] tools_per_domain` tools for one taxonomy domain (`synth.tools.synthesize_domain`)."""
+        from synth.tools.synthesize import SynthesisSettings, synthesize_domain
 
-        result = await stages.tools_for_domain(domain, self.llm, self.config, seed)
+        settings = SynthesisSettings(**self.config.tools.model_dump(), per_domain=self.config.run.tools_per_domain,
+                                     seed=seed, model=self.llm.roles[Role.GENERATOR].model)
+        result = await synthesize_domain(domain, self.llm, random.Random(seed), settings)
         return result, self._calls()
 
     async def synthesize_agent_and_tasks(
         self, toolset: list[ToolSpec], seed: int
     ) -> tuple[AgentResult, list[CallRecord]]:
-        from synth.pipeline import stages
+        """An agent for `toolset` and its tasks (`synth.agents.synthesize_agent_and_tasks`)."""
+        from synth.agents import synthesize_agent_and_tasks
 
-        result = await stages.agent_and_tasks(toolset, self.llm, self.config, seed)
+        result = await synthesize_agent_and_tasks(toolset, self.llm, self.config.agent_settings(), seed)
         return result, self._calls()
 
     async def rollout_and_judge(
         self, agent: Agent, tools: list[ToolSpec], task: Task, seed: int
     ) -> tuple[tuple[Trajectory, Judgment], list[CallRecord]]:
-        from synth.pipeline import stages
+        """One episode (`synth.rollout.run_episode`; tools bound to MCP servers or Python functions
+        run for real, the rest simulated), judged under the `[judge]` policy with the judge model's
+        stored calibration, which decides whether its verdict has a vote."""
+        from synth.judges import judge
+        from synth.rollout import run_episode
 
         executors = await self._executors()
-        trajectory = await stages.rollout(agent, tools, task, self.llm, self.config, seed, executors)
-        judgment = await stages.judge(trajectory, task, tools, self.llm, self.config, seed, self.calibration)
+        trajectory = await run_episode(agent, tools, task, self.llm, seed=seed,
+                                       settings=self.config.rollout_settings(), executors=executors)
+        judgment = await judge(trajectory, task, tools, self.llm, random.Random(seed), self.config.judge_policy(),
+                               self.calibration)
         return (trajectory, judgment), self._calls()
 
     async def _executors(self) -> dict[str, ToolExecutor]:
