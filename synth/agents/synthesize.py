@@ -337,8 +337,9 @@ def standard_policies(toolset: list[ToolSpec]) -> list[str]:
     return policies
 
 
-def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None) -> Agent:
-    """The agent from a draft (or from the toolset alone when `draft` is None or empty).
+def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None, tool_ids: list[str] | None = None) -> Agent:
+    """The agent from a draft (or from the toolset alone when `draft` is None or empty);
+    `tool_ids`, the toolset's ids when the caller has them (each is a hash of the tool's schemas).
 
     Drafted policies and constraints pass `screen_statements` (against the toolset's vocabulary
     and the code's own policies, so none is said twice); `policy_source` is "code" when none of
@@ -374,7 +375,7 @@ def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None) -> Agent:
         constraints=constraints, tone=tone,
     )
     source: TextSource = "model" if policies else "code"
-    return Agent(name=name, domain=domain, system_prompt=prompt, tool_ids=[t.id for t in toolset],
+    return Agent(name=name, domain=domain, system_prompt=prompt, tool_ids=tool_ids or [t.id for t in toolset],
                  traits=traits or ["asks for missing details", "reports tool results faithfully"],
                  policy_source=source)
 
@@ -389,13 +390,14 @@ async def synthesize_agent(toolset: list[ToolSpec], llm: LLMClient, seed: int,
     apps = sorted({application_of(t) for t in toolset if application_of(t)})
     prompt = render("synth.agents", "agent.j2", domain=_humanize(domain), applications=apps[:3],
                     tools=_tool_lines(toolset))
+    tool_ids = [t.id for t in toolset]
     try:
         draft = await llm.structured(Role.GENERATOR, [{"role": "user", "content": prompt}], AgentDraft,
-                                     seed=derive_seed(seed, "agent", sorted(t.id for t in toolset)),
+                                     seed=derive_seed(seed, "agent", sorted(tool_ids)),
                                      max_tokens=max_tokens)
     except LLMError:
         draft = None
-    return assemble_agent(toolset, draft)
+    return assemble_agent(toolset, draft, tool_ids)
 
 
 # ---------------------------------------------------------------- tasks

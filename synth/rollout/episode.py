@@ -162,11 +162,12 @@ async def run_episode(
     # with "auto" unresolved takes the mode that works with any model.
     mode: ToolMode = "constrained" if configured == "auto" else configured
     specs = {t.name: t for t in tools}
+    task_id = task.id  # a hash of the task: once, not at every request's seed
     from synth.judges.checks import tool_writes  # here: the checks import the rollout's crud module
 
     writers = {t.name for t in tools if tool_writes(t)}  # the writes `confirms_writes` holds to the policy
     simulator = ToolSimulator(
-        task.initial_state, llm, seed=derive_seed(task.id, seed, "world"), fault_rate=settings.fault_rate,
+        task.initial_state, llm, seed=derive_seed(task_id, seed, "world"), fault_rate=settings.fault_rate,
         fault_kinds=settings.fault_kinds, max_tokens=settings.environment_max_tokens,
         planned_fault=planned_fault(task, seed, set(executors)),
     )
@@ -181,7 +182,7 @@ async def run_episode(
             actor = "user"
             user, usage = await simulate_user_turn(
                 task, messages, llm, state=simulator.state, mode=settings.user, rephrase=settings.user_rephrase,
-                seed=derive_seed(task.id, seed, turn, "user"), max_tokens=settings.user_max_tokens)
+                seed=derive_seed(task_id, seed, turn, "user"), max_tokens=settings.user_max_tokens)
             steps.append(_step(turn, "user", usage))
             if user.done:
                 termination = "user_stuck" if user.reason == "stuck" else "user_done"
@@ -194,7 +195,7 @@ async def run_episode(
                 for attempt in range(settings.agent_resamples + 1):
                     result = await agent_step(
                         agent, tools, messages, llm, mode,
-                        seed=derive_seed(task.id, seed, turn, step, "agent", *([attempt] if attempt else [])),
+                        seed=derive_seed(task_id, seed, turn, step, "agent", *([attempt] if attempt else [])),
                         force_reply=step == settings.max_steps_per_turn - 1, max_calls=settings.max_calls_per_step,
                         call_id_prefix=f"call_{turn}_{step}", max_tokens=settings.agent_max_tokens,
                         generated=generated, withheld_tools=frozenset(writes_awaiting_go_ahead(messages, writers)),
@@ -214,7 +215,7 @@ async def run_episode(
                 actor = "tool"
                 for index, call in enumerate(result.calls):
                     obs = await execute_call(call, specs, simulator, executors, turn=turn,
-                                             seed=derive_seed(task.id, seed, turn, step, index, "environment"))
+                                             seed=derive_seed(task_id, seed, turn, step, index, "environment"))
                     messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                      "content": obs.message_content()})
                     steps.append(_step(turn, "tool", obs.usage, tool=call.name, tool_call_id=call.id,
@@ -226,7 +227,7 @@ async def run_episode(
             actor = "user"
             user, usage = await simulate_user_turn(
                 task, messages, llm, state=simulator.state, mode=settings.user, rephrase=False,
-                seed=derive_seed(task.id, seed, settings.max_turns, "user"), max_tokens=settings.user_max_tokens)
+                seed=derive_seed(task_id, seed, settings.max_turns, "user"), max_tokens=settings.user_max_tokens)
             if user.done:
                 steps.append(_step(settings.max_turns, "user", usage))
                 termination = "user_stuck" if user.reason == "stuck" else "user_done"
@@ -236,7 +237,7 @@ async def run_episode(
         termination = "error"
         steps.append(StepRecord(turn=turn, actor=actor, error=reason[:1000]))
     return Trajectory(
-        task_id=task.id, agent_id=agent.id, domain=task.domain, messages=messages,
+        task_id=task_id, agent_id=agent.id, domain=task.domain, messages=messages,
         tools=[t.to_openai() for t in tools], steps=steps, state_log=simulator.state_log,
         final_state=simulator.state, termination=termination, seed=seed,
     )
