@@ -25,7 +25,6 @@ import os
 import random
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -372,7 +371,9 @@ class LLMClient:
         # (bench/bench_pipeline.py server records them to replay the run's own work).
         headers = {**self._headers(rc), ROLE_HEADER: role.value}
         opening = opening_key(body) if len(endpoints) > 1 or rc.prefix_warmup else None
-        async with self.prefixes.turn(opening if rc.prefix_warmup else None):
+        if not rc.prefix_warmup:  # no turn to take (the common case: no context manager per call)
+            return await self._post(role, rc, body, endpoints, headers, key, opening, started, structured_attempts)
+        async with self.prefixes.turn(opening):
             return await self._post(role, rc, body, endpoints, headers, key, opening, started, structured_attempts)
 
     async def _post(
@@ -456,7 +457,8 @@ class LLMClient:
         structured_attempts: int, ok: bool, error: str | None,
     ) -> None:
         self.usage.add(CallRecord(
-            call_id=uuid.uuid4().hex, role=role.value, model=rc.model, endpoint=endpoint,
+            call_id=os.urandom(16).hex(),  # 32 random hex digits, like uuid4().hex at a quarter of its cost
+            role=role.value, model=rc.model, endpoint=endpoint,
             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
             latency_s=result.latency_s, retries=result.retries, structured_attempts=structured_attempts,
             cache_hit=result.cache_hit, ok=ok, error=error,
@@ -468,7 +470,7 @@ class LLMClient:
         structured_attempts: int, error: LLMError,
     ) -> None:
         self.usage.add(CallRecord(
-            call_id=uuid.uuid4().hex, role=role.value, model=rc.model, endpoint=endpoint,
+            call_id=os.urandom(16).hex(), role=role.value, model=rc.model, endpoint=endpoint,
             prompt_tokens=0, completion_tokens=0, latency_s=time.perf_counter() - started,
             retries=retries, structured_attempts=structured_attempts, cache_hit=False, ok=False,
             error=str(error)[:500],
