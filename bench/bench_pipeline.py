@@ -375,7 +375,7 @@ def _print_openings(records: list[dict]) -> None:
 
 
 def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None,
-                 replay: bool = True, keep_db: Path | None = None) -> None:
+                 replay: bool = True, keep_db: Path | None = None, use_ray: bool = True) -> None:
     """(a): what the pipeline makes the server do, read from the server itself, against a direct
     free-text load of `parallel` requests always in flight on the same server; the run keeps
     `in_flight` episodes going (by default what the run sizes itself to: 2 per server slot).
@@ -395,7 +395,8 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             direct = asyncio.run(_saturating_load(base_url, parallel, seconds, 256))
             direct_busy = poller.occupancy(started, time.time())
             before = server_metrics(root)
-            summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes, in_flight=in_flight)
+            summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes, *(() if use_ray else ("--no-ray",)),
+                                            in_flight=in_flight)
             after = server_metrics(root)
         print(f"(a) direct free-text load, {parallel} in flight: {direct:,.1f} completion tokens/s, "
               f"slots busy {direct_busy:.0%}")
@@ -430,7 +431,8 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         predicted = after.get("llamacpp:tokens_predicted_total", 0) - before.get("llamacpp:tokens_predicted_total", 0)
         prompt = after.get("llamacpp:prompt_tokens_total", 0) - before.get("llamacpp:prompt_tokens_total", 0)
         rollout_rate = (rollout_tokens or 0) / span if span else 0.0
-        print(f"(a) pipeline, {in_flight or 'auto (2 per slot)'} episodes in flight, "
+        print(f"(a) pipeline ({'Ray actors' if use_ray else 'in-process, --no-ray'}), "
+              f"{in_flight or 'auto (2 per slot)'} episodes in flight, "
               f"{summary['judged']} judged ({summary['accepted']} accepted under the strict policy) in {wall:.0f} s; "
               f"rollout phase {span:.0f} s: slots busy "
               f"{busy:.0%}, {rate:,.1f} completion tokens/s of every role = {rate / direct:.2f} of the direct load "
@@ -535,6 +537,7 @@ def main() -> None:
     s.add_argument("--in-flight", type=int, help="episodes in flight (default: the run sizes it, 2 per slot)")
     s.add_argument("--no-replay", action="store_true", help="skip the same-work replay (as long as the run)")
     s.add_argument("--keep-db", type=Path, help="copy the run's dataset here, to read afterwards")
+    s.add_argument("--no-ray", action="store_true", help="the run's stages in its own process, without Ray")
     k = sub.add_parser("scale")
     k.add_argument("--trajectories", type=int, default=400)
     k.add_argument("--tools-per-domain", type=int, default=60)
@@ -550,7 +553,7 @@ def main() -> None:
         bench_scale(args.trajectories, args.tools_per_domain, args.ray, args.categories)
     else:
         bench_server(args.base_url, args.episodes, args.parallel, args.seconds, args.in_flight,
-                     replay=not args.no_replay, keep_db=args.keep_db)
+                     replay=not args.no_replay, keep_db=args.keep_db, use_ray=not args.no_ray)
 
 
 if __name__ == "__main__":
