@@ -5,8 +5,9 @@
     load on the same server (as many requests as slots, kept in flight), the server's own counters
     (`/metrics`), and per role the prefix-cache reuse (prompt tokens the server took from its cache,
     as it reports them per call) and tokens/s. Then the same-work baseline: the run's requests,
-    recorded by a loopback proxy, replayed per role at full concurrency as sent, and again without
-    their grammar (same prompts, same reply lengths), which says how much of the gap is the grammar.
+    recorded by a loopback proxy, replayed in the run's order at full concurrency on a restarted
+    server (nothing cached); then per role as sent, and again without their grammar (same prompts,
+    same reply lengths), which says how much of the gap is the grammar.
 (b) `throughput`: orchestration overhead with an instant fake backend (a separate process), in
     model calls/s and episodes/s.
 (c) `memory`: peak RSS of a 2,000-episode fake-backend run against a 200-episode one (the driver
@@ -22,7 +23,8 @@
     python bench/bench_pipeline.py memory [--small 200 --large 2000 --larger 6000]
     python bench/bench_pipeline.py scale [--trajectories 400 --tools-per-domain 60 --categories c --ray]
     python bench/bench_pipeline.py server [--base-url URL] [--episodes 16] [--parallel 4] [--seconds 60]
-                                          [--in-flight 8] [--no-replay] [--keep-db PATH]
+                                          [--in-flight 8] [--no-replay] [--keep-db PATH] [--no-ray]
+                                          [--record PATH]
 
 Without --base-url, `server` starts the embedded backend itself (`--parallel` slots).
 """
@@ -375,13 +377,17 @@ def _print_openings(records: list[dict]) -> None:
 
 
 def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None,
-                 replay: bool = True, keep_db: Path | None = None, use_ray: bool = True) -> None:
+                 replay: bool = True, keep_db: Path | None = None, use_ray: bool = True,
+                 record: Path | None = None) -> None:
     """(a): what the pipeline makes the server do, read from the server itself, against a direct
     free-text load of `parallel` requests always in flight on the same server; the run keeps
     `in_flight` episodes going (by default what the run sizes itself to: 2 per server slot).
-    Then the same-work baseline: the run's own requests (recorded by a proxy), replayed per role
-    with `parallel` in flight, as sent and without their grammar (same prompts, same reply lengths)."""
+    Then the same-work baseline: the run's own requests (recorded by a proxy), replayed in the run's
+    order with `parallel` in flight on a restarted server (the embedded one only: nothing cached,
+    so the same prompt work), then per role, as sent and without their grammar (same prompts, same
+    reply lengths; these find the run's prompts cached, so they price the grammar, not the work)."""
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        backend: LocalBackend | None = None
         if base_url is None:
             backend = LocalBackend(BackendConfig(parallel=parallel, ctx_per_slot=4096),
                                    log_file=Path(tmp) / "llama-server.log")
@@ -456,8 +462,21 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         print(f"(a) prefix-cache reuse over the rollout roles: {total_c / total_p if total_p else 0:.0%} of prompt "
               "tokens")
         _print_openings(proxy.records)
+        if record is not None:
+            record.write_text("".join(json.dumps(r) + "\n" for r in proxy.records))
         if not replay:
             return
+        if backend is not None:
+            # The run's own requests in the order it sent them, on a restarted server: its slots and
+            # host-memory prompt cache (`--cache-ram`) then hold nothing from the run, so every
+            # prefix is computed as often as the run had to compute it (the per-role replays below
+            # find the run's prompts cached and say what the grammar costs, not what the work does).
+            backend.restart()
+            cold_tokens, cold_s = asyncio.run(_replay(base_url, [r["body"] for r in proxy.records], parallel))
+            cold = cold_tokens / cold_s
+            print(f"(a) the run's requests in its order on a restarted server (nothing cached), {parallel} in flight: "
+                  f"{cold:,.1f} completion tokens/s ({cold / direct:.2f} of the direct load); the pipeline's "
+                  f"rollout phase reached {rate / cold:.2f} of it")
         print(f"(a) same work replayed ({len(proxy.records)} recorded requests, {parallel} in flight), completion "
               "tokens/s per role: as the run sent them | the same prompts and reply lengths without a grammar")
         pipeline_rates = {role: (c_tok / span if span else 0.0) for role, _, _, _, c_tok, _ in roles}
@@ -538,6 +557,7 @@ def main() -> None:
     s.add_argument("--no-replay", action="store_true", help="skip the same-work replay (as long as the run)")
     s.add_argument("--keep-db", type=Path, help="copy the run's dataset here, to read afterwards")
     s.add_argument("--no-ray", action="store_true", help="the run's stages in its own process, without Ray")
+    s.add_argument("--record", type=Path, help="write the run's recorded requests here (JSON lines)")
     k = sub.add_parser("scale")
     k.add_argument("--trajectories", type=int, default=400)
     k.add_argument("--tools-per-domain", type=int, default=60)
@@ -553,7 +573,8 @@ def main() -> None:
         bench_scale(args.trajectories, args.tools_per_domain, args.ray, args.categories)
     else:
         bench_server(args.base_url, args.episodes, args.parallel, args.seconds, args.in_flight,
-                     replay=not args.no_replay, keep_db=args.keep_db, use_ray=not args.no_ray)
+                     replay=not args.no_replay, keep_db=args.keep_db, use_ray=not args.no_ray,
+                     record=args.record)
 
 
 if __name__ == "__main__":
