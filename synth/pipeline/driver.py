@@ -154,7 +154,7 @@ class ToolStream:
     per domain of a wave, least-used first, so the new domains' tools are drawn first). So the
     sequence depends on the tools, never on timing, and a resumed run draws the same toolsets."""
 
-    def __init__(self, sampler: ToolsetSampler, later: list[tuple[asyncio.Future[list[ToolSpec]], int]],
+    def __init__(self, sampler: ToolsetSampler, later: list[tuple[asyncio.Future[list[ToolSpec] | None], int]],
                  drawn_before_next: int, max_agents: int) -> None:
         self.sampler = sampler
         self.later = later
@@ -167,7 +167,12 @@ class ToolStream:
             return None
         while self.later and self.drawn >= self.drawn_before_next:
             wave, n_domains = self.later.pop(0)
-            self.sampler.extend(await wave)
+            tools = await wave
+            if tools is None:  # the wave was not made: the token budget was spent first
+                self.later.clear()
+                self.max_agents = self.drawn
+                return None
+            self.sampler.extend(tools)
             self.drawn_before_next += n_domains
         index = self.drawn
         self.drawn += 1
@@ -403,7 +408,7 @@ class PipelineDriver:
                 f"only {len(pool)} usable tool(s) for domains {[d.name for d in self.domains]}; "
                 "see `synth stats` for the rejection reasons"
             )
-        later: list[asyncio.Future[list[ToolSpec]]] = [asyncio.get_running_loop().create_future()
+        later: list[asyncio.Future[list[ToolSpec] | None]] = [asyncio.get_running_loop().create_future()
                                                        for _ in waves[1:]]
         self._wave_task = asyncio.create_task(self._later_waves(waves[1:], later))
         rng = random.Random(derive_seed(self.settings.seed, "toolsets", self.run_id))
@@ -425,8 +430,16 @@ class PipelineDriver:
         result = import_servers(servers, load_taxonomy())
         store_tools(self.dataset, self.run_id, result.tools, result.rejected)
 
-    async def _later_waves(self, waves: list[list[Any]], results: list[asyncio.Future[list[ToolSpec]]]) -> None:
+    async def _later_waves(self, waves: list[list[Any]], results: list[asyncio.Future[list[ToolSpec] | None]]) -> None:
+        """Make the later waves in order. Once `[run] token_budget` is spent the rest are not made
+        and their results are None, which ends the toolset stream: drawing on without those waves
+        would store toolsets that the resumed run, with the waves made, never draws."""
         for domains, result in zip(waves, results, strict=True):
+            if self._over_budget():
+                for pending in results:
+                    if not pending.done():
+                        pending.set_result(None)
+                return
             try:
                 result.set_result(await self._wave_tools(domains))
             except Exception as exc:
