@@ -655,7 +655,7 @@ async def synthesize_tasks(agent: Agent, toolset: list[ToolSpec], llm: LLMClient
     (`_draft_task`); started together, each would make the server compute it (on llama-server, one
     slot each), while after the first it is cached. Measured on the embedded model (4 slots, 12
     episodes of `bench_pipeline.py server`): task drafts reused 22% of their prompt tokens when the
-    opening came after the plan and the tasks started together; see docs/architecture.md, section 5."""
+    opening came after the plan and the tasks started together; docs/architecture.md, section 7 (server)."""
     if not toolset:
         raise ValueError("synthesize_tasks needs a non-empty toolset")
     seeds = [derive_seed(seed, agent.id, "task", i) for i in range(settings.tasks_per_agent)]
