@@ -14,7 +14,7 @@ import duckdb
 from synth.agents.toolsets import ToolsetSampler
 from synth.config import load_config
 from synth.models import ToolSpec
-from synth.pipeline.driver import EpisodeSchedule, ToolStream
+from synth.pipeline.driver import EpisodeSchedule, PipelineDriver, ToolStream
 from synth.pipeline.run import execute_run
 
 DOMAINS = ["weather", "order_management", "issue_tracking", "cloud_drive", "stock_trading", "recipes_cooking"]
@@ -101,3 +101,44 @@ def test_agents_synthesised_at_once_queue_their_episodes_in_toolset_order() -> N
     assert _queue_order([0.05, 0.0, 0.02, 0.01]) == [0, 1, 2, 3]
     # a stopped pass releases the producers still waiting for their turn, which queue nothing
     assert _queue_order([0.0, 0.05, 0.01, 0.01], stop_after=1) == [0]
+
+
+def test_a_wave_not_made_for_the_budget_ends_the_toolset_stream() -> None:
+    """A later wave that resolves to None (the token budget was spent before it started) ends the
+    stream: no toolset is drawn without it, since the resumed run, with the wave made, would draw
+    other ones."""
+    async def main() -> list[Any]:
+        skipped: asyncio.Future[list[ToolSpec] | None] = asyncio.get_running_loop().create_future()
+        skipped.set_result(None)
+        stream = ToolStream(ToolsetSampler([_tool("alpha", i) for i in range(3)], random.Random(3)),
+                            [(skipped, 1)], 1, 10)
+        return [await stream.next() for _ in range(3)]
+
+    first, *rest = asyncio.run(main())
+    assert first is not None and first[0] == 0  # the first wave's toolset
+    assert rest == [None, None]
+
+
+def test_later_waves_are_not_made_once_the_budget_is_spent() -> None:
+    """`PipelineDriver._later_waves` checks `[run] token_budget` before each wave: the wave that spends
+    it is the last one made, and the rest resolve to None."""
+    made: list[list[str]] = []
+    driver = PipelineDriver.__new__(PipelineDriver)
+    driver.settings = load_config(None, {"run": {"token_budget": 100}}, environ={}).run
+    driver.tokens_spent = 0
+
+    async def wave_tools(domains: list[str]) -> list[ToolSpec]:
+        made.append(domains)
+        driver.tokens_spent += 60  # this wave's model calls
+        return [_tool(d, 0) for d in domains]
+
+    driver._wave_tools = wave_tools  # type: ignore[method-assign]
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        results: list[asyncio.Future[list[ToolSpec] | None]] = [loop.create_future() for _ in range(4)]
+        await driver._later_waves([["beta"], ["gamma"], ["delta"], ["epsilon"]], results)
+        return [None if f.result() is None else [t.domain for t in f.result() or []] for f in results]
+
+    assert asyncio.run(main()) == [["beta"], ["gamma"], None, None]
+    assert made == [["beta"], ["gamma"]]
