@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
@@ -294,21 +295,37 @@ class RecordingProxy:
     def _serve(self) -> None:
         from aiohttp import ClientSession, ClientTimeout, web
 
-        async def forward(request: web.Request) -> web.Response:
+        async def forward(request: web.Request) -> web.StreamResponse:
             body = await request.read()
+            # Passed on: synth closes a streamed request's connection (llama-server does not keep it).
+            headers = {"content-type": "application/json", **({"connection": "close"} if request.headers.get(
+                "connection", "").lower() == "close" else {})}
             async with request.app["session"].request(request.method, self.upstream + request.path_qs, data=body,
-                                                      headers={"content-type": "application/json"}) as r:
-                data = await r.read()
-            if request.path.endswith("/chat/completions") and r.status == 200:
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    reply = json.loads(data)
-                    timings = reply.get("timings") or {}
-                    self.records.append({"role": request.headers.get("x-synth-role", "?"), "body": json.loads(body),
-                                         "completion_tokens": reply["usage"]["completion_tokens"],
-                                         "prompt_tokens": reply["usage"]["prompt_tokens"],
-                                         "cached_tokens": int(timings.get("cache_n") or 0),
-                                         "at": time.time()})
-            return web.Response(body=data, status=r.status, content_type=r.content_type)
+                                                      headers=headers) as r:
+                if r.content_type != "text/event-stream":
+                    data = await r.read()
+                    if request.path.endswith("/chat/completions") and r.status == 200:
+                        with contextlib.suppress(ValueError, KeyError, TypeError):
+                            self._record(request, json.loads(body), json.loads(data))
+                    return web.Response(body=data, status=r.status, content_type=r.content_type)
+                # Streamed (synth stops a reply that loops by hanging up): passed on as it comes, so
+                # the hang-up reaches the server; the reply is recorded as far as it went.
+                out = web.StreamResponse(status=r.status, headers={"content-type": "text/event-stream"})
+                await out.prepare(request)
+                seen: dict = {"chunks": 0, "finish_reason": None, "usage": None, "timings": None}
+                try:
+                    async for line in r.content:
+                        await out.write(line)
+                        _note_event(line, seen)
+                except (ConnectionError, RuntimeError):
+                    r.close()  # the client hung up: so does the proxy, and the server frees the slot
+                finally:
+                    # No finish reason: the client stopped the reply (a loop, `synth.llm.repetition`).
+                    usage = seen["usage"] or {"prompt_tokens": 0, "completion_tokens": seen["chunks"]}
+                    reply = {"usage": usage, "timings": seen["timings"] or {},
+                             "choices": [{"finish_reason": seen["finish_reason"] or "repetition"}]}
+                    self._record(request, json.loads(body), reply)
+                return out
 
         async def main() -> None:
             app = web.Application(client_max_size=64 * 2**20)
@@ -323,6 +340,16 @@ class RecordingProxy:
         self._loop = asyncio.new_event_loop()
         self._loop.run_until_complete(main())
 
+    def _record(self, request: Any, body: dict, reply: dict) -> None:
+        timings = reply.get("timings") or {}
+        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        self.records.append({"role": request.headers.get("x-synth-role", "?"), "body": body,
+                             "completion_tokens": reply["usage"]["completion_tokens"],
+                             "prompt_tokens": reply["usage"]["prompt_tokens"],
+                             "cached_tokens": int(timings.get("cache_n") or 0),
+                             "finish_reason": reply["choices"][0].get("finish_reason"),
+                             "at": time.time()})
+
     def __enter__(self) -> RecordingProxy:
         self._thread.start()
         self._ready.wait(30)
@@ -330,6 +357,19 @@ class RecordingProxy:
 
     def __exit__(self, *exc: object) -> None:
         pass  # a daemon thread: it ends with the benchmark
+
+
+def _note_event(line: bytes, seen: dict) -> None:
+    """What one server-sent event line of a streamed chat completion adds to `seen`."""
+    if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+        return
+    with contextlib.suppress(ValueError, AttributeError):
+        event = json.loads(line[5:])
+        seen["usage"] = event.get("usage") or seen["usage"]
+        seen["timings"] = event.get("timings") or seen["timings"]
+        for choice in event.get("choices") or ():
+            seen["chunks"] += bool((choice.get("delta") or {}).get("content"))
+            seen["finish_reason"] = choice.get("finish_reason") or seen["finish_reason"]
 
 
 async def _replay(base_url: str, bodies: list[dict], slots: int) -> tuple[int, float]:
@@ -348,6 +388,27 @@ async def _replay(base_url: str, bodies: list[dict], slots: int) -> tuple[int, f
     async with httpx.AsyncClient(timeout=600) as client:
         await asyncio.gather(*(loop(client) for _ in range(slots)))
     return tokens, time.perf_counter() - started
+
+
+def _as_run(record: dict) -> dict:
+    """The recorded request as the run's work: a reply the run stopped for looping decodes as many
+    tokens as it had then, not on to max_tokens."""
+    if record.get("finish_reason") != "repetition":
+        return record["body"]
+    return {**record["body"], "max_tokens": max(1, record["completion_tokens"]), "ignore_eos": True}
+
+
+def _print_cut_off(records: list[dict]) -> None:
+    """Decoded work that no caller could use: replies cut at max_tokens, and replies stopped for
+    looping (`synth.llm.repetition`), per role, against all the role's completion tokens."""
+    for role in sorted({r["role"] for r in records}):
+        mine = [r for r in records if r["role"] == role]
+        total = sum(r["completion_tokens"] for r in mine) or 1
+        length = [r["completion_tokens"] for r in mine if r.get("finish_reason") == "length"]
+        looped = [r["completion_tokens"] for r in mine if r.get("finish_reason") == "repetition"]
+        print(f"(a) {role} replies that could not be used: {len(length)} of {len(mine)} cut at max_tokens "
+              f"({sum(length):,} tokens, {sum(length) / total:.0%} of the role's), {len(looped)} stopped looping "
+              f"({sum(looped):,} tokens, {sum(looped) / total:.0%})")
 
 
 def _free_text(record: dict) -> dict:
@@ -462,6 +523,7 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         print(f"(a) prefix-cache reuse over the rollout roles: {total_c / total_p if total_p else 0:.0%} of prompt "
               "tokens")
         _print_openings(proxy.records)
+        _print_cut_off(proxy.records)
         if record is not None:
             record.write_text("".join(json.dumps(r) + "\n" for r in proxy.records))
         if not replay:
@@ -472,7 +534,7 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             # prefix is computed as often as the run had to compute it (the per-role replays below
             # find the run's prompts cached and say what the grammar costs, not what the work does).
             backend.restart()
-            cold_tokens, cold_s = asyncio.run(_replay(base_url, [r["body"] for r in proxy.records], parallel))
+            cold_tokens, cold_s = asyncio.run(_replay(base_url, [_as_run(r) for r in proxy.records], parallel))
             cold = cold_tokens / cold_s
             print(f"(a) the run's requests in its order on a restarted server (nothing cached), {parallel} in flight: "
                   f"{cold:,.1f} completion tokens/s ({cold / direct:.2f} of the direct load); the pipeline's "
@@ -483,7 +545,7 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
         same_tokens, same_s = 0, 0.0
         for role in sorted({r["role"] for r in proxy.records}):
             records = [r for r in proxy.records if r["role"] == role]
-            sent_tokens, sent_s = asyncio.run(_replay(base_url, [r["body"] for r in records], parallel))
+            sent_tokens, sent_s = asyncio.run(_replay(base_url, [_as_run(r) for r in records], parallel))
             free_tokens, free_s = asyncio.run(_replay(base_url, [_free_text(r) for r in records], parallel))
             sent, free = sent_tokens / sent_s, free_tokens / free_s
             same_tokens, same_s = same_tokens + sent_tokens, same_s + sent_s

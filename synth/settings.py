@@ -72,6 +72,10 @@ class RoleConfig(_Strict):
     max_retries: int = Field(8, ge=0)
     structured_retries: int = Field(3, ge=0)
     tool_mode: ToolModeSetting = "constrained"
+    # Stream replies and stop one once its last this-many characters are one unit repeated (a small
+    # model's loop), instead of decoding it to max_tokens; the caller retries it like a cut-off reply.
+    # 0: never stop one (and send no request streamed). `synth.llm.repetition`.
+    loop_stop_chars: int = Field(80, ge=0)
     # A request whose long opening (system prompt, tools) another request of the process is
     # computing waits for it, so a server with one prefix cache for all requests (vLLM, SGLang)
     # computes it once (`synth.llm.prefix`). Off by default: llama-server keeps a prefix in one slot,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema
@@ -213,3 +215,23 @@ def test_auto_tool_mode_is_constrained_for_the_embedded_model(backend_url: str) 
     assert props is not None and template_supports_tools(props) is False
     mode, why = agent_tool_mode(make_config(backend_url, tool_mode="auto"))
     assert mode == "constrained" and "no tool calling" in why
+
+
+@pytest.mark.integration
+async def test_a_looping_reply_is_stopped_and_its_slot_freed(backend_url: str, backend_config: Any) -> None:
+    """A grammar that only allows "ab" again and again makes the real model loop for sure: the
+    client stops the stream after about 80 characters, and llama-server, seeing the hang-up, stops
+    decoding (its slot is idle again long before 512 tokens could have been decoded)."""
+    root = backend_url.removesuffix("/v1")
+    async with LLMClient(backend_config) as llm:
+        result = await llm.chat("generator", [{"role": "user", "content": "Say ab."}], seed=1, max_tokens=512,
+                                grammar='root ::= "ab" root', use_cache=False)
+    assert result.finish_reason == "repetition" and result.cut_off
+    assert result.content and set(result.content) == {"a", "b"} and result.completion_tokens < 100
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(50):
+            slots = (await client.get(f"{root}/slots")).json()
+            if not any(slot.get("is_processing") for slot in slots):
+                break
+            await asyncio.sleep(0.1)
+    assert not any(slot.get("is_processing") for slot in slots)

@@ -212,7 +212,8 @@ class Play:
             self.user_prompts.append(body["messages"][0]["content"])
         messages = body["messages"]
         earlier = sum(1 for m in messages if m["role"] == "assistant")
-        rng = random.Random(request_key(body))
+        # Seeded by the request as the client keys it (streaming is how it is sent, not what it asks).
+        rng = random.Random(request_key({k: v for k, v in body.items() if k not in ("stream", "stream_options")}))
         if role == "user":
             if earlier >= self.user_turns:
                 return _reply({"message": "Thanks, that is all.", "done": True, "reason": "satisfied"})

@@ -44,6 +44,7 @@ from synth.llm.errors import (
     StructuredOutputError,
 )
 from synth.llm.prefix import PrefixWarmup, opening_key
+from synth.llm.repetition import looping_unit
 from synth.llm.usage import CallRecord, Usage, UsageLog
 
 M = TypeVar("M", bound=BaseModel)
@@ -69,6 +70,11 @@ class ChatResult:
     # Prompt tokens the server took from its prefix cache instead of computing them (OpenAI's
     # `usage.prompt_tokens_details.cached_tokens`, llama.cpp's `timings.cache_n`); 0 when unknown.
     cached_prompt_tokens: int = 0
+
+    @property
+    def cut_off(self) -> bool:
+        """The reply did not end by itself: it ran to max_tokens, or it was stopped looping."""
+        return self.finish_reason in ("length", "repetition")
 
     def message(self) -> dict[str, Any]:
         """The reply as an OpenAI chat message, ready to append to a conversation."""
@@ -137,10 +143,28 @@ class _Endpoint:
                 connector=aiohttp.TCPConnector(limit=self.limit), timeout=self.timeout)
         return self._session
 
-    async def post(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        """(status, body bytes, Retry-After header) of one POST of `body` as JSON."""
+    async def post(
+        self, body: dict[str, Any], headers: dict[str, str], loop_stop_chars: int = 0
+    ) -> tuple[int, bytes, str | None]:
+        """(status, body bytes, Retry-After header) of one POST of `body` as JSON. With
+        `loop_stop_chars` (and no native `tools`, whose streamed calls are not reassembled here) the
+        reply is streamed and stopped once it loops (`_read_stream`); the bytes are then the
+        reply reassembled as one non-streamed chat completion. The streaming fields are added
+        here, not to `body`, so the response cache's key stays the request's."""
+        stream = loop_stop_chars > 0 and not body.get("tools")
+        headers = {**headers, **_JSON_HEADERS}
+        if stream:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            # A streamed reply's connection is not reused: llama-server closes it after the reply
+            # although it answers keep-alive, and every next request on it failed (measured).
+            headers["connection"] = "close"
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        async with self.session().post(self.url, data=data, headers={**headers, **_JSON_HEADERS}) as response:
+        async with self.session().post(self.url, data=data, headers=headers) as response:
+            if stream and response.status == 200 and response.content_type == "text/event-stream":
+                try:
+                    return 200, await _read_stream(response, loop_stop_chars), None
+                finally:
+                    response.close()  # a stopped reply: the hang-up makes the server free the slot
             return response.status, await response.read(), response.headers.get("retry-after")
 
     async def aclose(self) -> None:
@@ -150,6 +174,60 @@ class _Endpoint:
 
 
 _JSON_HEADERS = {"content-type": "application/json"}
+# How often (in characters of reply) a streamed reply is checked for a loop.
+_LOOP_CHECK_EVERY = 16
+
+
+async def _read_stream(response: aiohttp.ClientResponse, loop_stop_chars: int) -> bytes:
+    """A streamed chat completion (server-sent events) as the non-streamed response it stands for:
+    the content joined, the last finish reason, and the usage and llama.cpp timings of the final
+    chunk. Once the reply's last `loop_stop_chars` or more characters are one unit repeated
+    (`looping_unit`), reading stops and the caller closes the connection, which makes llama-server
+    free the slot, and the reply ends there with finish reason `"repetition"`. Such a reply never
+    got the final chunk, so its usage counts a token per content chunk (llama-server streams one
+    token a chunk) and no prompt tokens. An event that is not JSON or carries an error gives bytes that are not a chat
+    completion, which the caller retries like any malformed reply."""
+    parts: list[str] = []
+    chars = checked = chunks = 0
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    async for line in response.content:
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            break
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            return b"stream event is not JSON: " + payload[:200]
+        if not isinstance(event, dict) or "error" in event:
+            return b"stream error: " + payload[:200]
+        usage = event.get("usage") or usage
+        timings = event.get("timings") or timings
+        for choice in event.get("choices") or ():
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                parts.append(piece)
+                chars += len(piece)
+                chunks += 1
+            finish = choice.get("finish_reason") or finish
+        if chars - checked >= _LOOP_CHECK_EVERY:
+            checked = chars
+            if looping_unit("".join(parts), loop_stop_chars) is not None:
+                finish = "repetition"
+                usage = None
+                break
+    data: dict[str, Any] = {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
+                     "finish_reason": finish}],
+        "usage": usage or {"prompt_tokens": 0, "completion_tokens": chunks, "total_tokens": chunks},
+    }
+    if timings and finish != "repetition":
+        data["timings"] = timings
+    return json.dumps(data, ensure_ascii=False).encode()
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -395,7 +473,7 @@ class LLMClient:
             ep.in_flight += 1
             try:
                 async with ep.sem:
-                    status, raw, retry_header = await ep.post(body, headers)
+                    status, raw, retry_header = await ep.post(body, headers, rc.loop_stop_chars)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
@@ -559,6 +637,9 @@ class LLMClient:
             raw = result.content or ""
             if result.finish_reason == "length":
                 reason = f"reply cut off at max_tokens={sampling.get('max_tokens', rc.max_tokens)}"
+                continue
+            if result.finish_reason == "repetition":
+                reason = f"reply stopped after {result.completion_tokens} tokens: it repeats itself"
                 continue
             try:
                 data = parse_json_reply(raw)

@@ -155,6 +155,7 @@ class FakeOpenAIServer:
         port: int = 0,
         slots: int | None = None,
         props: dict[str, Any] | None = None,
+        stream: bool = False,
     ) -> None:
         self.script: deque[Scripted] = deque(script or [])
         self.rate_429, self.rate_503, self.rate_drop = rate_429, rate_503, rate_drop
@@ -164,8 +165,12 @@ class FakeOpenAIServer:
         self.host, self.port = host, port
         self.slots = slots  # answered as llama-server's /props `total_slots` when set
         self.props = props  # more of /props (a chat template, its capabilities) when set
+        # Answer `"stream": true` requests as llama-server does (server-sent events, a few characters
+        # an event, usage in the last); off, they get one JSON reply, as from a server that ignores it.
+        self.stream = stream
         self.requests = 0
         self.served = 0
+        self.streams_cut = 0  # streamed replies whose client hung up before the end
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -284,6 +289,11 @@ class FakeOpenAIServer:
                               "total_tokens": 10 + max(1, len(content) // 4)},
                 }
                 self.served += 1
+                if self.stream and body.get("stream") and not message.get("tool_calls"):
+                    if not await self._write_stream(writer, reply, content):
+                        self.streams_cut += 1
+                        return
+                    continue
                 self._write(writer, 200, json.dumps(reply).encode(), {})
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -291,6 +301,29 @@ class FakeOpenAIServer:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+    @staticmethod
+    async def _write_stream(writer: asyncio.StreamWriter, reply: dict[str, Any], content: str) -> bool:
+        """`reply` as a chunked event stream: its content 4 characters an event, then the finish
+        reason with the usage, then `[DONE]`. False when the client hung up before the end."""
+        writer.write(b"HTTP/1.1 200 X\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        finish = reply["choices"][0]["finish_reason"]
+        events = [{"choices": [{"index": 0, "delta": {"content": content[i:i + 4]}, "finish_reason": None}]}
+                  for i in range(0, len(content), 4)]
+        events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": reply["usage"]})
+        try:
+            for event in [*(json.dumps(e) for e in events), "[DONE]"]:
+                data = f"data: {event}\n\n".encode()
+                writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.002)  # a token's time, so a client can stop the stream midway
+                if writer.is_closing():
+                    return False
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except ConnectionError:
+            return False
+        return True
 
     @staticmethod
     def _write(writer: asyncio.StreamWriter, code: int, payload: bytes, headers: dict[str, str]) -> None:

@@ -110,7 +110,10 @@ FLUSH_INTERVAL_S = 1.0
 # makes of a toolset: switching it on resumes the same run, and datasets made before it keep their run ids.
 _THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "categories", "exclude", "workers", "worker_concurrency",
                         "in_flight", "agent_concurrency", "domain_quota", "token_budget", "steer_coverage"}
-_THROUGHPUT_LLM_KEYS = ("base_urls", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "prefix_warmup")
+# `loop_stop_chars` changes which replies get retried, but a cached reply replays as it was stopped
+# or not, so a run resumed with another value stays consistent: like the others, it is left out.
+_THROUGHPUT_LLM_KEYS = ("base_urls", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "prefix_warmup",
+                        "loop_stop_chars")
 
 
 def run_identity(cfg: SynthConfig, domains: list[str]) -> str:

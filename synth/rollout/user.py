@@ -233,7 +233,7 @@ async def rephrase_opening(task: Task, request: str, llm: LLMClient, *, seed: in
         return None, usage
     usage.add(Usage(result.prompt_tokens, result.completion_tokens, result.latency_s, 1, int(result.cache_hit)))
     text = " ".join((result.content or "").split()).strip().strip('"')
-    if result.finish_reason == "length" or user_turn_problem(text, [], prompt) is not None:
+    if result.cut_off or user_turn_problem(text, [], prompt) is not None:
         return None, usage
     if not all(value.lower() in text.lower() for value in stated_values(task)):
         return None, usage
