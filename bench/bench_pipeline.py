@@ -52,7 +52,7 @@ from typing import Any
 import duckdb
 import httpx
 
-from synth.config import BackendConfig, load_config
+from synth.config import EMBEDDED_LOOP_STOP_CHARS, BackendConfig, load_config
 from synth.llm.fake_server import FakeOpenAIServer
 from synth.llm.local import LocalBackend, free_port
 
@@ -78,11 +78,11 @@ def start_fake() -> tuple[str, mp.Process]:
 
 
 def run_pipeline(base_url: str, workdir: Path, episodes: int, *extra: str,
-                 in_flight: int | None = None) -> tuple[dict, float, int]:
+                 in_flight: int | None = None, env_extra: dict[str, str] | None = None) -> tuple[dict, float, int]:
     """`synth run` in a child process; returns (summary, wall seconds, child peak RSS in KiB).
     `in_flight` None: as the run sizes itself (from the server's slots), or `SYNTH_RUN__IN_FLIGHT`."""
     env = {**os.environ, "SYNTH_CACHE__ENABLED": "false", "SYNTH_RUN__TOOLS_PER_DOMAIN": "6",
-           **({"SYNTH_RUN__IN_FLIGHT": str(in_flight)} if in_flight is not None else {})}
+           **({"SYNTH_RUN__IN_FLIGHT": str(in_flight)} if in_flight is not None else {}), **(env_extra or {})}
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run(
@@ -462,8 +462,11 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             direct = asyncio.run(_saturating_load(base_url, parallel, seconds, 256))
             direct_busy = poller.occupancy(started, time.time())
             before = server_metrics(root)
+            # Through the proxy the run sees a --base-url server; on the embedded one it would stop
+            # looping replies (`SynthConfig.with_base_url`), so it does here too.
+            embedded = {"SYNTH_LLM__LOOP_STOP_CHARS": str(EMBEDDED_LOOP_STOP_CHARS)} if backend is not None else {}
             summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes, *(() if use_ray else ("--no-ray",)),
-                                            in_flight=in_flight)
+                                            in_flight=in_flight, env_extra=embedded)
             after = server_metrics(root)
         print(f"(a) direct free-text load, {parallel} in flight: {direct:,.1f} completion tokens/s, "
               f"slots busy {direct_busy:.0%}")

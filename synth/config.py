@@ -64,6 +64,9 @@ class CacheConfig(_Strict):
     dir: str | None = None
 
 
+# `[llm] loop_stop_chars` for the roles the embedded backend serves, unless set (`synth.llm.repetition`).
+EMBEDDED_LOOP_STOP_CHARS = 80
+
 # Episodes in flight when `run.in_flight` is unset and the servers do not say how many slots they
 # have (see `synth.llm.session.episodes_in_flight`).
 DEFAULT_IN_FLIGHT = 8
@@ -181,10 +184,16 @@ class SynthConfig(_Strict):
         return any(not rc.base_urls for rc in self.roles().values())
 
     def with_base_url(self, base_url: str) -> SynthConfig:
-        """Point every role without its own endpoint at `base_url` (used once the backend is up)."""
+        """Point every role without its own endpoint at `base_url` (the embedded backend, once it is
+        up). Those roles also stop looping replies unless `loop_stop_chars` is set: the embedded model
+        is small and decodes on a CPU, where a loop run to max_tokens holds a slot for seconds, while a
+        fast server's client would spend more on streaming every token than loops cost it."""
         cfg = self.model_copy(deep=True)
+        served = [role for role, rc in self.roles().items() if not rc.base_urls and rc.loop_stop_chars is None]
         if not cfg.llm.base_urls:
             cfg.llm.base_urls = [base_url.rstrip("/")]
+        for role in served:
+            cfg.llm.roles.setdefault(role, {})["loop_stop_chars"] = EMBEDDED_LOOP_STOP_CHARS
         return cfg
 
 

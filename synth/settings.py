@@ -74,8 +74,9 @@ class RoleConfig(_Strict):
     tool_mode: ToolModeSetting = "constrained"
     # Stream replies and stop one once its last this-many characters are one unit repeated (a small
     # model's loop), instead of decoding it to max_tokens; the caller retries it like a cut-off reply.
-    # 0: never stop one (and send no request streamed). `synth.llm.repetition`.
-    loop_stop_chars: int = Field(80, ge=0)
+    # 0: never (nothing streamed). None: `EMBEDDED_LOOP_STOP_CHARS` for the roles the embedded backend
+    # serves (`SynthConfig.with_base_url`), 0 for other servers. `synth.llm.repetition`.
+    loop_stop_chars: int | None = Field(None, ge=0)
     # A request whose long opening (system prompt, tools) another request of the process is
     # computing waits for it, so a server with one prefix cache for all requests (vLLM, SGLang)
     # computes it once (`synth.llm.prefix`). Off by default: llama-server keeps a prefix in one slot,

@@ -164,8 +164,12 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
     columns = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
                                          "WHERE table_name = 'llm_calls'").fetchall()}
     cached = "cached_prompt_tokens" if "cached_prompt_tokens" in columns else "0"  # older datasets lack it
+    # Replies no caller could use: cut at max_tokens, or stopped looping (`synth.llm.repetition`).
+    unusable = "finish_reason IN ('length', 'repetition')" if "finish_reason" in columns else "false"
     llm_usage = _dicts(con, f"""
         SELECT coalesce(role, '(none)') AS role, count(*) AS calls, count(*) FILTER (WHERE NOT ok) AS failed,
+               count(*) FILTER (WHERE {unusable} AND NOT cache_hit) AS cut_off,
+               coalesce(sum(completion_tokens) FILTER (WHERE {unusable} AND NOT cache_hit), 0) AS cut_off_tokens,
                count(*) FILTER (WHERE cache_hit) AS cache_hits, coalesce(sum(retries), 0) AS retries,
                coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
                coalesce(sum({cached}), 0) AS cached_prompt_tokens,
@@ -173,8 +177,8 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
                round(coalesce(sum(latency_s), 0), 3) AS latency_s
         FROM llm_calls GROUP BY 1 ORDER BY 1""")
     for r in llm_usage:
-        for k in ("calls", "failed", "cache_hits", "retries", "prompt_tokens", "cached_prompt_tokens",
-                  "completion_tokens"):
+        for k in ("calls", "failed", "cut_off", "cut_off_tokens", "cache_hits", "retries", "prompt_tokens",
+                  "cached_prompt_tokens", "completion_tokens"):
             r[k] = int(r[k])
         # Prefix-cache reuse: the share of prompt tokens the server did not have to compute.
         r["prefix_reuse"] = round(r["cached_prompt_tokens"] / r["prompt_tokens"], 3) if r["prompt_tokens"] else None

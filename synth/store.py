@@ -80,7 +80,7 @@ TABLES: dict[str, dict[str, str]] = {
         "endpoint": "VARCHAR", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
         "latency_s": "DOUBLE", "retries": "INTEGER", "structured_attempts": "INTEGER",
         "cache_hit": "BOOLEAN", "ok": "BOOLEAN", "error": "VARCHAR", "created_at": "TIMESTAMP",
-        "cached_prompt_tokens": "INTEGER",
+        "cached_prompt_tokens": "INTEGER", "finish_reason": "VARCHAR",
     },
 }
 

@@ -94,7 +94,8 @@ def build_dataset(path: Path) -> None:
         ds.add("llm_calls", {"id": f"call-{i}", "run_id": RUN_ID, "role": role, "model": "m", "endpoint": "e",
                              "prompt_tokens": 50 + i, "completion_tokens": 10 + i, "latency_s": 0.1,
                              "retries": i % 2, "structured_attempts": 1, "cache_hit": i == 3, "ok": i != 6,
-                             "error": None if i != 6 else "boom"})
+                             "error": None if i != 6 else "boom",
+                             "finish_reason": {0: "length", 1: "repetition", 3: "length"}.get(i, "stop")})
     ds.flush()
 
 
@@ -305,6 +306,9 @@ def test_stats_json_agrees_with_sql(db: Path):
     assert {r: u["calls"] for r, u in usage.items()} == dict(
         _q(db, "SELECT role, count(*) FROM llm_calls GROUP BY 1"))
     assert usage["judge"]["failed"] == 1 and usage["agent"]["cache_hits"] == 1
+    # Replies cut at max_tokens or stopped looping, not counting a cache replay of one.
+    assert (usage["generator"]["cut_off"], usage["generator"]["cut_off_tokens"]) == (2, 10 + 11)
+    assert usage["agent"]["cut_off"] == 0
 
     table = CliRunner().invoke(app, ["stats", "--db", str(db)])
     assert table.exit_code == 0 and "yield by domain" in table.stdout and "retail" in table.stdout

@@ -223,6 +223,7 @@ async def test_a_looping_reply_is_stopped_and_its_slot_freed(backend_url: str, b
     client stops the stream after about 80 characters, and llama-server, seeing the hang-up, stops
     decoding (its slot is idle again long before 512 tokens could have been decoded)."""
     root = backend_url.removesuffix("/v1")
+    backend_config.llm.loop_stop_chars = 80  # as for the embedded backend's roles in a run
     async with LLMClient(backend_config) as llm:
         result = await llm.chat("generator", [{"role": "user", "content": "Say ab."}], seed=1, max_tokens=512,
                                 grammar='root ::= "ab" root', use_cache=False)

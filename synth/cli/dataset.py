@@ -102,12 +102,14 @@ def _print_stats(stats: dict[str, Any]) -> None:
 
     tok = stats["tokens_per_accepted_trajectory"]
     usage = Table(title="model usage by role")
-    for col in ("role", "calls", "failed", "cache hits", "prompt tok", "prefix reuse", "completion tok", "latency s"):
+    for col in ("role", "calls", "failed", "cut off (tok)", "cache hits", "prompt tok", "prefix reuse",
+                "completion tok", "latency s"):
         usage.add_column(col, justify="left" if col == "role" else "right", no_wrap=col == "role")
     for r in stats["llm_usage"]:
         reuse = "-" if r["prefix_reuse"] is None else f"{r['prefix_reuse']:.0%}"
-        usage.add_row(r["role"], str(r["calls"]), str(r["failed"]), str(r["cache_hits"]),
-                      str(r["prompt_tokens"]), reuse, str(r["completion_tokens"]), f"{r['latency_s']:.1f}")
+        usage.add_row(r["role"], str(r["calls"]), str(r["failed"]), f"{r['cut_off']} ({r['cut_off_tokens']})",
+                      str(r["cache_hits"]), str(r["prompt_tokens"]), reuse, str(r["completion_tokens"]),
+                      f"{r['latency_s']:.1f}")
     out.print(usage)
     out.print(f"tokens per accepted trajectory (rollout): mean {tok['mean_total']}, median {tok['median_total']}, "
               f"max {tok['max_total']} over {tok['n']}; all model tokens per accepted trajectory: "

@@ -473,7 +473,7 @@ class LLMClient:
             ep.in_flight += 1
             try:
                 async with ep.sem:
-                    status, raw, retry_header = await ep.post(body, headers, rc.loop_stop_chars)
+                    status, raw, retry_header = await ep.post(body, headers, rc.loop_stop_chars or 0)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
@@ -541,6 +541,7 @@ class LLMClient:
             latency_s=result.latency_s, retries=result.retries, structured_attempts=structured_attempts,
             cache_hit=result.cache_hit, ok=ok, error=error,
             cached_prompt_tokens=0 if result.cache_hit else result.cached_prompt_tokens,
+            finish_reason=result.finish_reason,
         ))
 
     def _record_failure(

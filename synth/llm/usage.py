@@ -27,6 +27,9 @@ class CallRecord:
     ok: bool
     error: str | None = None
     cached_prompt_tokens: int = 0  # of prompt_tokens, those the server's prefix cache supplied
+    # Why the reply ended: "stop", "tool_calls", "length" (cut at max_tokens), "repetition" (stopped
+    # looping, `synth.llm.repetition`); None for a failed call. So a dataset shows the replies no one could use.
+    finish_reason: str | None = None
     # When the call finished (UTC, naive): stored as llm_calls.created_at, so rates over time are
     # measurable even though the driver stores records in batches.
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))

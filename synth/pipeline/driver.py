@@ -133,7 +133,12 @@ def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
     # More rollouts per task extend a run, like a larger target.
     shaping["rollout"] = cfg.rollout.model_dump(mode="json", exclude_defaults=True, exclude={"per_task"})
     shaping["judge"] = cfg.judge.model_dump(mode="json", exclude_defaults=True)
-    for table in [shaping["llm"], *shaping["llm"].get("roles", {}).values()]:
+    roles = shaping["llm"].get("roles", {})
+    # A role table holding only `loop_stop_chars` (the embedded backend's, `with_base_url`) is left
+    # out whole; an empty table a user wrote stays, as it always counted.
+    for role in [r for r, table in roles.items() if set(table) == {"loop_stop_chars"}]:
+        del roles[role]
+    for table in [shaping["llm"], *roles.values()]:
         for key in _THROUGHPUT_LLM_KEYS:
             table.pop(key, None)
     return content_id("run", sorted(domains), shaping)
