@@ -185,8 +185,8 @@ async def _read_stream(response: aiohttp.ClientResponse, loop_stop_chars: int) -
     (`looping_unit`), reading stops and the caller closes the connection, which makes llama-server
     free the slot, and the reply ends there with finish reason `"repetition"`. Such a reply never
     got the final chunk, so its usage counts a token per content chunk (llama-server streams one
-    token a chunk) and no prompt tokens. An event that is not JSON or carries an error gives bytes that are not a chat
-    completion, which the caller retries like any malformed reply."""
+    token a chunk) and no prompt tokens. An event that is not JSON or carries an error gives bytes
+    that are not a chat completion, which the caller retries like any malformed reply."""
     parts: list[str] = []
     chars = checked = chunks = 0
     finish: str | None = None
