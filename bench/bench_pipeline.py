@@ -53,6 +53,7 @@ import duckdb
 import httpx
 
 from synth.config import EMBEDDED_LOOP_STOP_CHARS, BackendConfig, load_config
+from synth.llm.client import StreamedReply
 from synth.llm.fake_server import FakeOpenAIServer
 from synth.llm.local import LocalBackend, free_port
 
@@ -312,19 +313,18 @@ class RecordingProxy:
                 # the hang-up reaches the server; the reply is recorded as far as it went.
                 out = web.StreamResponse(status=r.status, headers={"content-type": "text/event-stream"})
                 await out.prepare(request)
-                seen: dict = {"chunks": 0, "finish_reason": None, "usage": None, "timings": None}
+                reply = StreamedReply()
                 try:
                     async for line in r.content:
                         await out.write(line)
-                        _note_event(line, seen)
+                        with contextlib.suppress(ValueError):
+                            reply.add(line)
                 except (ConnectionError, RuntimeError):
                     r.close()  # the client hung up: so does the proxy, and the server frees the slot
                 finally:
-                    # No finish reason: the client stopped the reply (a loop, `synth.llm.repetition`).
-                    usage = seen["usage"] or {"prompt_tokens": 0, "completion_tokens": seen["chunks"]}
-                    reply = {"usage": usage, "timings": seen["timings"] or {},
-                             "choices": [{"finish_reason": seen["finish_reason"] or "repetition"}]}
-                    self._record(request, json.loads(body), reply)
+                    if reply.finish_reason is None:  # the client stopped the reply (a loop)
+                        reply.stop()
+                    self._record(request, json.loads(body), reply.completion())
                 return out
 
         async def main() -> None:
@@ -357,19 +357,6 @@ class RecordingProxy:
 
     def __exit__(self, *exc: object) -> None:
         pass  # a daemon thread: it ends with the benchmark
-
-
-def _note_event(line: bytes, seen: dict) -> None:
-    """What one server-sent event line of a streamed chat completion adds to `seen`."""
-    if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
-        return
-    with contextlib.suppress(ValueError, AttributeError):
-        event = json.loads(line[5:])
-        seen["usage"] = event.get("usage") or seen["usage"]
-        seen["timings"] = event.get("timings") or seen["timings"]
-        for choice in event.get("choices") or ():
-            seen["chunks"] += bool((choice.get("delta") or {}).get("content"))
-            seen["finish_reason"] = choice.get("finish_reason") or seen["finish_reason"]
 
 
 async def _replay(base_url: str, bodies: list[dict], slots: int) -> tuple[int, float]:

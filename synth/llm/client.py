@@ -178,56 +178,86 @@ _JSON_HEADERS = {"content-type": "application/json"}
 _LOOP_CHECK_EVERY = 16
 
 
-async def _read_stream(response: aiohttp.ClientResponse, loop_stop_chars: int) -> bytes:
-    """A streamed chat completion (server-sent events) as the non-streamed response it stands for:
-    the content joined, the last finish reason, and the usage and llama.cpp timings of the final
-    chunk. Once the reply's last `loop_stop_chars` or more characters are one unit repeated
-    (`looping_unit`), reading stops and the caller closes the connection, which makes llama-server
-    free the slot, and the reply ends there with finish reason `"repetition"`. Such a reply never
-    got the final chunk, so its usage counts a token per content chunk (llama-server streams one
-    token a chunk) and no prompt tokens. An event that is not JSON or carries an error gives bytes
-    that are not a chat completion, which the caller retries like any malformed reply."""
-    parts: list[str] = []
-    chars = checked = chunks = 0
-    finish: str | None = None
+@dataclass(slots=True)
+class StreamedReply:
+    """A streamed chat completion (server-sent events) taken in line by line, and the non-streamed
+    response it stands for (`completion`): the content joined, the last finish reason, and the usage
+    and llama.cpp timings of the final event. A reply cut short (`stop`) never got that event, so its
+    usage counts a token per content event (llama-server streams one token an event) and no prompt
+    tokens. Shared by the client and `bench_pipeline.py server`'s recording proxy."""
+
+    parts: list[str] = field(default_factory=list)
+    chars: int = 0
+    events: int = 0
+    finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
-    async for line in response.content:
+    done: bool = False
+
+    def add(self, line: bytes) -> None:
+        """Take one line of the stream; raises ValueError for an event that is not a JSON object
+        or that carries an error."""
         if not line.startswith(b"data:"):
-            continue
+            return
         payload = line[5:].strip()
         if payload == b"[DONE]":
-            break
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            return b"stream event is not JSON: " + payload[:200]
+            self.done = True
+            return
+        event = json.loads(payload)
         if not isinstance(event, dict) or "error" in event:
-            return b"stream error: " + payload[:200]
-        usage = event.get("usage") or usage
-        timings = event.get("timings") or timings
+            raise ValueError(f"stream error: {payload[:200].decode(errors='replace')}")
+        self.usage = event.get("usage") or self.usage
+        self.timings = event.get("timings") or self.timings
         for choice in event.get("choices") or ():
             piece = (choice.get("delta") or {}).get("content")
             if piece:
-                parts.append(piece)
-                chars += len(piece)
-                chunks += 1
-            finish = choice.get("finish_reason") or finish
-        if chars - checked >= _LOOP_CHECK_EVERY:
-            checked = chars
-            if looping_unit("".join(parts), loop_stop_chars) is not None:
-                finish = "repetition"
-                usage = None
+                self.parts.append(piece)
+                self.chars += len(piece)
+                self.events += 1
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def stop(self) -> None:
+        """The reply ends here, stopped looping (`synth.llm.repetition`)."""
+        self.finish_reason, self.usage, self.timings = "repetition", None, None
+
+    def completion(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text},
+                         "finish_reason": self.finish_reason}],
+            "usage": self.usage or {"prompt_tokens": 0, "completion_tokens": self.events,
+                                    "total_tokens": self.events},
+        }
+        if self.timings:
+            data["timings"] = self.timings
+        return data
+
+
+async def _read_stream(response: aiohttp.ClientResponse, loop_stop_chars: int) -> bytes:
+    """The streamed reply as the bytes of the non-streamed response it stands for. Once the reply's
+    last `loop_stop_chars` or more characters are one unit repeated (`looping_unit`), reading stops
+    and the caller closes the connection, which makes llama-server free the slot, and the reply ends
+    there with finish reason `"repetition"`. An event that is not JSON or carries an error gives
+    bytes that are not a chat completion, which the caller retries like any malformed reply."""
+    reply = StreamedReply()
+    checked = 0
+    async for line in response.content:
+        try:
+            reply.add(line)
+        except ValueError as exc:
+            return f"malformed stream event: {exc}".encode()
+        if reply.done:
+            break
+        if reply.chars - checked >= _LOOP_CHECK_EVERY:
+            checked = reply.chars
+            if looping_unit(reply.text, loop_stop_chars) is not None:
+                reply.stop()
                 break
-    data: dict[str, Any] = {
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
-                     "finish_reason": finish}],
-        "usage": usage or {"prompt_tokens": 0, "completion_tokens": chunks, "total_tokens": chunks},
-    }
-    if timings and finish != "repetition":
-        data["timings"] = timings
-    return json.dumps(data, ensure_ascii=False).encode()
+    return json.dumps(reply.completion(), ensure_ascii=False).encode()
 
 
 def _retry_after(value: str | None) -> float | None:
