@@ -21,7 +21,7 @@ from synth.cli import app
 from synth.config import ConfigError, load_config
 from synth.export import export_dataset
 from synth.judges.calibrate import CORRUPTIONS, STRUCTURAL_KINDS, Example, load_fixture_examples
-from synth.judges.policy import JudgePolicy, judge
+from synth.judges.policy import UNCHECKED_ANSWER, JudgePolicy, judge
 from synth.models import Agent, Calibration, Judgment
 from synth.stats import dataset_stats
 from synth.store import Dataset, connect_readonly, read_judgments
@@ -87,11 +87,18 @@ def test_judge_file_accepts_the_fixtures_and_names_each_fault(tmp_path: Path, mo
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["judged"] == len(lines) and summary["input_errors"] == 0
-    assert summary["accepted"] == len(good)
-    for record in records[:len(good)]:
-        assert record["accepted"] and record["well_formed"], record["reasons"]
-        assert record["failed_checks"] == [] and record["reasons"] == []
+    # A no_tool answer passes every check but is accepted only with a judge that has a vote.
+    unchecked = [ex.task.kind == "no_tool" for ex in good]
+    assert any(unchecked) and summary["accepted"] == len(good) - sum(unchecked)
+    for record, no_tool in zip(records[:len(good)], unchecked, strict=True):
+        assert record["well_formed"] and record["failed_checks"] == [], record["reasons"]
         assert record["task"]["goal"]  # the input is kept
+        if no_tool:
+            assert not record["accepted"]
+            assert record["reasons"] == [f"{UNCHECKED_ANSWER}; the llm judge's vote is off "
+                                         "(llm judge off (judge.llm_judge = false))"]
+        else:
+            assert record["accepted"] and record["reasons"] == []
     kinds_seen = set()
     for (kind, _), record in zip(corrupted, records[len(good):], strict=True):
         kinds_seen.add(kind)
@@ -177,6 +184,31 @@ def test_llm_vote_is_advisory_until_a_calibration_earns_it(fake_server, tmp_path
     assert all(r["well_formed"] and r["failed_checks"] == [] for r in records)
 
 
+def test_a_no_tool_answer_is_accepted_only_by_a_judge_with_a_vote():
+    """No check can tell whether advice or an explanation is true, so a no_tool answer that passes
+    every check is accepted only when the LLM judge has a vote and passes it; it stays well formed
+    either way. A tool task needs no vote."""
+    from synth.judges.checks import run_checks
+    from synth.judges.policy import combine
+    from synth.judges.rubric import LLMVerdict
+
+    examples = load_fixture_examples()
+    no_tool = next(ex for ex in examples if ex.task.kind == "no_tool")
+    tool = next(ex for ex in examples if ex.task.kind == "tool")
+    passes = LLMVerdict(passed=True, score=0.9)
+    cases = [("off", None, False), ("advisory", passes, False), ("decisive", passes, True),
+             ("decisive", LLMVerdict(passed=False, score=0.1), False)]
+    for vote, verdict, accepted in cases:
+        info = {"vote": vote, "vote_reason": "r"}
+        checks = run_checks(no_tool.trajectory, no_tool.task, no_tool.tools)
+        j = combine(no_tool.trajectory, no_tool.task, checks, verdict, JudgePolicy(), info)
+        assert j.accepted is accepted and j.well_formed and j.failed_checks == [], (vote, j.reasons)
+        assert any(UNCHECKED_ANSWER in r for r in j.reasons) is (vote != "decisive"), (vote, j.reasons)
+        checks = run_checks(tool.trajectory, tool.task, tool.tools)
+        j = combine(tool.trajectory, tool.task, checks, verdict, JudgePolicy(), info)
+        assert j.accepted is (verdict is None or verdict.passed or vote != "decisive"), (vote, j.reasons)
+
+
 def test_calibrate_with_a_capable_judge_earns_the_vote(fake_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A judge that rejects exactly the corruptions and passes the good ones earns its vote, and
     the stored report is what `synth judge file` then reads."""
@@ -246,7 +278,9 @@ def _lax_dataset(path: Path) -> dict[str, str]:
         for item in [good, *(fn(good, rng) for fn in CORRUPTIONS.values())]:
             if item is None:
                 continue
-            kinds[item.trajectory.id] = item.label
+            # a good no_tool answer stays rejected without a judge with a vote (`UNCHECKED_ANSWER`)
+            unchecked = item.label == "good" and task.kind == "no_tool"
+            kinds[item.trajectory.id] = "unchecked" if unchecked else item.label
             ds.add("trajectories", item.trajectory.to_row(RUN_ID))
             ds.add("judgments", Judgment(trajectory_id=item.trajectory.id, task_id=task.id, accepted=True,
                                          score=0.9, judge={"model": "lax"}).to_row(RUN_ID))

@@ -608,6 +608,28 @@ def test_a_final_reply_that_stops_mid_sentence_fails():
         assert "final_reply" not in failed([*CANCEL[:-1], say(fine)], CANCEL_TASK), fine
 
 
+def test_a_final_reply_that_ends_on_a_colon_fails():
+    """A bench run accepted "Quarterly Summary Forecast Response:" after a forecast lookup: a reply
+    that announces what follows and ends there gives nothing."""
+    for announced in ("Here is the status of your order o-2207:", "Order o-2207 details:  "):
+        assert "ends on a colon" in failed(edited(LOOKUP, len(LOOKUP) - 1, content=announced),
+                                           LOOKUP_TASK)["final_reply"], announced
+    fine = "Order o-2207: ships by 2026-03-21 from warehouse WH-12."
+    assert "final_reply" not in failed(edited(LOOKUP, len(LOOKUP) - 1, content=fine), LOOKUP_TASK)
+
+
+def test_a_change_claimed_in_the_simple_past_after_a_read_is_fabrication():
+    """A CI main job accepted "Your weather report was updated to status 'active'" after a read-only
+    lookup. The simple past with where the change went claims a change; without it, the simple
+    past may report what a read returned."""
+    read = [SYSTEM, user("What is the status of o-2207?"), calls(call("c1", "get_order", order_id="o-2207")),
+            tool("c1", {"order_id": "o-2207", "status": "processing", "placed": "2026-03-14"})]
+    for claim in ("Order o-2207 was updated to status processing.", "Order o-2207 was changed to processing."):
+        assert "no_fabrication" in failed([*read, say(claim)], LOOKUP_TASK), claim
+    reported = "Order o-2207 was placed on 2026-03-14 and is processing."
+    assert "no_fabrication" not in failed([*read, say(reported)], LOOKUP_TASK)
+
+
 @pytest.mark.parametrize("reply", ["o-2207", "123456789", "Shipped.", "o-2207: WH-12"])
 def test_final_reply_rejects_a_bare_value_or_fragment(reply: str) -> None:
     """A main job accepted "I need to list fleet shippings" answered with one id from the listing."""

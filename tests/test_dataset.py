@@ -63,7 +63,8 @@ def build_dataset(path: Path) -> None:
             if item is None:
                 continue
             judgment = asyncio.run(judge(item.trajectory, item.task, item.tools, None, rng, policy))
-            assert judgment.accepted == (item.label == "good"), (item.label, judgment.reasons)
+            # a no_tool answer needs a judge with a vote (`UNCHECKED_ANSWER`); this policy has none
+            assert judgment.accepted == (item.label == "good" and item.task.kind != "no_tool"), judgment.reasons
             ds.add("trajectories", item.trajectory.to_row(RUN_ID))
             ds.add("judgments", judgment.to_row(RUN_ID))
         if n == 0:
@@ -227,7 +228,10 @@ def test_rl_export_tasks_and_preference_pairs(db: Path, tmp_path: Path):
     verdict = dict(_q(db, "SELECT trajectory_id, accepted FROM latest_judgments"))
     exportable = {i for i, m in _q(db, "SELECT id, messages FROM trajectories")
                   if openai_messages(json.loads(m))[0] is not None}
-    n_rejected = sum(1 for t, v in verdict.items() if not v and t in exportable)
+    # a rejected trajectory pairs with its task's accepted one; the no_tool task has none
+    task_of = dict(_q(db, "SELECT trajectory_id, task_id FROM latest_judgments"))
+    with_chosen = {task_of[t] for t, v in verdict.items() if v}
+    n_rejected = sum(1 for t, v in verdict.items() if not v and t in exportable and task_of[t] in with_chosen)
     same = summary.skipped.get("rejected trajectory has the same messages as the accepted one", 0)
     assert len(pairs) == n_rejected - same > 0
     for p in pairs:

@@ -63,8 +63,12 @@ def counts(db: Path) -> dict[str, int]:
 def test_in_process_run_reaches_target_and_is_idempotent(fake_server, tmp_path: Path):
     server = fake_server(rate_429=0.05, seed=3)
     cfg = run_config(server.base_url, tmp_path, 6)
-    summary = execute_run(cfg, use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    said = io.StringIO()
+    console = Console(file=said, width=400)
+    summary = execute_run(cfg, use_ray=False, show_progress=False, console=console)  # type: ignore[arg-type]
     assert summary.status == "finished"
+    # no calibration stored: the run says that its no_tool tasks cannot be accepted
+    assert "no_tool tasks ([agents] no_tool_share = 0.15) are judged but never accepted" in said.getvalue()
     assert summary.judged == 6
     first = counts(tmp_path / "synth.duckdb")
     assert first["trajectories"] == 6 and first["judgments"] == 6

@@ -526,7 +526,8 @@ async def calibrate(
     vote, why = vote_of(active, model, measured)
     info = {"model": model, "vote": vote, "vote_reason": why}
     for ex, o in zip(examples, outcomes, strict=True):
-        o.policy_reject = not combine(ex.trajectory, ex.task, o.checks, o.verdict, active, info).accepted
+        o.policy_reject = not combine(ex.trajectory, ex.task, o.checks, o.verdict, active, info,
+                                      gate_unchecked=False).accepted
     kinds = [_kind_score(kind, bad, good, llm_ran) for kind, bad in by_kind.items()]
     return CalibrationReport(
         judge_model=model, vote=vote, vote_reason=why, policy=policy.describe(), n_good=len(good),

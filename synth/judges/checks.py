@@ -715,6 +715,9 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         return _result("final_reply", [f"the final reply is not a sentence: {reply[:80]!r}"])
     if _cut_off(reply):
         return _result("final_reply", [f"the final reply stops mid-sentence: {reply[-80:]!r}"])
+    if reply.rstrip().endswith(":"):
+        return _result("final_reply", [f"the final reply ends on a colon, announcing what it never gives: "
+                                       f"{reply[-80:]!r}"])
     markup = _MARKUP.search(reply)
     if markup:
         return _result("final_reply", [f"the final reply has markup or a code fragment ({markup.group(0)!r}): "
@@ -1020,19 +1023,25 @@ _ACTION_CLAIM = re.compile(
 # A clause that ends in a bare participle after a comma, or is one: "Successful cancellation, removed",
 # "Cancelled." A reply this terse still says the action was done.
 _BARE_CLAIM = re.compile(r"(?:^|,)\s*([a-z]+(?:ed|en))\W*$", re.I)
+# A change reported in the simple past with where it went: "your report was updated to status
+# 'active'" (a CI main job accepted it after a read-only `get_forecast`). Without "to"/"from" the
+# simple past may well report a state a read returned ("the order was created on May 3").
+_CHANGED_TO = re.compile(r"\b(?:was|were)\s+(?:just\s+|now\s+|also\s+|successfully\s+)?([a-z]+(?:ed|en))\s+"
+                         r"(?:to|from)\b", re.I)
 _CONDITIONAL = re.compile(r"^\W*(?:once|if|when|after|before|until|unless|as soon as|whether)\b", re.I)
 
 
 def _action_claims(text: str) -> list[tuple[str, str]]:
     """(clause, verb stem) for each clause of `text` saying an action was done ("three checked bags
     have been added", "I've cancelled your order", "..., removed"): a perfect or "successfully"
-    form of a specific write verb, or its bare participle ending the clause after a comma, in a
-    clause that is not a question, a condition or a negation."""
+    form of a specific write verb, its bare participle ending the clause after a comma, or its
+    simple past with where the change went ("was updated to"), in a clause that is not a question,
+    a condition or a negation."""
     out = []
     for clause in _CLAUSE.split(text):
         if not clause or clause.rstrip().endswith("?") or _CONDITIONAL.search(clause) or _NEGATION.search(clause):
             continue
-        for m in [*_ACTION_CLAIM.finditer(clause), *_BARE_CLAIM.finditer(clause)]:
+        for m in [*_ACTION_CLAIM.finditer(clause), *_BARE_CLAIM.finditer(clause), *_CHANGED_TO.finditer(clause)]:
             stem = _stem(m[1])
             if stem in _ALL_WRITE_STEMS and stem not in _VAGUE_WRITES:
                 out.append((clause.strip(), stem))

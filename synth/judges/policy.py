@@ -3,7 +3,10 @@
 A trajectory is **accepted** only when it is a correct worked example of its task:
 - every deterministic check passes (`CHECK_NAMES`, rubric checks included; no configuration can
   make a check optional), which includes that the episode was ended by the user (`turn_limit`);
-- and, where the LLM judge has a vote, its verdict passes.
+- and, where the LLM judge has a vote, its verdict passes;
+- and, for a `no_tool` task (advice, an explanation), the LLM judge has a vote: no check can tell
+  whether such an answer is true, so without a judge that earned its vote it is never accepted
+  (it is still stored, `well_formed` when its checks pass, with the reason).
 
 The LLM judge **has a vote** only when a stored calibration of that judge model
 (`synth judge calibrate`, passed in as a `Calibration`; this module never reads the store) meets
@@ -33,6 +36,12 @@ __all__ = ["JudgePolicy", "Vote", "combine", "judge", "judge_name", "vote_of"]
 
 Vote = Literal["decisive", "advisory", "off"]
 
+# Why a `no_tool` answer needs a judge with a vote: the checks see its form (a sentence, not cut
+# off, advice that names something to do, no invented values), not whether what it says is true.
+# A CI main job accepted, every check passed, an answer to "explain ... using a tool ... without
+# using any tools" that described a made-up service able to "change the weather of a city".
+UNCHECKED_ANSWER = "a no_tool answer's content is checked by no rule, only by an llm judge with a vote"
+
 
 def judge_name(policy: JudgePolicy, judge_model: str) -> str:
     """The name a judge's calibration is stored and looked up under: the judge role's model
@@ -61,11 +70,13 @@ def vote_of(policy: JudgePolicy, model: str | None, calibration: Calibration | N
 
 def combine(
     trajectory: Trajectory, task: Task, checks: list[CheckResult], verdict: LLMVerdict | None,
-    policy: JudgePolicy, judge_info: dict[str, Any],
+    policy: JudgePolicy, judge_info: dict[str, Any], gate_unchecked: bool = True,
 ) -> Judgment:
     """The Judgment for given check results and (optional) LLM verdict under `policy`.
     `judge_info["vote"]` ("decisive" / "advisory" / "off", default "advisory") says whether the
-    verdict counts."""
+    verdict counts. `gate_unchecked=False` leaves out the rule that a `no_tool` answer needs a judge
+    with a vote: calibration measures what the checks and the judge detect, and that rule follows
+    from the calibration rather than being part of it."""
     vote = judge_info.get("vote", "advisory")
     failed = [c for c in checks if not c.passed]
     reasons = [f"check {c.name}: {c.detail}" for c in failed]
@@ -75,6 +86,10 @@ def combine(
     if trajectory.termination != "user_done" and not any(c.name == "turn_limit" for c in failed):
         accepted = False
         reasons.append(f"episode ended by {trajectory.termination}, not by the user")
+    if gate_unchecked and task.kind == "no_tool" and vote != "decisive":
+        accepted = False
+        reasons.append(f"{UNCHECKED_ANSWER}; the llm judge's vote is {vote} "
+                       f"({judge_info.get('vote_reason', 'no vote')})")
     # The score is the reward of what decided: the verdict's score when the verdict has a vote,
     # else the share of checks passed (an advisory verdict's score is kept in `judge`). So a
     # rollout judged without a decisive judge scores the same with no model at all (`synth.reward`).

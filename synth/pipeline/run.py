@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from rich.console import Console
 
 from synth.config import Role, SynthConfig
-from synth.judges.policy import judge_name
+from synth.judges.policy import judge_name, vote_of
 from synth.llm.local import LocalBackend
 from synth.llm.session import agent_tool_mode, episodes_in_flight, model_endpoints
 from synth.pipeline.driver import PipelineDriver, RunSummary
@@ -95,7 +95,13 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
     settings = cfg.run
     # The judge model's stored calibration decides whether its verdict has a vote (stages never
     # read the store, so it is loaded here and handed to the workers).
-    calibration = latest_calibration(dataset.path, judge_name(cfg.judge_policy(), cfg.llm.role(Role.JUDGE).model))
+    judge_model = judge_name(cfg.judge_policy(), cfg.llm.role(Role.JUDGE).model)
+    calibration = latest_calibration(dataset.path, judge_model)
+    vote, why = vote_of(cfg.judge_policy(), judge_model, calibration)
+    if vote != "decisive" and cfg.agents.no_tool_share > 0:
+        console.print(f"note: the llm judge's vote is {vote} ({why}), so no_tool tasks (\\[agents] no_tool_share = "
+                      f"{cfg.agents.no_tool_share}) are judged but never accepted; 0 spends no model time on them",
+                      highlight=False)
     workers: RayWorkers | LocalWorkers
     if use_ray:
         workers = RayWorkers(cfg, settings.workers, settings.worker_concurrency, calibration)
