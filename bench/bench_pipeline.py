@@ -3,11 +3,13 @@
 (a) `server`: what the pipeline makes a llama-server do, read from the server: slot occupancy over
     the rollout phase (`/slots` polled every 0.2 s), completion tokens/s against a direct free-text
     load on the same server (as many requests as slots, kept in flight), the server's own counters
-    (`/metrics`), and per role the prefix-cache reuse (prompt tokens the server took from its cache,
-    as it reports them per call) and tokens/s. Then the same-work baseline: the run's requests,
-    recorded by a loopback proxy, replayed in the run's order at full concurrency on a restarted
-    server (nothing cached); then per role as sent, and again without their grammar (same prompts,
-    same reply lengths), which says how much of the gap is the grammar.
+    (`/metrics`), the CPU that llama-server, the run (with Ray) and the bench itself spent over the
+    run (on a small machine the run's CPU is taken from the server), and per role the prefix-cache
+    reuse (prompt tokens the server took from its cache, as it reports them per call) and tokens/s.
+    Then the same-work baseline: the run's requests, recorded by a loopback proxy, replayed in the
+    run's order at full concurrency on a restarted server (nothing cached); then per role as sent,
+    and again without their grammar (same prompts, same reply lengths), which says how much of the
+    gap is the grammar.
 (b) `throughput`: orchestration overhead with an instant fake backend (a separate process), in
     model calls/s and episodes/s.
 (c) `memory`: peak RSS of a 2,000-episode fake-backend run against a 200-episode one (the driver
@@ -265,6 +267,52 @@ class SlotPoller:
         return (starved / total, lost / total) if total else (0.0, 0.0)
 
 
+class CpuAccount:
+    """CPU seconds (user + system) spent over a block by: the embedded llama-server (when it is
+    ours), every other process under this one (`synth run`, Ray's processes and actors: they are
+    not all waited for, so `RUSAGE_CHILDREN` misses most of Ray; each is sampled every 0.5 s and
+    counted at its last sample), and this process (the recording proxy, the slot poller)."""
+
+    def __init__(self, backend: LocalBackend | None) -> None:
+        self.server_pid = backend.process.pid if backend is not None and backend.process is not None else None
+        self.seen: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds at the last sample
+        self.seconds: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        for proc in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                self.seen[(proc.pid, proc.create_time())] = times.user + times.system
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def _totals(self) -> dict[str, float]:
+        self._sample()
+        server = sum(v for (pid, _), v in self.seen.items() if pid == self.server_pid)
+        others = sum(v for (pid, _), v in self.seen.items() if pid != self.server_pid)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return {"llama-server": server, "synth run and Ray": others,
+                "the bench's proxy and poller": me.ru_utime + me.ru_stime}
+
+    def __enter__(self) -> CpuAccount:
+        self._before = self._totals()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        after = self._totals()
+        self.seconds = {k: v - self._before[k] for k, v in after.items()
+                        if self.server_pid is not None or k != "llama-server"}
+
+
 def server_metrics(server_root: str) -> dict[str, float]:
     """llama-server's Prometheus counters (`--metrics`), name -> value."""
     out: dict[str, float] = {}
@@ -452,8 +500,10 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             # Through the proxy the run sees a --base-url server; on the embedded one it would stop
             # looping replies (`SynthConfig.with_base_url`), so it does here too.
             embedded = {"SYNTH_LLM__LOOP_STOP_CHARS": str(EMBEDDED_LOOP_STOP_CHARS)} if backend is not None else {}
-            summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes, *(() if use_ray else ("--no-ray",)),
-                                            in_flight=in_flight, env_extra=embedded)
+            with CpuAccount(backend) as cpu:
+                summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes,
+                                                *(() if use_ray else ("--no-ray",)), in_flight=in_flight,
+                                                env_extra=embedded)
             after = server_metrics(root)
         print(f"(a) direct free-text load, {parallel} in flight: {direct:,.1f} completion tokens/s, "
               f"slots busy {direct_busy:.0%}")
@@ -500,6 +550,9 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             print(f"(a) idle slot-time over the rollout phase: {starved:.0%} starved (fewer requests out than slots), "
                   f"{lost:.0%} lost (enough requests out, a slot idle); slots busy by fifth of the phase: "
                   + ", ".join(f"{f:.0%}" for f in fifths))
+        print(f"(a) CPU over the run ({os.cpu_count()} cores, {wall:.0f} s): "
+              + ", ".join(f"{name} {sec:,.1f} s ({sec / wall:.2f} cores)" for name, sec in cpu.seconds.items())
+              + "; the run's own share is taken from a server on the same cores")
         print(f"(a) server counters over the whole run: {predicted:,.0f} tokens predicted, {prompt:,.0f} prompt "
               f"tokens computed ({predicted / wall:,.1f} predicted tokens/s)")
         print("(a) per role: calls, prompt tokens, prefix-cache reuse, completion tokens, completion tokens/s of "
