@@ -46,6 +46,7 @@ from synth.export import iter_rows
 from synth.ids import canonical_json, content_id
 from synth.judges.messages import iter_tool_calls
 from synth.judges.messages import text as message_content
+from synth.naming import crude_stem
 from synth.store import Dataset, connect_readonly, json_value
 
 Kind = Literal["task", "trajectory"]
@@ -81,17 +82,6 @@ _STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.@-]*[a-z0-9]|[a-z0-9]")
 
 
-def _stem(word: str) -> str:
-    """A crude English stem, enough for rewordings: cancelled/cancels/cancel, orders/order."""
-    for suffix in ("ing", "ed", "es", "s", "e"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    if len(word) > 3 and word[-1] == word[-2]:
-        word = word[:-1]
-    return word
-
-
 def content_words(text: str) -> set[str]:
     """The stemmed content words of `text`; values (tokens with a digit or '@') are kept whole."""
     out = {_word_of(token) for token in _WORD.findall(text.lower())}
@@ -108,7 +98,7 @@ def _word_of(token: str) -> str:
     if word is None:
         if len(_word_cache) > 2_000_000:
             _word_cache.clear()
-        word = _word_cache[token] = "" if token in _STOP_WORDS else token if _is_value(token) else _stem(token)
+        word = _word_cache[token] = "" if token in _STOP_WORDS else token if _is_value(token) else crude_stem(token)
     return word
 
 

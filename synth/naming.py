@@ -12,7 +12,8 @@ here and only here:
   (`issues_create`, `createIssue`), and the resource words around it;
 - `singular` / `plural`: one table of English rules (`status`/`statuses`, `tie`/`ties`,
   `address`/`addresses`, `policy`/`policies`) that round-trip on the nouns tools use;
-- `collection_name` / `id_key`: the state key of a resource's entities and its id field.
+- `collection_name` / `id_key`: the state key of a resource's entities and its id field;
+- `crude_stem`: the stem by which rewordings of a text are compared.
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ def _name_words(name: str) -> tuple[str, ...]:
 def snake(name: str) -> str:
     """`orderId` / `order-id` / `OrderID` -> `order_id`."""
     return "_".join(name_words(name))
+
+
+@functools.lru_cache(maxsize=65536)  # pure, and called for every word of every drafted task and stored text
+def crude_stem(word: str) -> str:
+    """A crude English stem, the same for both sides of a comparison of rewordings: `confirmed`,
+    `confirms`, `confirming` -> `confirm`; `cancelled` -> `cancel`; `orders` -> `order`; `changes`,
+    `change` -> `chang`. Task validation and near-duplicate detection share it (the judges' checks
+    keep a finer one, `checks._stem`, that also maps `cancellation` to `cancel`)."""
+    for suffix in ("ing", "ed", "es", "s", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if len(word) >= 4 and word[-1] == word[-2] and word[-1] not in "aeiou":
+        word = word[:-1]
+    return word
 
 
 def singular(word: str) -> str:

@@ -66,7 +66,7 @@ from synth.models import (
     TextSource,
     ToolSpec,
 )
-from synth.naming import intent_verb, name_words, tool_intent
+from synth.naming import crude_stem, intent_verb, name_words, tool_intent
 from synth.prompts import render
 from synth.settings import AgentSettings
 
@@ -214,31 +214,18 @@ _STOPWORDS = frozenset({
 _CLAUSE = re.compile(r"[,;.!?]+|\s+-\s+")
 
 
-@functools.lru_cache(maxsize=65536)  # pure, and called for every word of every drafted task
-def _stem(word: str) -> str:
-    """A crude stem, the same for both sides of a comparison: `confirmed`, `confirms`,
-    `confirming` -> `confirm`; `cancelled` -> `cancel`; `changes`, `change` -> `chang`."""
-    for suffix in ("ing", "ed", "es", "s", "e"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    if len(word) >= 4 and word[-1] == word[-2] and word[-1] not in "aeiou":
-        word = word[:-1]
-    return word
-
-
 def _text_words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower())
 
 
 def _content_stems(text: str) -> set[str]:
-    return {_stem(w) for w in _text_words(text) if len(w) > 2 and w not in _STOPWORDS}
+    return {crude_stem(w) for w in _text_words(text) if len(w) > 2 and w not in _STOPWORDS}
 
 
 def policy_vocabulary(toolset: list[ToolSpec], domain: str) -> frozenset[str]:
     """The stems a related policy may use: words of the tools' names and descriptions, of their
     applications and domains, of `domain`, and `POLICY_WORDS`."""
-    vocabulary = {_stem(w) for w in POLICY_WORDS} | _content_stems(" ".join(name_words(domain)))
+    vocabulary = {crude_stem(w) for w in POLICY_WORDS} | _content_stems(" ".join(name_words(domain)))
     for tool in toolset:
         vocabulary |= _content_stems(" ".join([*name_words(tool.name), *name_words(tool.domain),
                                                *name_words(application_of(tool))]))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from synth.models import Provenance, ToolSpec
+from synth.naming import name_words
 from synth.tools.repository import RejectedTool
 from synth.tools.spec import tool_from_mcp, tools_list_entries
 from synth.tools.validate import normalize_schema, sanitize_name, tool_problems
@@ -297,8 +298,7 @@ def place_server(server: ServerTools, taxonomy: Any) -> tuple[str, str]:
 
 
 def _humanize(name: str) -> str:
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
-    words = [w for w in re.split(r"[^a-zA-Z0-9]+", spaced) if w]
+    words = name_words(name)
     return " ".join(words).capitalize() if words else name
 
 

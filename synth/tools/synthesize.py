@@ -39,7 +39,7 @@ from synth.ids import derive_seed
 from synth.llm import LLMClient
 from synth.llm.errors import LLMError
 from synth.models import Provenance, ToolSpec
-from synth.naming import looks_like_words, plural, singular
+from synth.naming import looks_like_words, name_words, plural, singular
 from synth.prompts import render
 from synth.settings import DEFAULT_TOOLS_PER_DOMAIN, ToolSettings
 from synth.tools.repository import RejectedTool
@@ -148,9 +148,7 @@ class _Application:
 
 def snake_case(text: str, max_len: int = 40) -> str:
     """`text` as a snake_case identifier (ascii letters, digits, underscores), possibly empty."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text.strip())
-    slug = re.sub(r"[^a-zA-Z0-9]+", "_", spaced).strip("_").lower()
-    slug = re.sub(r"^[0-9_]+", "", slug)
+    slug = re.sub(r"^[0-9_]+", "", "_".join(name_words(text)))
     return slug[:max_len].strip("_")
 
 

@@ -32,6 +32,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from synth.models import TOOL_NAME_RE, ToolSpec
+from synth.naming import name_words
 
 _VALIDATORS: dict[str, type[jsonschema.protocols.Validator]] = {
     "2020-12": jsonschema.Draft202012Validator,
@@ -269,9 +270,7 @@ _VERB_SYNONYMS = {
 def name_key(name: str) -> str:
     """A name reduced to what it means: lower case, separators and camelCase split, common verb
     synonyms folded (fetch/retrieve -> get), plural `s` dropped."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
-    words = [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
-    folded = [_VERB_SYNONYMS.get(w, w) for w in words]
+    folded = [_VERB_SYNONYMS.get(w, w) for w in name_words(name)]
     folded = [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in folded]
     return "_".join(folded)
 
