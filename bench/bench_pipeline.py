@@ -277,6 +277,7 @@ class CpuAccount:
         self.server_pid = backend.process.pid if backend is not None and backend.process is not None else None
         self.seen: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds at the last sample
         self.seconds: dict[str, float] = {}
+        self._before: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

@@ -95,9 +95,10 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
     settings = cfg.run
     # The judge model's stored calibration decides whether its verdict has a vote (stages never
     # read the store, so it is loaded here and handed to the workers).
-    judge_model = judge_name(cfg.judge_policy(), cfg.llm.role(Role.JUDGE).model)
+    policy = cfg.judge_policy()
+    judge_model = judge_name(policy, cfg.llm.role(Role.JUDGE).model)
     calibration = latest_calibration(dataset.path, judge_model)
-    vote, why = vote_of(cfg.judge_policy(), judge_model, calibration)
+    vote, why = vote_of(policy, judge_model, calibration)
     if vote != "decisive" and cfg.agents.no_tool_share > 0:
         console.print(f"note: the llm judge's vote is {vote} ({why}), so no_tool tasks (\\[agents] no_tool_share = "
                       f"{cfg.agents.no_tool_share}) are judged but never accepted; 0 spends no model time on them",
