@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -90,6 +91,29 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
+def _stop_ray() -> None:
+    """`ray.shutdown()` without its one-second wait on the autoscaler monitor.
+
+    Ray (2.60, `Node.kill_all_processes`) stops the processes it started one at a time, each with
+    SIGTERM and up to a second's wait, the GCS before the monitor. The monitor exits through Ray's
+    own atexit hook (a 0.5 s sleep, then a disconnect from the GCS already gone) and outlasts the
+    second, so every run waited a second for its SIGKILL (py-spy on a monitor after SIGTERM). A
+    run that started its own Ray has no autoscaler worth a graceful stop, so the monitor is
+    killed first. Where Ray keeps its processes is private, hence the guarded lookups: without
+    them this is plain `ray.shutdown()`.
+    """
+    import ray
+
+    node: Any = getattr(ray._private.worker, "_global_node", None)  # None as well where Ray moved it
+    monitors = getattr(node, "all_processes", {}).get("monitor", [])
+    for info in monitors:
+        if info.process.poll() is None:
+            info.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                info.process.wait(timeout=1.0)
+    ray.shutdown()
+
+
 async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend: LocalBackend | None,
                  use_ray: bool, show_progress: bool, console: Console) -> RunSummary:
     settings = cfg.run
@@ -163,8 +187,6 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
                                                      console)))
                 finally:
                     if started_ray:
-                        import ray
-
-                        ray.shutdown()
+                        _stop_ray()
     finally:
         dataset.flush()
