@@ -212,23 +212,31 @@ def test_ray_actors_run_the_pipeline(fake_server, tmp_path: Path):
 
 @pytest.mark.slow
 def test_stopping_ray_leaves_none_of_its_processes(tmp_path: Path):
-    """`_stop_ray` SIGKILLs the autoscaler monitor (which outlasts Ray's graceful second) and then
-    stops the rest as `ray.shutdown()` does: afterwards no process Ray started is left. In a
-    child process, so this test's Ray does not leak into others."""
+    """`_stop_ray` SIGKILLs the autoscaler monitor (which outlasts Ray's graceful second) before
+    `ray.shutdown()` stops the rest: the monitor is gone by the time Ray's shutdown starts, and
+    afterwards no process Ray started is left. In a child process, so this test's Ray does not
+    leak into others."""
     code = (
         "import json, ray\n"
         "from synth.pipeline.run import _init_ray, _stop_ray\n"
         "_init_ray(None)\n"
         "node = ray._private.worker._global_node\n"
         "procs = {kind: [i.process for i in infos] for kind, infos in node.all_processes.items()}\n"
+        "seen = {}\n"
+        "real_shutdown = ray.shutdown\n"
+        "def spy(**kwargs):\n"
+        "    seen['monitor'] = [p.poll() for p in procs['monitor']]\n"
+        "    real_shutdown(**kwargs)\n"
+        "ray.shutdown = spy\n"
         "_stop_ray()\n"
-        "print(json.dumps({'initialized': ray.is_initialized(),\n"
+        "print(json.dumps({'initialized': ray.is_initialized(), 'monitor_at_shutdown': seen.get('monitor'),\n"
         "                  'exits': {k: [p.poll() for p in ps] for k, ps in procs.items()}}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["initialized"] is False
+    assert report["monitor_at_shutdown"] == [-signal.SIGKILL]
     assert report["exits"]["monitor"] == [-signal.SIGKILL]
     assert "raylet" in report["exits"] and "gcs_server" in report["exits"]
     assert all(code is not None for codes in report["exits"].values() for code in codes), report
