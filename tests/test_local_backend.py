@@ -54,6 +54,104 @@ def test_library_dir_recreates_sonames(tmp_path: Path):
     assert (tmp_path / "libllama.so.0").resolve() == (tmp_path / "libllama.so.0.6.0").resolve()
 
 
+def _stand_in_quantize(folder: Path, body: str) -> Path:
+    """A `llama-quantize` beside a stand-in `llama-server` in `folder`; returns the server's path.
+    The stand-in appends each invocation's arguments to `calls.log` beside it, then runs `body`
+    (sys.argv as llama-quantize gets it: --allow-requantize SOURCE TARGET TYPE)."""
+    server = folder / "llama-server"
+    server.write_text("")
+    quantize = folder / "llama-quantize"
+    quantize.write_text(f"#!{sys.executable}\nimport sys, pathlib\n"
+                        f"pathlib.Path({str(folder / 'calls.log')!r}).open('a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                        + textwrap.dedent(body))
+    quantize.chmod(0o755)
+    return server
+
+
+def test_weights_are_converted_once_and_kept(tmp_path: Path):
+    """The conversion runs the quantize tool of the server's own build once; the next start finds
+    the kept file; a changed source is converted again; "as_is" serves the source itself."""
+    (tmp_path / "bin").mkdir()
+    server = _stand_in_quantize(tmp_path / "bin", """
+        src, dst, kind = sys.argv[2:5]
+        pathlib.Path(dst).write_bytes(pathlib.Path(src).read_bytes() + kind.encode())
+    """)
+    source = tmp_path / "model.Q4_1.gguf"
+    source.write_bytes(b"GGUF weights")
+    cache = tmp_path / "cache"
+    served = local_mod.served_model(source, "Q8_0", server, cache)
+    assert served.parent == cache and served.read_bytes() == b"GGUF weightsQ8_0" and ".Q8_0." in served.name
+    assert local_mod.served_model(source, "Q8_0", server, cache) == served
+    calls = (tmp_path / "bin" / "calls.log").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith(f"--allow-requantize {source} ") and calls[0].endswith(" Q8_0")
+    assert [p.name for p in cache.iterdir()] == [served.name]  # no partial file left beside it
+    source.write_bytes(b"GGUF other weights")
+    again = local_mod.served_model(source, "Q8_0", server, cache)
+    assert again != served and again.read_bytes() == b"GGUF other weightsQ8_0"
+    assert local_mod.served_model(source, "as_is", server, cache) == source
+
+
+def test_a_failed_conversion_names_the_tool_and_the_way_out(tmp_path: Path):
+    (tmp_path / "bin").mkdir()
+    server = _stand_in_quantize(tmp_path / "bin", """
+        pathlib.Path(sys.argv[3]).write_bytes(b"half")
+        print("llama_model_quantize: failed to quantize: unknown model architecture", file=sys.stderr)
+        sys.exit(1)
+    """)
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF")
+    with pytest.raises(BackendUnavailableError) as info:
+        local_mod.served_model(source, "Q8_0", server, tmp_path / "cache")
+    message = str(info.value)
+    assert "llama-quantize could not convert" in message and "unknown model architecture" in message
+    assert "exited with code 1" in message and 'backend.weights = "as_is"' in message
+    assert list((tmp_path / "cache").iterdir()) == []  # the half-written file is gone
+    bare = tmp_path / "bare" / "llama-server"
+    bare.parent.mkdir()
+    bare.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(local_mod.shutil, "which", lambda _name: None)
+        with pytest.raises(BackendUnavailableError, match=r"needs llama\.cpp's llama-quantize"):
+            local_mod.served_model(source, "Q8_0", bare, tmp_path / "cache")
+
+
+def test_the_default_conversion_never_stops_the_backend(tmp_path: Path, monkeypatch, caplog):
+    """Unset `weights`: the packaged model is converted, and if that fails it is served as it is
+    (with a warning); a `model_path` is served as it is; a configured type that fails is an error."""
+    from synth.config import BackendConfig
+
+    packaged = tmp_path / "pkg" / local_mod.SMOLLM2_FILE
+    packaged.parent.mkdir()
+    packaged.write_bytes(b"GGUF")
+    monkeypatch.setattr(local_mod, "find_model", lambda configured=None: Path(configured) if configured else packaged)
+    monkeypatch.setattr(local_mod, "find_llama_server", lambda configured=None: tmp_path / "llama-server")
+    asked: list[str] = []
+
+    def failing(source: Path, weights: str, server: Path, cache_dir: Path | None = None) -> Path:
+        asked.append(weights)
+        raise BackendUnavailableError("llama-quantize could not convert it")
+
+    monkeypatch.setattr(local_mod, "served_model", failing)
+    backend = local_mod.LocalBackend(BackendConfig(), log_file=tmp_path / "log")
+    with caplog.at_level("WARNING", logger="synth.llm.local"):
+        assert backend._served_model() == packaged
+    assert asked == ["Q8_0"] and "serving SmolLM2-135M-Instruct.Q4_1.gguf as it is" in caplog.text
+    own = tmp_path / "own.gguf"
+    own.write_bytes(b"GGUF")
+    assert local_mod.LocalBackend(BackendConfig(model_path=str(own)), log_file=tmp_path / "log")._served_model() == own
+    with pytest.raises(BackendUnavailableError):
+        local_mod.LocalBackend(BackendConfig(weights="Q4_0"), log_file=tmp_path / "log")._served_model()
+
+
+def test_a_misspelled_weights_type_is_a_config_error_naming_the_key(tmp_path: Path):
+    from synth.config import ConfigError, load_config
+
+    path = tmp_path / "synth.toml"
+    path.write_text('[backend]\nweights = "Q8"\n')
+    with pytest.raises(ConfigError, match=r"backend\.weights"):
+        load_config(path)
+
+
 class Item(BaseModel):
     sku: str
     quantity: int
@@ -215,6 +313,24 @@ def test_auto_tool_mode_is_constrained_for_the_embedded_model(backend_url: str) 
     assert props is not None and template_supports_tools(props) is False
     mode, why = agent_tool_mode(make_config(backend_url, tool_mode="auto"))
     assert mode == "constrained" and "no tool calling" in why
+
+
+@pytest.mark.integration
+def test_the_packaged_model_is_served_as_q8_0(backend_url: str) -> None:
+    """The embedded server runs the Q8_0 conversion of the packaged Q4_1 file (`served_model`), a
+    real GGUF that llama-server loaded and answers with (`PACKAGED_WEIGHTS` says why)."""
+    from synth.llm.session import server_props
+
+    if os.environ.get("SYNTH_TEST_BASE_URL"):
+        pytest.skip("a server given by URL serves what it was started with")
+    props = server_props(backend_url)
+    assert props is not None
+    served = Path(props["model_path"])
+    assert served.parent == local_mod.model_cache_dir() and served.name.startswith("SmolLM2-135M-Instruct.Q4_1.Q8_0.")
+    with served.open("rb") as f:
+        assert f.read(4) == b"GGUF"
+    # Q8_0 keeps 34 bytes per 32 weights where Q4_1 keeps 20, so the conversion is the larger file.
+    assert served.stat().st_size > 1.3 * find_model().stat().st_size
 
 
 @pytest.mark.integration
