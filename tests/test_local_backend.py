@@ -106,6 +106,10 @@ def test_a_failed_conversion_names_the_tool_and_the_way_out(tmp_path: Path):
     assert "llama-quantize could not convert" in message and "unknown model architecture" in message
     assert "exited with code 1" in message and 'backend.weights = "as_is"' in message
     assert list((tmp_path / "cache").iterdir()) == []  # the half-written file is gone
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(BackendUnavailableError, match=r"could not convert .* in .*file: .*weights = \"as_is\""):
+        local_mod.served_model(source, "Q8_0", server, not_a_folder)
     bare = tmp_path / "bare" / "llama-server"
     bare.parent.mkdir()
     bare.write_text("")

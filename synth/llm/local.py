@@ -182,19 +182,24 @@ def served_model(source: Path, weights: str, server: Path, cache_dir: Path | Non
         raise BackendUnavailableError(
             f"backend.weights = {weights!r} needs llama.cpp's llama-quantize beside {server} or on PATH; "
             f'set backend.weights = "as_is" to serve {source.name} unchanged')
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    way_out = f'set backend.weights = "as_is" to serve {source.name} unchanged'
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run([str(quantize), "--allow-requantize", str(source), str(partial), weights],
                               capture_output=True, env=_tool_env(quantize), timeout=900, check=False)
         if done.returncode != 0 or not partial.is_file():
             tail = " | ".join((done.stderr or done.stdout).decode(errors="replace").strip().splitlines()[-3:])
             raise BackendUnavailableError(
                 f"llama-quantize could not convert {source} to {weights} ({describe_exit(done.returncode)}): "
-                f'{tail}; set backend.weights = "as_is" to serve it unchanged')
+                f"{tail}; {way_out}")
         os.replace(partial, target)
+    except (OSError, subprocess.SubprocessError) as exc:  # an unwritable cache folder, a hung tool
+        raise BackendUnavailableError(f"could not convert {source} to {weights} in {target.parent}: {exc}; "
+                                      f"{way_out}") from exc
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing to remove when the folder could not be made
+            partial.unlink(missing_ok=True)
     return target
 
 
@@ -307,7 +312,7 @@ class LocalBackend:
             return self.source_model
         try:
             return served_model(self.source_model, PACKAGED_WEIGHTS, self.binary)
-        except (BackendUnavailableError, OSError, subprocess.SubprocessError) as exc:
+        except (BackendUnavailableError, OSError) as exc:
             _log.warning("serving %s as it is: %s", self.source_model.name, exc)
             return self.source_model
 
