@@ -177,13 +177,12 @@ def served_model(source: Path, weights: str, server: Path, cache_dir: Path | Non
     target = (cache_dir or model_cache_dir()) / f"{source.stem}.{weights}.{key}.gguf"
     if target.is_file():
         return target
+    way_out = f'set backend.weights = "as_is" to serve {source.name} unchanged'
     quantize = find_llama_quantize(server)
     if quantize is None:
         raise BackendUnavailableError(
-            f"backend.weights = {weights!r} needs llama.cpp's llama-quantize beside {server} or on PATH; "
-            f'set backend.weights = "as_is" to serve {source.name} unchanged')
+            f"backend.weights = {weights!r} needs llama.cpp's llama-quantize beside {server} or on PATH; {way_out}")
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    way_out = f'set backend.weights = "as_is" to serve {source.name} unchanged'
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run([str(quantize), "--allow-requantize", str(source), str(partial), weights],
