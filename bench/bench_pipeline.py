@@ -530,6 +530,11 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             roles = con.execute(
                 "SELECT role, count(*), sum(prompt_tokens), sum(cached_prompt_tokens), sum(completion_tokens), "
                 "sum(latency_s) FROM llm_calls WHERE NOT cache_hit GROUP BY 1 ORDER BY 1").fetchall()
+            # Synthesis that no episode used: agents (and their tasks) made after the run had enough.
+            made, used, tasks, run_tasks = con.execute(
+                "SELECT (SELECT count(*) FROM agents), (SELECT count(DISTINCT agent_id) FROM trajectories), "
+                "(SELECT count(*) FROM tasks WHERE status = 'accepted'), "
+                "(SELECT count(DISTINCT task_id) FROM trajectories)").fetchone()
         finally:
             con.close()
         span = (last - first) if first is not None else 0.0
@@ -551,6 +556,8 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             print(f"(a) idle slot-time over the rollout phase: {starved:.0%} starved (fewer requests out than slots), "
                   f"{lost:.0%} lost (enough requests out, a slot idle); slots busy by fifth of the phase: "
                   + ", ".join(f"{f:.0%}" for f in fifths))
+        print(f"(a) synthesis: {made} agents made, {used} with an episode run; {tasks} tasks accepted, "
+              f"{run_tasks} run")
         print(f"(a) CPU over the run ({os.cpu_count()} cores, {wall:.0f} s): "
               + ", ".join(f"{name} {sec:,.1f} s ({sec / wall:.2f} cores)" for name, sec in cpu.seconds.items())
               + "; the run's own share is taken from a server on the same cores")

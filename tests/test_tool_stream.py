@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from synth.agents.toolsets import ToolsetSampler
 from synth.config import load_config
@@ -142,3 +143,71 @@ def test_later_waves_are_not_made_once_the_budget_is_spent() -> None:
 
     assert asyncio.run(main()) == [["beta"], ["gamma"], None, None]
     assert made == [["beta"], ["gamma"]]
+
+
+def test_the_tail_starts_only_the_agents_its_last_episodes_need(fake_server: Any, tmp_path: Path) -> None:
+    """With 4 producers and 1 trajectory to go, the run synthesises the agents it needs, not one per
+    producer whose tasks would never run: an agent in synthesis is counted for half the episodes
+    agents yield. The fake server's first agent is barren (every task rejected), which halves
+    the promise of the next: two go at once, and one still in synthesis when the trajectory is
+    judged is cancelled, not stored (before, all four producers started one, then a fifth: 5 stored)."""
+    server = fake_server()
+    cfg = load_config(None, {
+        "llm": {"base_urls": [server.base_url], "max_retries": 20},
+        "cache": {"enabled": False},
+        "run": {"domains": "weather", "db": str(tmp_path / "synth.duckdb"), "trajectories": 1,
+                "tools_per_domain": 4, "tasks_per_agent": 2, "agent_concurrency": 4, "in_flight": 8},
+    }, environ={})
+    summary = execute_run(cfg, use_ray=False, show_progress=False)  # type: ignore[arg-type]
+    assert summary.status == "finished" and summary.judged == 1
+    con = duckdb.connect(str(tmp_path / "synth.duckdb"), read_only=True)
+    (agents,) = con.execute("SELECT count(*) FROM agents").fetchone() or (0,)
+    con.close()
+    assert 1 < agents <= 3
+
+
+def test_an_agent_in_synthesis_is_promised_half_the_mean_yield() -> None:
+    schedule = EpisodeSchedule(3, 8, ToolStream(ToolsetSampler([_tool("alpha", i) for i in range(3)],
+                                                               random.Random(0)), [], 1, 10), episodes_asked=2)
+    first = schedule.claim()
+    assert schedule.expected_yield() == 1.0 and schedule.need_agent()  # half of 2 asked: 1 promised of 3
+    second = schedule.claim()
+    third = schedule.claim()
+    assert not schedule.need_agent()  # 3 promised
+    schedule.agent_made(first, 0)  # a barren agent: the mean (the 2 asked counting as one agent) is 1
+    assert schedule.expected_yield() == 0.5 and schedule.need_agent()  # 2 x 0.5 promised
+    schedule.agent_made(second, 3)  # made 3, waiting for its turn: they count until queued
+    assert not schedule.need_agent()
+    schedule.episode_queued(second)
+    schedule.episode_queued(second)
+    assert schedule.claims[second] == 1 and schedule.queue.qsize() == 0  # (queued by hand here)
+    schedule.release(second)  # the rest dropped (the pass stopped): room again
+    schedule.release(third)
+    schedule.release(first)
+    assert schedule.need_agent() and not schedule.claims
+
+
+def test_producers_still_synthesising_when_the_target_is_reached_are_cancelled() -> None:
+    """The pass ends with its last trajectory, not after syntheses whose episodes would never run;
+    a producer's error before that is still raised."""
+    async def main() -> bool:
+        schedule = EpisodeSchedule(1, 8, ToolStream(ToolsetSampler([_tool("alpha", i) for i in range(3)],
+                                                                   random.Random(0)), [], 1, 10))
+        endless = asyncio.create_task(asyncio.Event().wait())  # a synthesis that would never end
+        quick = asyncio.create_task(asyncio.sleep(0))
+        asyncio.get_running_loop().call_later(0.05, lambda: (schedule.episode_started(), schedule.episode_judged()))
+        await asyncio.wait_for(PipelineDriver._until_done(schedule, [endless, quick]), 10)
+        return endless.cancelled()
+
+    assert asyncio.run(main())
+
+    async def failing() -> None:
+        async def boom() -> None:
+            raise RuntimeError("synthesis broke")
+
+        schedule = EpisodeSchedule(1, 8, ToolStream(ToolsetSampler([_tool("alpha", i) for i in range(3)],
+                                                                   random.Random(0)), [], 1, 10))
+        await PipelineDriver._until_done(schedule, [asyncio.create_task(boom())])
+
+    with pytest.raises(RuntimeError, match="synthesis broke"):
+        asyncio.run(failing())

@@ -100,6 +100,9 @@ class RunSummary:
 
 
 MAX_BARREN_AGENTS = 50
+# An agent still in synthesis is counted for this share of the episodes agents yield on average
+# (`EpisodeSchedule.expected_yield`).
+YIELD_HEDGE = 0.5
 FLUSH_INTERVAL_S = 1.0
 
 # Settings that change how fast a run goes, or where it sends requests, but not what it makes:
@@ -202,10 +205,15 @@ class EpisodeSchedule:
     consumers (episodes): how many episodes are judged, in progress and queued against what
     remains, when producers may synthesise more, and when the generator is barren.
 
-    Producers synthesise the next agent only while `judged + in_progress + queued < remaining`;
-    otherwise they wait until an episode fails or the target is reached (`capacity_changed`), so a
-    late failure is replaced rather than left as a gap. Consumers skip queued tasks once
-    `judged + in_progress >= remaining`, so the pass stops at exactly the target.
+    Producers synthesise the next agent only while the episodes judged, in progress, queued and
+    promised fall short of `remaining` (`need_agent`). Promised: the episodes of agents already
+    made but not yet queued (waiting for their turn), and for each agent still in synthesis
+    `expected_yield()`, so the tail of a run starts as many agents as its last episodes need, not
+    one per producer (whose drafts would be thrown away and would slow the last episodes on the
+    same server). Otherwise producers wait until an episode fails, a synthesis yields less than
+    promised, or the target is reached (`capacity_changed`), so a late failure is replaced rather
+    than left as a gap. Consumers skip queued tasks once `judged + in_progress >= remaining`, so
+    the pass stops at exactly the target.
 
     Agents are synthesised concurrently but queued in toolset order (`wait_turn` / `end_turn`): the
     producer of toolset i queues its episodes only after every toolset before it has queued or
@@ -215,7 +223,8 @@ class EpisodeSchedule:
     """
 
     def __init__(self, remaining: int, in_flight: int, toolsets: ToolStream,
-                 quota: int | None = None, judged_by_domain: Mapping[str, int] | None = None) -> None:
+                 quota: int | None = None, judged_by_domain: Mapping[str, int] | None = None,
+                 episodes_asked: int = 2) -> None:
         self.remaining = remaining
         self.in_flight = in_flight
         self.queue: asyncio.Queue[Episode | None] = asyncio.Queue(maxsize=in_flight)
@@ -240,6 +249,12 @@ class EpisodeSchedule:
         self.turn = 0
         self._turns_ended: set[int] = set()
         self._turn_changed = asyncio.Event()
+        # What each producer promises (`claim`): None while its agent is in synthesis (counted as
+        # `expected_yield()`), then the episodes it made and has not queued yet.
+        self.claims: dict[object, int | None] = {}
+        self.episodes_asked = episodes_asked  # tasks per agent x rollouts per task
+        self.agents_made = 0
+        self.episodes_made = 0
 
     @property
     def stopped(self) -> bool:
@@ -278,12 +293,50 @@ class EpisodeSchedule:
         self._wake_turn_waiters()
 
     def need_more(self) -> bool:
+        """Whether another episode may be queued."""
         return self.judged + self.in_progress + self.queue.qsize() < self.remaining and not self.done.is_set()
 
-    async def wait_for_capacity(self) -> None:
+    def expected_yield(self) -> float:
+        """The episodes an agent still in synthesis is counted for: `YIELD_HEDGE` of the mean
+        yield of the agents this pass made (barren ones count 0), `episodes_asked` counting as one
+        more agent, so the first few do not swing it to 0 or to all. The hedge keeps a second agent
+        going at the tail in case the first yields nothing."""
+        return YIELD_HEDGE * (self.episodes_made + self.episodes_asked) / (self.agents_made + 1)
+
+    def need_agent(self) -> bool:
+        """Whether a producer should synthesise another agent (see the class docstring)."""
+        expected = self.expected_yield()
+        promised = sum(expected if left is None else left for left in self.claims.values())
+        return self.need_more() and self.judged + self.in_progress + self.queue.qsize() + promised < self.remaining
+
+    async def wait_for_capacity(self, wanted: Callable[[], bool]) -> None:
+        """Return once `wanted()` may have become true (an episode failed, a claim shrank), or the
+        pass has stopped."""
         self.capacity_changed.clear()
-        if not self.need_more() and not self.stopped:
+        if not wanted() and not self.stopped:
             await self.capacity_changed.wait()
+
+    def claim(self) -> object:
+        """A producer starts an agent: its promise counts from now until `release`."""
+        key = object()
+        self.claims[key] = None
+        return key
+
+    def agent_made(self, key: object, episodes: int) -> None:
+        """The claimed agent was made (or failed) with `episodes` to queue."""
+        self.claims[key] = episodes
+        self.agents_made += 1
+        self.episodes_made += episodes
+        self.capacity_changed.set()  # it may have made fewer than promised
+
+    def episode_queued(self, key: object) -> None:
+        left = self.claims[key]
+        self.claims[key] = None if left is None else max(0, left - 1)
+
+    def release(self, key: object) -> None:
+        """The producer is done with its claim: queued, skipped or dropped, whatever is left."""
+        if self.claims.pop(key, 0):
+            self.capacity_changed.set()
 
     async def next_toolset(self) -> tuple[int, list[ToolSpec]] | None:
         async with self._toolsets_lock:
@@ -567,13 +620,14 @@ class PipelineDriver:
     async def _stream(self, stream: ToolStream, remaining: int, finished: set[tuple[str, int]]) -> None:
         settings = self.settings
         schedule = EpisodeSchedule(remaining, settings.in_flight or DEFAULT_IN_FLIGHT, stream,
-                                   settings.domain_quota, self._judged_by_domain())
+                                   settings.domain_quota, self._judged_by_domain(),
+                                   episodes_asked=settings.tasks_per_agent * self.cfg.rollout_settings().per_task)
         self._schedule = schedule
         producers = [asyncio.create_task(self._produce(schedule, finished))
                      for _ in range(agent_syntheses_at_once(settings, schedule.in_flight))]
         consumers = [asyncio.create_task(self._consume(schedule)) for _ in range(schedule.in_flight)]
         try:
-            await asyncio.gather(*producers)
+            await self._until_done(schedule, producers)
             for _ in consumers:
                 await schedule.queue.put(None)
             await asyncio.gather(*consumers)
@@ -598,24 +652,51 @@ class PipelineDriver:
                 f"ran out of toolsets/tasks after {schedule.judged} of {remaining} trajectories{why}; "
                 "add domains or raise run.max_agents" + (" or run.domain_quota" if full else "")))
 
+    @staticmethod
+    async def _until_done(schedule: EpisodeSchedule, producers: list[asyncio.Task[None]]) -> None:
+        """Wait for the producers (raising the first error, as `gather` would), and once the target
+        is reached cancel those still synthesising: none of their episodes would run, and waiting
+        for them held a 12-episode run 11 s past its last trajectory. What they had stored stays."""
+        reached = asyncio.ensure_future(schedule.done.wait())
+        try:
+            pending: set[asyncio.Task[None] | asyncio.Future[Any]] = set(producers)
+            while pending and not schedule.done.is_set():
+                finished, pending = await asyncio.wait(pending | {reached}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(reached)
+                for task in finished - {reached}:
+                    task.result()
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            reached.cancel()
+
     async def _produce(self, schedule: EpisodeSchedule, finished: set[tuple[str, int]]) -> None:
         """Synthesise agents (and their tasks) while the schedule wants more work, and queue each
         task's `[rollout] per_task` rollouts, less those an earlier invocation judged, in toolset
         order (`EpisodeSchedule.wait_turn`); a failed agent is logged and skipped."""
         while not schedule.stopped:
-            if not schedule.need_more():
-                await schedule.wait_for_capacity()
+            if not schedule.need_agent():
+                await schedule.wait_for_capacity(schedule.need_agent)
                 continue
-            slot = await schedule.next_toolset()
-            if slot is None:
-                return
-            index, toolset = slot
+            claim = schedule.claim()  # before the first await, so two producers never both see room
             try:
-                episodes = await self._agent_episodes(schedule, index, toolset, finished)
-                await schedule.wait_turn(index)
-                await self._queue_episodes(schedule, episodes)
+                slot = await schedule.next_toolset()
+                if slot is None:
+                    return
+                index, toolset = slot
+                try:
+                    episodes: list[Episode] = []
+                    try:
+                        episodes = await self._agent_episodes(schedule, index, toolset, finished)
+                    finally:
+                        schedule.agent_made(claim, len(episodes))
+                    await schedule.wait_turn(index)
+                    await self._queue_episodes(schedule, episodes, claim)
+                finally:
+                    schedule.end_turn(index)
             finally:
-                schedule.end_turn(index)
+                schedule.release(claim)
 
     async def _agent_episodes(self, schedule: EpisodeSchedule, index: int, toolset: list[ToolSpec],
                               finished: set[tuple[str, int]]) -> list[Episode]:
@@ -650,15 +731,16 @@ class PipelineDriver:
                 if (task.id, i) not in finished]
 
     @staticmethod
-    async def _queue_episodes(schedule: EpisodeSchedule, episodes: list[Episode]) -> None:
+    async def _queue_episodes(schedule: EpisodeSchedule, episodes: list[Episode], claim: object) -> None:
         """Queue an agent's episodes one at a time as capacity allows; stop at the first whose
         domain is at its quota (the agent's tasks share its domain)."""
         for episode in episodes:
             while not schedule.need_more() and not schedule.stopped:
-                await schedule.wait_for_capacity()
+                await schedule.wait_for_capacity(schedule.need_more)
             if schedule.stopped or not schedule.plan(episode.task.domain):
                 return
             await schedule.queue.put(episode)
+            schedule.episode_queued(claim)
 
     async def _consume(self, schedule: EpisodeSchedule) -> None:
         """Roll out and judge queued tasks until the queue says stop (None); store each episode
