@@ -89,8 +89,8 @@ def one_word_goals(
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A responder: the fake server's default replies, but every task draft's `goal` is one word
     and its `success_criteria` one word each (valid under the task schema; the goal is replaced by
-    one composed from the plan, the criteria are dropped, so a task whose plan brings no criteria
-    has none). `seen` collects each request's last prompt."""
+    one composed from the plan, the criteria are dropped, and the plan's own criteria remain).
+    `seen` collects each request's last prompt."""
 
     def respond(body: dict[str, Any]) -> dict[str, Any]:
         if seen is not None:

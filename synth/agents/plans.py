@@ -29,7 +29,7 @@ from typing import Any
 
 import jsonschema
 
-from synth.agents.validate import entity_reference
+from synth.agents.validate import entity_reference, writes_nothing
 from synth.llm.client import inline_refs
 from synth.models import Difficulty, TaskKind, ToolSpec
 from synth.naming import collection_name, id_key, plural, resource_words, singular, snake
@@ -362,6 +362,17 @@ class TaskPlan:
     expected_state: dict[str, Any] = field(default_factory=dict)
 
 
+def calls_criterion(calls: list[PlannedCall], ordered: bool) -> str:
+    """The success criterion every tool task has, from its plan, as the other kinds have theirs:
+    the planned calls (in order when the plan is ordered) and a reply with what they returned.
+    The model's criteria join it. The embedded 135M model's are mostly noise ("success_criteria",
+    "2", a tool's name, its failure condition copied), which validation dropped or rejected: tasks
+    then went to a repair call that seldom helped, and half a run's task drafts were repairs."""
+    names = [c.tool.name for c in calls]
+    joined = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {'then' if ordered else 'and'} {names[-1]}"
+    return f"The assistant calls {joined} and tells the user what {'it' if len(names) == 1 else 'they'} returned"
+
+
 def expected_end_state(calls: list[PlannedCall], initial_state: dict[str, Any]) -> dict[str, Any]:
     """The world the task must end in, for the `final_state` check (tau2-bench's): each planned
     update's key arguments, each close's status, each delete's absence, as the simulator's own
@@ -420,7 +431,8 @@ def _is_key(name: str, schema: Any, value: Any) -> bool:
 def build_call(tool: ToolSpec, builder: StateBuilder, bound: dict[str, str | int]) -> PlannedCall | None:
     """The call of `tool` with arguments built from its schema; entities it names are added to
     the state (or reused from `bound`, collection -> id, which it extends). None when no valid
-    arguments could be built."""
+    arguments could be built, or when a write that takes values would get none (`writes_nothing`:
+    the rubric rules reject such a task whatever the model writes, so the plan takes another tool)."""
     schema = inline_refs(tool.input_schema)
     props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
     required = [r for r in schema.get("required") or [] if r in props]
@@ -449,6 +461,8 @@ def build_call(tool: ToolSpec, builder: StateBuilder, bound: dict[str, str | int
             else:
                 arguments[name] = example_value(name, sub, builder.rng, builder.topic)
         else:
+            if writes_nothing(tool, arguments):
+                return None
             if arguments_valid(tool, arguments):
                 keys = {k: v for k, v in arguments.items() if k in entities or _is_key(k, props.get(k), v)}
                 return PlannedCall(tool, arguments, keys, entities)
@@ -609,7 +623,7 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
             for eid in call.entities.values():
                 if eid not in checkpoints and len(checkpoints) < 2:
                     checkpoints.append(eid)
-    criteria: list[str] = []
+    criteria = [calls_criterion(calls, ordered)]
     failures = ["The assistant reports results that no tool returned"]
     for call in calls:
         if call.tool.side_effect == "write" and call.entities:

@@ -53,6 +53,7 @@ from synth.agents.validate import (
 )
 from synth.config import Role
 from synth.ids import derive_seed
+from synth.judges.messages import same_words
 from synth.llm import LLMClient, LLMError
 from synth.models import (
     Agent,
@@ -459,8 +460,15 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
         communication_style=clean_text(p.communication_style, 80) or "brief and direct",
         expertise=p.expertise, patience=p.patience, quirks=clean_list(p.quirks, 60, 2),
     )
-    criteria = clean_statements([*draft.success_criteria, *plan.criteria], 160, 5)
-    failures = clean_statements([*plan.failure_conditions, *draft.failure_conditions], 160, 5)
+    # A statement the model wrote both as a success criterion and as a failure condition says
+    # nothing either way: it is dropped from both, and a criterion that repeats one of the plan's
+    # failure conditions too (the rubric stays checkable; `rubric_problems` still rejects any left).
+    drafted = {same_words(c) for c in draft.success_criteria} & {same_words(f) for f in draft.failure_conditions}
+    failures = [f for f in clean_statements([*plan.failure_conditions, *draft.failure_conditions], 160, 5)
+                if same_words(f) not in drafted]
+    failing = {same_words(f) for f in failures} | drafted
+    criteria = [c for c in clean_statements([*draft.success_criteria, *plan.criteria], 160, 5)
+                if same_words(c) not in failing]
     rubric = Rubric(
         success_criteria=criteria,
         expected_calls=[ExpectedCall(tool=c.tool.name, arguments=c.key_arguments) for c in plan.calls],

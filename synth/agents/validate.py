@@ -12,7 +12,7 @@ fault; an empty list means the task is usable. Rules:
   arguments, so `required` is not enforced, but types, enums, formats of values, and argument
   names are);
 - an expected call that creates or updates a record passes at least one value when its tool takes
-  any (`_writes_nothing`): otherwise the agent has to invent them all;
+  any (`writes_nothing`): otherwise the agent has to invent them all;
 - every argument that refers to an entity (`id`, `<thing>_id`, `<thing>Id`, see
   `entity_reference`) names an entity present in `initial_state`;
 - `initial_state` is collections of entities keyed by id (`{"orders": {"o-17": {...}}}`), the
@@ -259,7 +259,7 @@ _VALUELESS_RESOURCES = frozenset({"export", "report", "backup", "snapshot", "job
                                   "cart", "draft"})
 
 
-def _writes_nothing(tool: ToolSpec, arguments: dict[str, Any]) -> bool:
+def writes_nothing(tool: ToolSpec, arguments: dict[str, Any]) -> bool:
     """Whether an expected call creates or updates a record of `tool`'s, which takes values, with
     none: "I need to create weather." planned as `create_weather({})` left a main job's agent to make
     up `location: "example_location"`, and the judge can hold it to nothing."""
@@ -301,7 +301,7 @@ def rubric_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
                             f"({', '.join(sorted(by_name)) or 'empty'})")
             continue
         problems += argument_problems(tool, call.arguments, where)
-        if _writes_nothing(tool, call.arguments):
+        if writes_nothing(tool, call.arguments):
             problems.append(f"{where}: {tool.name} writes a new or changed {' '.join(tool_intent(tool.name)[1])} "
                             "but the task gives it no value, so the agent would have to invent every one "
                             f"(parameters: {', '.join(sorted(tool.input_schema.get('properties', {})))})")

@@ -177,8 +177,11 @@ class ToolStream:
         if self.drawn >= self.max_agents:
             return None
         while self.later and self.drawn >= self.drawn_before_next:
-            wave, n_domains = self.later.pop(0)
-            tools = await wave
+            wave, n_domains = self.later[0]
+            # Shielded: a producer cancelled here (the target was reached) must not cancel the wave,
+            # which the tool stage still makes and stores.
+            tools = await asyncio.shield(wave)
+            self.later.pop(0)
             if tools is None:  # the wave was not made: the token budget was spent first
                 self.later.clear()
                 self.max_agents = self.drawn
