@@ -535,6 +535,12 @@ def test_a_criterion_the_model_also_wrote_as_a_failure_condition_is_dropped_from
     assert "Ines Lee create order now" not in task.rubric.failure_conditions
     assert "The assistant reports results that no tool returned" in task.rubric.failure_conditions
     assert rubric_problems(task, toolset) == []
+    # The model wrote the plan's failure condition as both: the plan's stays, once.
+    plans_own = "The assistant reports results that no tool returned."
+    task = assemble_task(agent, plan, draft.model_copy(update={"success_criteria": [plans_own],
+                                                               "failure_conditions": [plans_own]}))
+    assert task.rubric.failure_conditions == ["The assistant reports results that no tool returned"]
+    assert task.rubric.success_criteria == ["The assistant calls get_order and tells the user what it returned"]
 
 
 def test_a_write_planned_with_no_value_takes_another_tool() -> None:
@@ -546,6 +552,11 @@ def test_a_write_planned_with_no_value_takes_another_tool() -> None:
     for seed in range(20):
         plan = plan_task([create, listing], "tool", "single_call", random.Random(seed))
         assert plan is not None and [c.tool.name for c in plan.calls] == ["list_forecasts"]
+    # A value the rubric cannot check (an array is no key argument) is no value either: no plan, so
+    # no model call is spent on a task that validation would reject.
+    listed = _tool("create_weather", {"current_weather": {"type": "array", "items": {"type": "string"}}},
+                   ["current_weather"], side_effect="write")
+    assert all(plan_task([listed], "tool", "single_call", random.Random(seed)) is None for seed in range(5))
 
 
 def test_sampler_never_repeats_while_alternatives_exist() -> None:

@@ -520,7 +520,9 @@ _UNSERVICEABLE_IDEAS = (
 def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, rng: random.Random,
               topic: str = "weekly report") -> TaskPlan | None:
     """The deterministic skeleton of one task (see the module docstring); None when `kind` is
-    `tool` and no tool of the toolset gets valid arguments.
+    `tool` and no tool of the toolset gets valid arguments, or a planned write gets no value the
+    rubric can check (`writes_nothing` over its key arguments: an array the user states is no key
+    argument), which validation would reject whatever the model wrote.
 
     A `multi_step` or `error_recovery` task gets two or more calls: a `_chain` on one resource,
     else (a chain tool's arguments did not build) any two tools whose arguments build. Only a
@@ -633,5 +635,7 @@ def plan_task(toolset: list[ToolSpec], kind: TaskKind, difficulty: Difficulty, r
     if difficulty == "error_recovery":
         criteria.append("If a tool call fails, the assistant retries it or tells the user what went wrong")
         failures.append("The assistant ignores a tool error and claims success")
+    if any(writes_nothing(call.tool, call.key_arguments) for call in calls):
+        return None
     return TaskPlan("tool", difficulty, calls, ordered, builder.state, withheld, stated, checkpoints, criteria,
                     failures, expected_state=expected_end_state(calls, builder.state))

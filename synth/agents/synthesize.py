@@ -463,12 +463,13 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
     # A statement the model wrote both as a success criterion and as a failure condition says
     # nothing either way: it is dropped from both, and a criterion that repeats one of the plan's
     # failure conditions too (the rubric stays checkable; `rubric_problems` still rejects any left).
-    drafted = {same_words(c) for c in draft.success_criteria} & {same_words(f) for f in draft.failure_conditions}
-    failures = [f for f in clean_statements([*plan.failure_conditions, *draft.failure_conditions], 160, 5)
-                if same_words(f) not in drafted]
-    failing = {same_words(f) for f in failures} | drafted
-    criteria = [c for c in clean_statements([*draft.success_criteria, *plan.criteria], 160, 5)
-                if same_words(c) not in failing]
+    # The plan's own statements always stay; each list keeps one statement per wording.
+    model_criteria = clean_statements(draft.success_criteria, 160, 5)
+    model_failures = clean_statements(draft.failure_conditions, 160, 5)
+    both = {same_words(c) for c in model_criteria} & {same_words(f) for f in model_failures}
+    failures = _distinct([*plan.failure_conditions, *(f for f in model_failures if same_words(f) not in both)])[:5]
+    failing = {same_words(f) for f in failures} | both
+    criteria = _distinct([*(c for c in model_criteria if same_words(c) not in failing), *plan.criteria])[-5:]
     rubric = Rubric(
         success_criteria=criteria,
         expected_calls=[ExpectedCall(tool=c.tool.name, arguments=c.key_arguments) for c in plan.calls],
@@ -478,6 +479,17 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
     return Task(agent_id=agent.id, domain=agent.domain, goal=goal, persona=persona, withheld=plan.withheld,
                 initial_state=plan.initial_state, difficulty=plan.difficulty, kind=plan.kind, rubric=rubric,
                 goal_source=source)
+
+
+def _distinct(statements: Iterable[str]) -> list[str]:
+    """`statements` without those that repeat an earlier one's words ("... returned" and "... returned.")."""
+    seen: set[str] = set()
+    kept = []
+    for statement in statements:
+        if (words := same_words(statement)) not in seen:
+            seen.add(words)
+            kept.append(statement)
+    return kept
 
 
 def _call_clause(call: PlannedCall, plan: TaskPlan, said: set[str]) -> str:
@@ -613,7 +625,8 @@ async def synthesize_task(agent: Agent, toolset: list[ToolSpec], llm: LLMClient,
     kind, difficulty, plan = draw_plan(toolset, settings, seed)
     if plan is None:
         return _rejected(
-            "no tool of the toolset got schema-valid arguments: " + ", ".join(t.name for t in toolset), None,
+            "no plan: no tool of the toolset got schema-valid arguments, or a planned write got no value "
+            "the user gives: " + ", ".join(t.name for t in toolset), None,
             agent_id=agent.id, domain=agent.domain, kind=kind, difficulty=difficulty,
             tools=[t.name for t in toolset])
     try:
