@@ -177,6 +177,9 @@ def test_an_agent_in_synthesis_is_promised_half_the_mean_yield() -> None:
     assert schedule.expected_yield() == 0.5 and schedule.need_agent()  # 2 x 0.5 promised
     schedule.agent_made(second, 3)  # made 3, waiting for its turn: they count until queued
     assert not schedule.need_agent()
+    mean = schedule.expected_yield()
+    schedule.agent_made(third, 0, synthesised=False)  # a toolset skipped (its domain at its quota)
+    assert schedule.expected_yield() == mean  # says nothing of the yield
     schedule.episode_queued(second)
     schedule.episode_queued(second)
     assert schedule.claims[second] == 1 and schedule.queue.qsize() == 0  # (queued by hand here)

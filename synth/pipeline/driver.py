@@ -325,11 +325,13 @@ class EpisodeSchedule:
         self.claims[key] = None
         return key
 
-    def agent_made(self, key: object, episodes: int) -> None:
-        """The claimed agent was made (or failed) with `episodes` to queue."""
+    def agent_made(self, key: object, episodes: int, synthesised: bool = True) -> None:
+        """The claimed agent was made (or failed) with `episodes` to queue; a toolset skipped
+        unsynthesised (its domain at its quota) says nothing of the yield and is not counted."""
         self.claims[key] = episodes
-        self.agents_made += 1
-        self.episodes_made += episodes
+        if synthesised:
+            self.agents_made += 1
+            self.episodes_made += episodes
         self.capacity_changed.set()  # it may have made fewer than promised
 
     def episode_queued(self, key: object) -> None:
@@ -689,11 +691,10 @@ class PipelineDriver:
                     return
                 index, toolset = slot
                 try:
-                    episodes: list[Episode] = []
-                    try:
-                        episodes = await self._agent_episodes(schedule, index, toolset, finished)
-                    finally:
-                        schedule.agent_made(claim, len(episodes))
+                    # Balanced across domains (`[run] domain_quota`): a full one's toolset is skipped.
+                    skipped = schedule.domain_full(main_domain(toolset))
+                    episodes = [] if skipped else await self._agent_episodes(schedule, index, toolset, finished)
+                    schedule.agent_made(claim, len(episodes), synthesised=not skipped)
                     await schedule.wait_turn(index)
                     await self._queue_episodes(schedule, episodes, claim)
                 finally:
@@ -704,11 +705,9 @@ class PipelineDriver:
     async def _agent_episodes(self, schedule: EpisodeSchedule, index: int, toolset: list[ToolSpec],
                               finished: set[tuple[str, int]]) -> list[Episode]:
         """Synthesise and store the agent and tasks of toolset `index`; return the episodes to run
-        (none for a toolset whose domain is full, or a failed or barren agent)."""
+        (none for a failed or barren agent)."""
         from synth.agents import store_agent_result
 
-        if schedule.domain_full(main_domain(toolset)):
-            return []  # balanced across domains: this one has its share
         self.progress.begin("agents")
         try:
             result, calls = await self.workers.synthesize_agent_and_tasks(
