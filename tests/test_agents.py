@@ -516,9 +516,10 @@ async def test_weak_text_leaves_the_plans_own_criterion_and_costs_no_repair_call
 
 
 def test_a_criterion_the_model_also_wrote_as_a_failure_condition_is_dropped_from_both() -> None:
-    """The embedded model copies one statement into both lists ("Ines Lee create order"), or a
-    failure condition of the plan's into its criteria; such a task was rejected after a repair.
-    Now the statement is dropped and the plan's criterion carries the rubric."""
+    """The embedded model copies one statement into both lists, or a failure condition of the
+    plan's into its criteria; such a task was rejected after a repair. Now the statement is dropped
+    and the plan's criterion carries the rubric. Statements not about the assistant are no rubric
+    and are dropped too."""
     toolset = [_tool("get_order", {"order_id": {"type": "string"}}, ["order_id"], side_effect="read")]
     plan = plan_task(toolset, "tool", "single_call", random.Random(1))
     assert plan is not None
@@ -526,15 +527,21 @@ def test_a_criterion_the_model_also_wrote_as_a_failure_condition_is_dropped_from
     draft = TaskDraft(goal="I need my order status, please.",
                       persona=PersonaDraft(name="Ines", communication_style="brief", expertise="novice",
                                            patience="low", quirks=[]),
-                      success_criteria=["Ines Lee create order now", "The assistant reports results that no tool "
-                                        "returned", "The assistant gives the order status"],
-                      failure_conditions=["Ines Lee create order now"])
+                      success_criteria=["The assistant creates an order for Ines Lee",
+                                        "I'm looking for help, but I'm not sure how to get it",
+                                        "The assistant gives the order status"],
+                      failure_conditions=["The assistant creates an order for Ines Lee", "Inventory Management System"])
     task = assemble_task(agent, plan, draft)
     assert task.rubric.success_criteria == ["The assistant gives the order status",
                                             "The assistant calls get_order and tells the user what it returned"]
-    assert "Ines Lee create order now" not in task.rubric.failure_conditions
+    assert task.rubric.failure_conditions == ["The assistant reports results that no tool returned"]
     assert "The assistant reports results that no tool returned" in task.rubric.failure_conditions
     assert rubric_problems(task, toolset) == []
+    # A criterion that repeats the plan's failure condition is dropped; the condition stays.
+    task = assemble_task(agent, plan, draft.model_copy(update={
+        "success_criteria": ["The assistant reports results that no tool returned"], "failure_conditions": []}))
+    assert task.rubric.success_criteria == ["The assistant calls get_order and tells the user what it returned"]
+    assert task.rubric.failure_conditions == ["The assistant reports results that no tool returned"]
     # The model wrote the plan's failure condition as both: the plan's stays, once.
     plans_own = "The assistant reports results that no tool returned."
     task = assemble_task(agent, plan, draft.model_copy(update={"success_criteria": [plans_own],

@@ -462,12 +462,13 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
         communication_style=clean_text(p.communication_style, 80) or "brief and direct",
         expertise=p.expertise, patience=p.patience, quirks=clean_list(p.quirks, 60, 2),
     )
-    # A statement the model wrote both as a success criterion and as a failure condition says
-    # nothing either way: it is dropped from both, and a criterion that repeats one of the plan's
-    # failure conditions too (the rubric stays checkable; `rubric_problems` still rejects any left).
-    # The plan's own statements always stay; each list keeps one statement per wording.
-    model_criteria = clean_statements(draft.success_criteria, 160, 5)
-    model_failures = clean_statements(draft.failure_conditions, 160, 5)
+    # The model's statements count only when they are about the assistant, as the prompt asks
+    # (`about_the_assistant`). A statement it wrote both as a success criterion and as a failure
+    # condition says nothing either way: it is dropped from both, and a criterion that repeats one
+    # of the plan's failure conditions too (`rubric_problems` still rejects any left). The plan's
+    # own statements always stay; each list keeps one statement per wording.
+    model_criteria = [c for c in clean_statements(draft.success_criteria, 160, 5) if about_the_assistant(c)]
+    model_failures = [f for f in clean_statements(draft.failure_conditions, 160, 5) if about_the_assistant(f)]
     both = {same_words(c) for c in model_criteria} & {same_words(f) for f in model_failures}
     failures = _distinct([*plan.failure_conditions, *(f for f in model_failures if same_words(f) not in both)])[:5]
     failing = {same_words(f) for f in failures} | both
@@ -481,6 +482,19 @@ def assemble_task(agent: Agent, plan: TaskPlan, draft: TaskDraft) -> Task:
     return Task(agent_id=agent.id, domain=agent.domain, goal=goal, persona=persona, withheld=plan.withheld,
                 initial_state=plan.initial_state, difficulty=plan.difficulty, kind=plan.kind, rubric=rubric,
                 goal_source=source)
+
+
+_ASSISTANT = re.compile(r"\b(?:assistant|agent)\b", re.IGNORECASE)
+
+
+def about_the_assistant(statement: str) -> bool:
+    """Whether a drafted criterion or failure condition speaks of the assistant, as the task
+    prompt asks ("The assistant confirms the date before booking"). The embedded 135M model's
+    seldom do, and what it writes instead is no rubric: "I'm looking for help, but I'm not sure
+    how to get the help I need.", "Inventory Management System", "success_criteria_2023: [1.2,
+    [true,". Such text also reached `checks._asked_writes`, where a clause like "create a forecast"
+    counted as the task asking for that write."""
+    return _ASSISTANT.search(statement) is not None
 
 
 def _distinct(statements: Iterable[str]) -> list[str]:
