@@ -22,8 +22,8 @@ simulated user's opening request, so the model's goal is kept only when it is a 
 gives away no withheld one (`model_goal_problem`); otherwise the goal is composed in code from the
 plan (`compose_goal`, first person, stated values only, `Task.goal_source` "code"). With the
 embedded 135M model most goals are composed; a capable model's are kept. The model's criteria
-join the plan's own (every kind has one); a statement it wrote as both a criterion and a failure
-condition is dropped. Then `rubric_problems`
+and failure conditions that speak of the assistant join the plan's own (every kind has one); a
+statement it wrote as both is dropped. Then `rubric_problems`
 checks the task: a failing one gets `repair_rounds` LLM repair rounds, then is returned as a
 `RejectedItem` with its reasons (when only the goal's request rules fail, the composed goal is
 used: `goal_fallback`). A generation error rejects the task with the error; nothing raises.
