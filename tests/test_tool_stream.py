@@ -213,3 +213,21 @@ def test_producers_still_synthesising_when_the_target_is_reached_are_cancelled()
 
     with pytest.raises(RuntimeError, match="synthesis broke"):
         asyncio.run(failing())
+
+
+def test_a_producer_that_finds_no_toolset_wakes_those_waiting_on_its_promise() -> None:
+    """A producer waits while another's agent in synthesis promises the missing episode; if that
+    one ends without an agent (no toolset left), the waiter looks again instead of waiting for
+    ever (the pass would hang short of its target instead of ending `incomplete`)."""
+    async def main() -> bool:
+        schedule = EpisodeSchedule(1, 8, ToolStream(ToolsetSampler([_tool("alpha", i) for i in range(3)],
+                                                                   random.Random(0)), [], 1, 10), episodes_asked=2)
+        first = schedule.claim()
+        assert not schedule.need_agent()  # its promise covers the one episode
+        waiting = asyncio.create_task(schedule.wait_for_capacity(schedule.need_agent))
+        await asyncio.sleep(0)
+        schedule.release(first)  # no toolset: nothing was made
+        await asyncio.wait_for(waiting, 5)
+        return schedule.need_agent()
+
+    assert asyncio.run(main())

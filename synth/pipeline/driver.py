@@ -339,9 +339,11 @@ class EpisodeSchedule:
         self.claims[key] = None if left is None else max(0, left - 1)
 
     def release(self, key: object) -> None:
-        """The producer is done with its claim: queued, skipped or dropped, whatever is left."""
-        if self.claims.pop(key, 0):
-            self.capacity_changed.set()
+        """The producer is done with its claim: queued, skipped or dropped, whatever is left. The
+        waiters always look again: a claim released still in synthesis (no toolset left, or
+        cancelled) had promised episodes that will not come."""
+        self.claims.pop(key, None)
+        self.capacity_changed.set()
 
     async def next_toolset(self) -> tuple[int, list[ToolSpec]] | None:
         async with self._toolsets_lock:
