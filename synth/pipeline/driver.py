@@ -335,8 +335,8 @@ class EpisodeSchedule:
         self.capacity_changed.set()  # it may have made fewer than promised
 
     def episode_queued(self, key: object) -> None:
-        left = self.claims[key]
-        self.claims[key] = None if left is None else max(0, left - 1)
+        """One of the claimed agent's episodes is on the queue now (counted there, not here)."""
+        self.claims[key] = max(0, (self.claims[key] or 0) - 1)
 
     def release(self, key: object) -> None:
         """The producer is done with its claim: queued, skipped or dropped, whatever is left. The
