@@ -151,14 +151,20 @@ def _accepted_so_far(db: Path) -> int:
         con.close()
 
 
+# Trajectories of the killed run: five waves of 8 in flight, so the kill lands mid-run.
+N_KILLED = 40
+
+
 @pytest.mark.slow
 def test_sigkill_driver_then_rerun_resumes_without_duplicates(fake_server, tmp_path: Path):
     """Kill -9 the driver after the first judged trajectory; the same command finishes the run."""
     from synth.llm.fake_server import stall
 
-    # Slow replies so the run is still going when we kill it.
-    server = fake_server(script=[stall(0.1)] * 3000)  # every reply slow: still running at the kill
-    proc = _synth_run(server.base_url, tmp_path, 12, "--no-ray")
+    # Slow replies so the run is still going when we kill it, and several waves of episodes: the
+    # driver flushes once a second, and 12 episodes at 8 in flight were judged in two waves less than
+    # a second apart, so the first flush the poll could see already held all 12 (CI, 2026-12-07).
+    server = fake_server(script=[stall(0.1)] * 6000)  # every reply slow: still running at the kill
+    proc = _synth_run(server.base_url, tmp_path, N_KILLED, "--no-ray")
     db = tmp_path / "synth.duckdb"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _accepted_so_far(db) < 1 and proc.poll() is None:
@@ -167,15 +173,15 @@ def test_sigkill_driver_then_rerun_resumes_without_duplicates(fake_server, tmp_p
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     partial = counts(db)
-    assert 1 <= partial["judgments"] < 12
+    assert 1 <= partial["judgments"] < N_KILLED
 
-    again = _synth_run(server.base_url, tmp_path, 12, "--no-ray")
+    again = _synth_run(server.base_url, tmp_path, N_KILLED, "--no-ray")
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-2000:]
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["judged"] == 12
+    assert summary["judged"] == N_KILLED
     final = counts(db)
-    assert final["trajectories"] == 12 and final["judgments"] == 12
+    assert final["trajectories"] == N_KILLED and final["judgments"] == N_KILLED
 
 
 @pytest.mark.slow
