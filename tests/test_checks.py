@@ -582,6 +582,30 @@ def test_an_answer_that_reports_nothing_the_lookup_returned_fails_final_reply():
     assert "final_reply" not in failed(CANCEL, CANCEL_TASK)
 
 
+def test_a_reply_that_passes_an_empty_listing_off_as_data_fails_final_reply():
+    """A benchmark run accepted "You have a list of forecasts. You can now call them with a
+    template." after `list_forecasts` returned `{"items": []}` twice: a task that asks to be told
+    something, answered with nothing found, needs a reply that says nothing was found."""
+    goal = task("List the orders of customer cus-4471.",
+                expected_calls=[{"tool": "list_orders", "arguments": {"customer_id": "cus-4471"}}])
+    head = [SYSTEM, user("I need to list my orders, customer cus-4471."),
+            calls(call("c1", "list_orders", customer_id="cus-4471")),
+            tool("c1", {"customer_id": "cus-4471", "orders": []})]
+    detail = failed([*head, say("You have a list of orders. You can now view them.")], goal)["final_reply"]
+    assert "list_orders(cus-4471) (call c1, message 2) found nothing" in detail and "says so" in detail
+    for honest in ("You have no orders.", "I couldn't find any orders for cus-4471.",
+                   "There aren't any orders on customer cus-4471 yet.", "The order list is empty."):
+        assert "final_reply" not in failed([*head, say(honest)], goal), honest
+    # a bare empty result, or an empty list with a count of zero, is nothing found too
+    for body in ([], {}, {"orders": [], "total": 0}):
+        bare = [*head[:3], tool("c1", body), say("Here are your orders for customer cus-4471.")]
+        assert "found nothing" in failed(bare, goal)["final_reply"], body
+    # a listing with something in it is judged by what it returned, not by this rule
+    some = [*head[:3], tool("c1", {"orders": [{"order_id": "o-2207"}], "archived": []}),
+            say("You have one order, o-2207.")]
+    assert "final_reply" not in failed(some, goal)
+
+
 def test_a_write_with_values_nobody_gave_is_fabrication():
     """The CI main job accepted `create_weather(temperature=25, ...)` for "I need to list weathers,
     then create weather": a write whose number or identifier values no message gave puts made-up

@@ -739,6 +739,10 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
     if unreported:
         return _result("final_reply", [f"the task asks to be told something and {unreported} succeeded, "
                                        f"but no reply after it reports anything it returned (last: {reply[:80]!r})"])
+    empty = _nothing_unsaid(ctx)
+    if empty:
+        return _result("final_reply", [f"the task asks to be told something and {empty} found nothing, "
+                                       f"but no reply after it says so (last: {reply[:80]!r})"])
     return _result("final_reply", [])
 
 
@@ -970,24 +974,78 @@ def _unreported_reads(ctx: _Context) -> str | None:
     says a later retry timed out, over a listing that came back, answers nothing. When some reads
     match the rubric's expected calls, only their results count: a CI main job accepted "I need to
     get order ord-98978" answered with ids from an unasked `list_orders` and nothing of the order."""
-    if not _asks_for_information(ctx):
-        return None
-    reads = [c for c in ctx.calls if ctx.succeeded(c) and not _writes(ctx, c.name)]
-    expected = [c for c in reads if any(call_matches(c, e) for e in ctx.task.rubric.expected_calls)]
-    reads = expected or reads  # what the task asked for, not an unasked listing beside it
+    reads = _information_reads(ctx)
     if not reads:
         return None
-    said = _normal_phrase("\n".join(message_text(m) for m in ctx.messages if m.get("role") == "user"))
     values: set[str] = set()
     for c in reads:
-        known = said + "\n" + _normal_phrase("\n".join(_json_values(c.arguments_text)))
-        values |= _reportable(message_text(ctx.messages[ctx.answer_at[c.id]]), known)
+        values |= _reportable(message_text(ctx.messages[ctx.answer_at[c.id]]), _known_before(ctx, c))
     if not values:
         return None
     first = min(ctx.answer_at[c.id] for c in reads)
     replies = _normal_phrase("\n".join(message_text(m) for m in ctx.messages[first + 1:]
                                        if m.get("role") == "assistant"))
     if any(_phrase_in(v, replies) for v in values):
+        return None
+    return ", ".join(ctx.where(c) for c in reads[:3])
+
+
+def _information_reads(ctx: _Context) -> list[ToolCall]:
+    """For a task that asks for information (`_asks_for_information`): its successful reading
+    calls, only those that match the rubric's expected calls when some do (what the task asked
+    for, not an unasked listing beside it); none for other tasks."""
+    if not _asks_for_information(ctx):
+        return []
+    reads = [c for c in ctx.calls if ctx.succeeded(c) and not _writes(ctx, c.name)]
+    expected = [c for c in reads if any(call_matches(c, e) for e in ctx.task.rubric.expected_calls)]
+    return expected or reads
+
+
+def _known_before(ctx: _Context, call: ToolCall) -> str:
+    """What a reply need not report of `call`'s result: the user's words and the call's arguments,
+    normalised as `_normal_phrase`."""
+    said = _normal_phrase("\n".join(message_text(m) for m in ctx.messages if m.get("role") == "user"))
+    return said + "\n" + _normal_phrase("\n".join(_json_values(call.arguments_text)))
+
+
+# Words with which a reply says a lookup found nothing: "no", "none", "empty", "0 forecasts", a
+# negation ("there aren't any"), or a failure word ("couldn't find").
+_SAYS_NOTHING = re.compile(r"\b(?:no|none|nothing|empty|zero|0|not|never|neither|nobody|without)\b|n't\b", re.I)
+
+
+def _holds_nothing(body: str, known: str) -> bool:
+    """A tool result that is an empty JSON value, or holds an empty list and no value a reply
+    could report (`_reportable`: `{"customer_id": "cus-4471", "orders": []}` for that customer)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    if data in (None, [], {}):
+        return True
+
+    def has_empty_list(value: Any) -> bool:
+        if isinstance(value, dict):
+            return any(has_empty_list(v) for v in value.values())
+        if isinstance(value, list):
+            return not value or any(has_empty_list(v) for v in value)
+        return False
+
+    return has_empty_list(data) and not _reportable(body, known)
+
+
+def _nothing_unsaid(ctx: _Context) -> str | None:
+    """For a task that asks for information: the reads that all came back empty, described, when
+    no assistant text after the first of them says that nothing was found; None otherwise. An
+    empty listing is an answer too, and a reply that passes it off as data is false: a benchmark
+    run accepted "You have a list of forecasts. You can now call them with a template." after two
+    `list_forecasts` calls that both returned `{"items": []}`."""
+    reads = _information_reads(ctx)
+    if not reads or not all(
+            _holds_nothing(message_text(ctx.messages[ctx.answer_at[c.id]]), _known_before(ctx, c)) for c in reads):
+        return None
+    first = min(ctx.answer_at[c.id] for c in reads)
+    replies = "\n".join(message_text(m) for m in ctx.messages[first + 1:] if m.get("role") == "assistant")
+    if _SAYS_NOTHING.search(replies) or _FAILURE.search(replies):
         return None
     return ", ".join(ctx.where(c) for c in reads[:3])
 
