@@ -121,13 +121,14 @@ class AgentSettings(_Strict):
     `toolset_max_tools` coherent tools, `synth.agents.ToolsetSampler`). Shares are probabilities
     per task (seeded): `no_tool_share` of tasks need no tool, `unserviceable_share` ask what the
     toolset cannot do; the rest use tools.
-    A draft that fails validation is repaired up to `repair_rounds` times. How many tasks per agent
+    A task draft whose text fails validation is repaired up to `repair_rounds` times (one whose plan
+    fails is not: no redraft writes the plan). How many tasks per agent
     is `[run] tasks_per_agent`, copied here by the run."""
 
     tasks_per_agent: int = Field(DEFAULT_TASKS_PER_AGENT, ge=0, description="set from [run] tasks_per_agent")
     no_tool_share: float = Field(0.15, ge=0.0, le=1.0, description="share of tasks that need no tool")
     unserviceable_share: float = Field(0.1, ge=0.0, le=1.0, description="share of tasks the toolset cannot serve")
-    repair_rounds: int = Field(1, ge=0, le=8, description="repairs of a draft that fails validation")
+    repair_rounds: int = Field(1, ge=0, le=8, description="repairs of a task draft whose text fails validation")
     toolset_min_tools: int = Field(2, ge=1, le=64, description="fewest tools in an agent's toolset")
     toolset_max_tools: int = Field(8, ge=1, le=64, description="most tools in an agent's toolset")
     agent_max_tokens: int = Field(360, ge=16)

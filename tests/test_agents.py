@@ -515,6 +515,35 @@ async def test_weak_text_leaves_the_plans_own_criterion_and_costs_no_repair_call
     assert dataset.query("SELECT count(*) FROM agents")[0][0] == 1
 
 
+async def test_a_task_whose_plan_fails_is_rejected_without_a_repair_round(fake_server: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redraft writes the goal, persona and criteria again, never the plan's calls or state:
+    repair rounds had come to fire mostly for plan problems, and mended none. A task whose plan
+    fails is rejected at once, with the plan's problem as its reason; one whose text fails is
+    still repaired (`test_weak_text...`, `test_enumeration_goals...`)."""
+    import dataclasses
+
+    from synth.agents import synthesize
+
+    real = synthesize.draw_plan
+
+    def no_calls(toolset: list[ToolSpec], settings: AgentSettings, seed: int) -> Any:
+        kind, difficulty, plan = real(toolset, settings, seed)
+        assert plan is not None
+        return kind, difficulty, dataclasses.replace(plan, calls=[])  # a tool task expecting no call
+
+    monkeypatch.setattr(synthesize, "draw_plan", no_calls)
+    server = fake_server()
+    prompts: list[str] = []
+    server.responder = one_word_goals(server, prompts)  # the text fails too: still no repair
+    settings = AgentSettings(tasks_per_agent=2, no_tool_share=0.0, unserviceable_share=0.0, repair_rounds=2)
+    async with LLMClient(make_config(server.base_url, None)) as llm:
+        result = await synthesize_agent_and_tasks(TOOLSET, llm, settings, seed=3)
+    assert not result.tasks and len(result.rejected) == 2
+    assert all("a tool task has no expected calls" in r.reason for r in result.rejected)
+    assert not [p for p in prompts if "has problems" in p]
+
+
 def test_a_criterion_the_model_also_wrote_as_a_failure_condition_is_dropped_from_both() -> None:
     """The embedded model copies one statement into both lists, or a failure condition of the
     plan's into its criteria; such a task was rejected after a repair. Now the statement is dropped

@@ -24,7 +24,9 @@ plan (`compose_goal`, first person, stated values only, `Task.goal_source` "code
 embedded 135M model most goals are composed; a capable model's are kept. The model's criteria
 and failure conditions that speak of the assistant join the plan's own (every kind has one); a
 statement it wrote as both is dropped. Then `rubric_problems`
-checks the task: a failing one gets `repair_rounds` LLM repair rounds, then is returned as a
+checks the task: one whose draft text fails (`validate.text_problems`: its goal or criteria) gets
+`repair_rounds` LLM repair rounds, one whose plan fails (`validate.plan_problems`: its calls or
+state, which no redraft writes) none; a task still failing is returned as a
 `RejectedItem` with its reasons (when only the goal's request rules fail, the composed goal is
 used: `goal_fallback`). A generation error rejects the task with the error; nothing raises.
 """
@@ -49,6 +51,7 @@ from synth.agents.toolsets import application_of
 from synth.agents.validate import (
     MIN_GOAL_WORDS,
     goal_problems,
+    plan_problems,
     planned_values,
     request_problems,
     rubric_problems,
@@ -654,8 +657,8 @@ async def synthesize_task(agent: Agent, toolset: list[ToolSpec], llm: LLMClient,
     task = assemble_task(agent, plan, draft)
     problems = rubric_problems(task, toolset)
     for round_no in range(settings.repair_rounds):
-        if not problems:
-            break
+        if not problems or plan_problems(task, toolset):
+            break  # a redraft writes the goal and criteria again, never the plan's calls or state
         try:
             draft = await _repair_task(agent, toolset, plan, task, problems, llm,
                                        derive_seed(seed, "repair", round_no), settings.task_max_tokens)

@@ -270,7 +270,14 @@ def writes_nothing(tool: ToolSpec, arguments: dict[str, Any]) -> bool:
 
 
 def rubric_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
-    """Every reason `task` cannot be used with `toolset` (see the module docstring); [] if none."""
+    """Every reason `task` cannot be used with `toolset` (see the module docstring); [] if none:
+    `text_problems` then `plan_problems`."""
+    return text_problems(task) + plan_problems(task, toolset)
+
+
+def text_problems(task: Task) -> list[str]:
+    """The problems of what a task draft writes: its goal and its success criteria (the plan's
+    criterion among them). A redraft can mend these and nothing else."""
     problems: list[str] = goal_problems(task.goal, planned_values(task))
     rubric = task.rubric
     if not any(c.strip() for c in rubric.success_criteria):
@@ -284,6 +291,15 @@ def rubric_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
                 # A CI main job accepted a task whose rubric had "The assistant reports results that no
                 # tool returned" as both: no trajectory can meet such a rubric, and none should.
                 problems.append(f"success criterion #{i} is also a failure condition: {criterion!r}")
+    return problems
+
+
+def plan_problems(task: Task, toolset: list[ToolSpec]) -> list[str]:
+    """The problems of what the task's plan fixes, which no draft writes: its kind against its
+    expected calls, its initial state, and each expected call's tool, arguments and referenced
+    records. A redraft cannot mend these (`synthesize_task` rejects such a task at once)."""
+    problems: list[str] = []
+    rubric = task.rubric
     if task.kind == "tool" and not rubric.expected_calls:
         problems.append("a tool task has no expected calls")
     if task.kind != "tool" and rubric.expected_calls:
