@@ -769,6 +769,7 @@ async def test_a_killed_episode_resumes_from_the_cache_where_it_stopped(
     play = Play(user=["Help me with my orders.", "And the other one?", "Anything else?"], agent=None)
     answered = 0
     halfway = threading.Event()
+    cancelled = threading.Event()
     kill_after: int | None = None
 
     def responder(body: dict[str, Any]) -> dict[str, Any]:
@@ -776,6 +777,10 @@ async def test_a_killed_episode_resumes_from_the_cache_where_it_stopped(
         answered += 1
         if answered == kill_after:
             halfway.set()
+        elif kill_after is not None and answered == kill_after + 1:
+            # The killed episode's next request waits for the kill: on a loaded machine the episode
+            # had finished before the cancel reached it (done_before == total, a flaky failure).
+            cancelled.wait(30)
         return play(body)
 
     server = fake_server(responder=responder)
@@ -794,10 +799,13 @@ async def test_a_killed_episode_resumes_from_the_cache_where_it_stopped(
 
     answered, kill_after = 0, total // 2
     killed = asyncio.create_task(episode(tmp_path / "killed"))
-    assert await asyncio.to_thread(halfway.wait, 30)
-    killed.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await killed
+    try:
+        assert await asyncio.to_thread(halfway.wait, 30)
+        killed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await killed
+    finally:
+        cancelled.set()
     done_before = entries(tmp_path / "killed" / "cache")
     assert 0 < done_before < total, (done_before, total)
 
