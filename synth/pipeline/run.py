@@ -21,7 +21,7 @@ from rich.console import Console
 
 from synth.config import Role, SynthConfig
 from synth.judges.policy import judge_name, vote_of
-from synth.llm.local import LocalBackend
+from synth.llm.local import LocalBackend, shared_cores_warning
 from synth.llm.session import agent_tool_mode, episodes_in_flight, model_endpoints
 from synth.pipeline.driver import PipelineDriver, RunSummary
 from synth.pipeline.progress import Progress, ProgressDisplay
@@ -167,6 +167,9 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
     dataset = Dataset(cfg.run.db, flush_every=None)  # the driver flushes every second, off its loop
     try:
         with model_endpoints(cfg) as (live, backend):
+            crowded = shared_cores_warning(backend) if backend is not None else None
+            if crowded:
+                console.print(f"[yellow]warning:[/] {crowded}", highlight=False)
             in_flight, why = episodes_in_flight(live)
             mode, mode_why = agent_tool_mode(live)
             live = live.model_copy(update={"run": live.run.model_copy(update={"in_flight": in_flight})})
