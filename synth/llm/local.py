@@ -412,7 +412,7 @@ def shared_cores_warning(backend: LocalBackend) -> str | None:
     llama.cpp's compute threads spin at every step's barrier, so servers whose threads outnumber
     the cores slow each other far more than in proportion: on the 2-core CI machine, a second
     embedded server beside a run's (an integration test started by hand) made each decode step
-    about 0.5 s, 20x slower, until it stopped, and the run's first 12 minutes made one tool set.
+    about 0.5 s, 20x slower, until it stopped: the run made no tool set in its first 11 minutes.
     A user who starts a second run on the embedded backend meets the same."""
     own = [backend.process.pid] if backend.process is not None else []
     others = other_llama_servers(own)
