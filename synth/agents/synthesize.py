@@ -55,6 +55,7 @@ from synth.agents.validate import (
     planned_values,
     request_problems,
     rubric_problems,
+    text_problems,
 )
 from synth.config import Role
 from synth.ids import derive_seed
@@ -655,10 +656,11 @@ async def synthesize_task(agent: Agent, toolset: list[ToolSpec], llm: LLMClient,
                          kind=plan.kind, difficulty=plan.difficulty, initial_state=plan.initial_state,
                          raw_text=str(getattr(exc, "raw_text", ""))[:1000])
     task = assemble_task(agent, plan, draft)
-    problems = rubric_problems(task, toolset)
-    for round_no in range(settings.repair_rounds):
-        if not problems or plan_problems(task, toolset):
-            break  # a redraft writes the goal and criteria again, never the plan's calls or state
+    unmendable = plan_problems(task, toolset)  # a redraft writes the goal and criteria, never the plan
+    problems = text_problems(task) + unmendable
+    for round_no in range(0 if unmendable else settings.repair_rounds):
+        if not problems:
+            break
         try:
             draft = await _repair_task(agent, toolset, plan, task, problems, llm,
                                        derive_seed(seed, "repair", round_no), settings.task_max_tokens)

@@ -735,14 +735,9 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
                                        f"(over {MAX_REPEATED_TRIGRAMS:.0%} of its word triples recur): {reply[:80]!r}"])
     if not any(ctx.succeeded(c) for c in ctx.calls) and _only_restates(reply, ctx.messages):
         return _result("final_reply", [f"the final reply only restates the user's words: {reply[:80]!r}"])
-    unreported = _unreported_reads(ctx)
-    if unreported:
-        return _result("final_reply", [f"the task asks to be told something and {unreported} succeeded, "
-                                       f"but no reply after it reports anything it returned (last: {reply[:80]!r})"])
-    empty = _nothing_unsaid(ctx)
-    if empty:
-        return _result("final_reply", [f"the task asks to be told something and {empty} found nothing, "
-                                       f"but no reply after it says so (last: {reply[:80]!r})"])
+    unanswered = _unanswered_reads(ctx)
+    if unanswered:
+        return _result("final_reply", [f"the task asks to be told something and {unanswered} (last: {reply[:80]!r})"])
     return _result("final_reply", [])
 
 
@@ -967,27 +962,39 @@ def _phrase_in(phrase: str, text: str) -> bool:
     return re.search(r"(?<![a-z0-9])" + re.escape(phrase) + r"(?![a-z0-9])", text) is not None
 
 
-def _unreported_reads(ctx: _Context) -> str | None:
-    """For a task that asks for information (`_asks_for_information`): the successful reading calls
-    whose results had something to report when no assistant text after the first of them reports any of
-    it, described; None when some text does, or there was nothing to report. A reply that only
-    says a later retry timed out, over a listing that came back, answers nothing. When some reads
-    match the rubric's expected calls, only their results count: a CI main job accepted "I need to
-    get order ord-98978" answered with ids from an unasked `list_orders` and nothing of the order."""
+def _unanswered_reads(ctx: _Context) -> str | None:
+    """For a task that asks for information (`_asks_for_information`): its successful reading
+    calls, described with what no assistant text after the first of them does; None when some
+    text does, or the task asks for no information.
+
+    - When the reads returned something to report, a text must report some of it. A reply that
+      only says a later retry timed out, over a listing that came back, answers nothing. When some
+      reads match the rubric's expected calls, only their results count: a CI main job accepted "I
+      need to get order ord-98978" answered with ids from an unasked `list_orders` and nothing of
+      the order.
+    - When they all came back empty (`_is_empty`), a text must say that nothing was found: an
+      empty listing is an answer too, and a bench run accepted "You have a list of forecasts. You
+      can now call them with a template." after two `list_forecasts` that returned `{"items": []}`.
+    """
     reads = _information_reads(ctx)
     if not reads:
         return None
+    said = _normal_phrase("\n".join(message_text(m) for m in ctx.messages if m.get("role") == "user"))
+    bodies = [message_text(ctx.messages[ctx.answer_at[c.id]]) for c in reads]
     values: set[str] = set()
-    for c in reads:
-        values |= _reportable(message_text(ctx.messages[ctx.answer_at[c.id]]), _known_before(ctx, c))
-    if not values:
-        return None
+    for c, body in zip(reads, bodies, strict=True):
+        values |= _reportable(body, said + "\n" + _normal_phrase("\n".join(_json_values(c.arguments_text))))
     first = min(ctx.answer_at[c.id] for c in reads)
-    replies = _normal_phrase("\n".join(message_text(m) for m in ctx.messages[first + 1:]
-                                       if m.get("role") == "assistant"))
-    if any(_phrase_in(v, replies) for v in values):
-        return None
-    return ", ".join(ctx.where(c) for c in reads[:3])
+    replies = "\n".join(message_text(m) for m in ctx.messages[first + 1:] if m.get("role") == "assistant")
+    where = ", ".join(ctx.where(c) for c in reads[:3])
+    if values:
+        normal = _normal_phrase(replies)
+        if any(_phrase_in(v, normal) for v in values):
+            return None
+        return f"{where} succeeded, but no reply after it reports anything it returned"
+    if all(_is_empty(body) for body in bodies) and not (_SAYS_NOTHING.search(replies) or _FAILURE.search(replies)):
+        return f"{where} found nothing, but no reply after it says so"
+    return None
 
 
 def _information_reads(ctx: _Context) -> list[ToolCall]:
@@ -1001,27 +1008,19 @@ def _information_reads(ctx: _Context) -> list[ToolCall]:
     return expected or reads
 
 
-def _known_before(ctx: _Context, call: ToolCall) -> str:
-    """What a reply need not report of `call`'s result: the user's words and the call's arguments,
-    normalised as `_normal_phrase`."""
-    said = _normal_phrase("\n".join(message_text(m) for m in ctx.messages if m.get("role") == "user"))
-    return said + "\n" + _normal_phrase("\n".join(_json_values(call.arguments_text)))
-
-
 # Words with which a reply says a lookup found nothing: "no", "none", "empty", "0 forecasts", a
 # negation ("there aren't any"), or a failure word ("couldn't find").
 _SAYS_NOTHING = re.compile(r"\b(?:no|none|nothing|empty|zero|0|not|never|neither|nobody|without)\b|n't\b", re.I)
 
 
-def _holds_nothing(body: str, known: str) -> bool:
-    """A tool result that is an empty JSON value, or holds an empty list and no value a reply
-    could report (`_reportable`: `{"customer_id": "cus-4471", "orders": []}` for that customer)."""
+def _is_empty(body: str) -> bool:
+    """A JSON tool result that is empty or holds an empty list: `[]`, `{}`, `{"items": []}`. Asked
+    only of results with nothing to report (`_reportable`), so `{"customer_id": "cus-4471",
+    "orders": []}` for that customer counts as empty."""
     try:
         data = json.loads(body)
     except ValueError:
         return False
-    if data in (None, [], {}):
-        return True
 
     def has_empty_list(value: Any) -> bool:
         if isinstance(value, dict):
@@ -1030,24 +1029,7 @@ def _holds_nothing(body: str, known: str) -> bool:
             return not value or any(has_empty_list(v) for v in value)
         return False
 
-    return has_empty_list(data) and not _reportable(body, known)
-
-
-def _nothing_unsaid(ctx: _Context) -> str | None:
-    """For a task that asks for information: the reads that all came back empty, described, when
-    no assistant text after the first of them says that nothing was found; None otherwise. An
-    empty listing is an answer too, and a reply that passes it off as data is false: a benchmark
-    run accepted "You have a list of forecasts. You can now call them with a template." after two
-    `list_forecasts` calls that both returned `{"items": []}`."""
-    reads = _information_reads(ctx)
-    if not reads or not all(
-            _holds_nothing(message_text(ctx.messages[ctx.answer_at[c.id]]), _known_before(ctx, c)) for c in reads):
-        return None
-    first = min(ctx.answer_at[c.id] for c in reads)
-    replies = "\n".join(message_text(m) for m in ctx.messages[first + 1:] if m.get("role") == "assistant")
-    if _SAYS_NOTHING.search(replies) or _FAILURE.search(replies):
-        return None
-    return ", ".join(ctx.where(c) for c in reads[:3])
+    return data in (None, [], {}) or has_empty_list(data)
 
 
 def _stems5(text: str) -> set[str]:
