@@ -50,6 +50,12 @@ def test_other_llama_servers_on_the_machine_are_found_and_named_in_a_warning(tmp
     other = subprocess.Popen([str(fake), "30"])
     own = subprocess.Popen([str(fake), "30"])
     try:
+        # The kernel closes a child's close-on-exec fds (which is when Popen returns) before it
+        # renames the process, so its comm can still read "python" for a moment: wait for both.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(
+                Path(f"/proc/{p.pid}/comm").read_text().strip() == "llama-server" for p in (other, own)):
+            time.sleep(0.01)
         found = local_mod.other_llama_servers()
         assert other.pid in found and own.pid in found
         assert own.pid not in local_mod.other_llama_servers([own.pid])
