@@ -459,6 +459,36 @@ def test_the_world_model_writes_ids_that_look_like_ids() -> None:
     assert re.match(ID_PATTERN, "om-28647") and not re.match(ID_PATTERN, '");<BAR LOCATED>List')
 
 
+def test_the_world_model_writes_a_page_of_a_listing_and_a_field_of_text() -> None:
+    """Replayed on the embedded model, 107 recorded world-model requests ran to max_tokens 32-33 times
+    as sent (one record listed again and again, ids counted up, a string of digits) and 7-8 times
+    with lists and free strings bounded: the grammar closes them. Bounds a schema sets stay."""
+    from synth.models import ToolSpec
+    from synth.rollout.world_model import MAX_RESULT_CHARS, MAX_RESULT_ITEMS, world_model_schema
+
+    record = {"type": "object", "properties": {
+        "order_id": {"type": "string"}, "note": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "status": {"type": "string", "enum": ["open", "shipped"]}, "code": {"type": "string", "maxLength": 8},
+        "at": {"type": "string", "format": "date-time"}, "long": {"type": "string", "minLength": 400}}}
+    output = {"type": "object", "properties": {
+        "items": {"type": "array", "items": record}, "top": {"type": "array", "items": record, "maxItems": 2},
+        "many": {"type": "array", "items": {"type": "integer"}, "minItems": 9},
+        "cursor": {"type": ["string", "null"]}, "count": {"type": "integer"}}}
+    spec = ToolSpec(name="search_orders", description="Orders.", domain="retail", side_effect="read",
+                    input_schema={"type": "object", "properties": {}}, output_schema=output)
+    result = world_model_schema(spec)["properties"]["result"]["properties"]
+    assert result["items"]["maxItems"] == MAX_RESULT_ITEMS and result["top"]["maxItems"] == 2
+    assert result["many"]["maxItems"] == 9 and result["cursor"]["maxLength"] == MAX_RESULT_CHARS
+    item = result["items"]["items"]["properties"]
+    assert item["note"]["maxLength"] == MAX_RESULT_CHARS and item["tags"]["maxItems"] == MAX_RESULT_ITEMS
+    assert item["tags"]["items"]["maxLength"] == MAX_RESULT_CHARS and item["code"]["maxLength"] == 8
+    assert item["long"]["maxLength"] == 400
+    for bounded_elsewhere in ("order_id", "status", "at"):  # a pattern, an enum, a format
+        assert "maxLength" not in item[bounded_elsewhere], bounded_elsewhere
+    assert "maxLength" not in result["count"] and spec.output_schema == output  # the spec is not changed
+
+
 @pytest.mark.integration
 async def test_the_embedded_model_writes_world_model_ids_that_follow_the_id_pattern(backend_url: str) -> None:
     """The same pattern through llama-server: its grammar takes the pattern (a schema it could not
@@ -470,7 +500,7 @@ async def test_the_embedded_model_writes_world_model_ids_that_follow_the_id_patt
     from synth.llm import LLMClient
     from synth.llm.errors import StructuredOutputError
     from synth.models import ToolSpec
-    from synth.rollout.world_model import ID_PATTERN, ask_world_model
+    from synth.rollout.world_model import ID_PATTERN, MAX_RESULT_ITEMS, ask_world_model
     from tests.conftest import make_config
 
     record = {"type": "object", "properties": {"order_id": {"type": "string"}, "status": {"type": "string"}},
@@ -481,6 +511,7 @@ async def test_the_embedded_model_writes_world_model_ids_that_follow_the_id_patt
                                                                                "minItems": 1}},
                                    "required": ["orders"]})
     ids: list[str] = []
+    pages: list[list[Any]] = []
     async with LLMClient(make_config(backend_url)) as llm:
         for seed in range(4):
             try:
@@ -488,5 +519,7 @@ async def test_the_embedded_model_writes_world_model_ids_that_follow_the_id_patt
             except StructuredOutputError:
                 continue  # no valid reply at all is the episode's error observation, not a bad id
             ids += [order["order_id"] for order in result["orders"]]
+            pages.append(result["orders"])
     assert ids, "the model listed no order in four tries"
     assert all(re.match(ID_PATTERN, i) for i in ids), ids
+    assert all(len(page) <= MAX_RESULT_ITEMS for page in pages), [len(p) for p in pages]

@@ -47,8 +47,43 @@ def _with_id_patterns(schema: Any, key: str = "") -> Any:
     return out
 
 
+# How much of a result the world model may write (`_bounded`): a page of a listing, a field's worth
+# of text. A small model lists one record again and again, or counts ids up ("2022-11-02T13:23:57.42.34.45",
+# ".46", ...), or fills a string with digits until `max_tokens` cuts it off, and the reply is thrown
+# away and retried; under these bounds the grammar closes the list or the string instead.
+MAX_RESULT_ITEMS = 5
+MAX_RESULT_CHARS = 160
+
+
+def _bounded(schema: Any) -> Any:
+    """`schema` with `maxItems` (`MAX_RESULT_ITEMS`, or the schema's `minItems` if larger) on every
+    array that has none and `maxLength` (`MAX_RESULT_CHARS`, or its `minLength`) on every free string
+    (no enum, const, pattern or format), at any depth; bounds a schema sets itself stay."""
+    if isinstance(schema, list):
+        return [_bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_bounded(v) if k in ("items", "anyOf", "oneOf", "allOf", "prefixItems") else v)
+           for k, v in schema.items()}
+    for key in ("properties", "patternProperties"):
+        if isinstance(schema.get(key), dict):
+            out[key] = {k: _bounded(v) for k, v in schema[key].items()}
+    if isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = _bounded(schema["additionalProperties"])
+    types = schema.get("type")
+    types = types if isinstance(types, list) else [types]
+    if "array" in types and "maxItems" not in schema:
+        out["maxItems"] = max(MAX_RESULT_ITEMS, int(schema.get("minItems") or 0))
+    if ("string" in types and "maxLength" not in schema
+            and not any(k in schema for k in ("enum", "const", "pattern", "format"))):
+        out["maxLength"] = max(MAX_RESULT_CHARS, int(schema.get("minLength") or 0))
+    return out
+
+
 def world_model_schema(spec: ToolSpec) -> dict[str, Any]:
-    result_schema = (_with_id_patterns(inline_refs(spec.output_schema)) if spec.output_schema
+    """The schema the world model answers under: the tool's `outputSchema` (ids held to
+    `ID_PATTERN`, lists and strings `_bounded`) as `result`, and for a write tool a `state_update`."""
+    result_schema = (_bounded(_with_id_patterns(inline_refs(spec.output_schema))) if spec.output_schema
                      else {"type": "object"})
     props: dict[str, Any] = {"result": result_schema}
     if spec.side_effect == "write":
