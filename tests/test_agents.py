@@ -706,3 +706,27 @@ def test_a_role_that_says_nothing_of_the_job_falls_back_to_one_from_the_toolset(
         assert junk not in prompt and "an assistant that helps users with" in prompt, junk
     kept = assemble_agent(SUPPORT_TOOLSET, FILLER_DRAFT).system_prompt
     assert "An assistant for shop customers and their orders." in kept
+
+
+def test_every_list_and_free_string_a_draft_asks_for_is_bounded() -> None:
+    """Under a JSON-schema grammar a small model writes until the schema closes a field: unbounded
+    list items ran on ("Founder-Founder-...", digits) to max_tokens and the draft was retried. Every
+    array and every free string of the generator's drafts has a bound in the schema sent."""
+    from synth.agents.synthesize import AgentDraft, TaskDraft
+    from synth.llm.client import schema_for
+    from synth.tools.synthesize import ApplicationList, EvolutionDraft, ToolDraft
+
+    def unbounded(node: Any, path: str) -> list[str]:
+        if isinstance(node, list):
+            return [p for i, n in enumerate(node) for p in unbounded(n, f"{path}[{i}]")]
+        if not isinstance(node, dict):
+            return []
+        found = [p for k, v in node.items() for p in unbounded(v, f"{path}.{k}")]
+        if node.get("type") == "array" and "maxItems" not in node:
+            found.append(path)
+        if node.get("type") == "string" and not any(k in node for k in ("maxLength", "enum", "const")):
+            found.append(path)
+        return found
+
+    for model in (AgentDraft, TaskDraft, EvolutionDraft, ToolDraft, ApplicationList):
+        assert unbounded(schema_for(model), model.__name__) == []

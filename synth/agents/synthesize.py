@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -88,13 +88,22 @@ _DIFFICULTY_WEIGHTS: dict[Difficulty, float] = {"single_call": 0.3, "multi_step"
 # ---------------------------------------------------------------- generation schemas (kept flat)
 
 
+# The longest list item a draft keeps (`clean_list`, `clean_statements`), and so the longest the grammar
+# lets the model write: unbounded, a small model's item ran on ("Founder-Founder-...", "to-be-a-lady-to-be-
+# a-lady-...", digits) to max_tokens. 110 recorded agent, task and evolution drafts replayed as sent and
+# with items bounded, twice: cut at max_tokens 17-24 -> 13-14, valid 86-94 -> 97, unusable tokens 5.3-8.4k
+# -> 3.8-4.3k (docs/architecture.md, section 6 item 10).
+ITEM_CHARS = 160
+Item = Annotated[str, Field(max_length=ITEM_CHARS)]
+
+
 class AgentDraft(BaseModel):
     name: str = Field(min_length=2, max_length=40)
     role: str = Field(min_length=10, max_length=120)
-    policies: list[str] = Field(min_length=1, max_length=3)
-    constraints: list[str] = Field(max_length=2)
+    policies: list[Item] = Field(min_length=1, max_length=3)
+    constraints: list[Item] = Field(max_length=2)
     tone: str = Field(min_length=2, max_length=30)
-    traits: list[str] = Field(min_length=1, max_length=3)
+    traits: list[Item] = Field(min_length=1, max_length=3)
 
 
 class PersonaDraft(BaseModel):
@@ -102,14 +111,14 @@ class PersonaDraft(BaseModel):
     communication_style: str = Field(min_length=3, max_length=40)
     expertise: Literal["novice", "intermediate", "expert"]
     patience: Literal["low", "medium", "high"]
-    quirks: list[str] = Field(max_length=1)
+    quirks: list[Item] = Field(max_length=1)
 
 
 class TaskDraft(BaseModel):
     goal: str = Field(min_length=10, max_length=200)
     persona: PersonaDraft
-    success_criteria: list[str] = Field(min_length=1, max_length=3)
-    failure_conditions: list[str] = Field(max_length=2)
+    success_criteria: list[Item] = Field(min_length=1, max_length=3)
+    failure_conditions: list[Item] = Field(max_length=2)
 
 
 @dataclass
@@ -129,7 +138,7 @@ def clean_text(text: str, limit: int = 200) -> str:
     return re.sub(r"\s+", " ", text).strip()[:limit].strip()
 
 
-def clean_list(items: list[str], limit: int = 160, most: int = 4) -> list[str]:
+def clean_list(items: list[str], limit: int = ITEM_CHARS, most: int = 4) -> list[str]:
     """Non-blank, deduplicated (case-insensitively), at most `most` items."""
     out: list[str] = []
     seen: set[str] = set()
@@ -162,7 +171,7 @@ def _whole_sentences(text: str, limit: int) -> str:
     return head[:end + 1].rstrip(";").strip() if end > 0 else ""
 
 
-def clean_statements(items: list[str], limit: int = 160, most: int = 4) -> list[str]:
+def clean_statements(items: list[str], limit: int = ITEM_CHARS, most: int = 4) -> list[str]:
     """Like `clean_list`, for criteria, conditions and policies: an item holding a numbered list is
     split into its statements, list markers ("1.", "-") stripped, a statement longer than `limit`
     cut back to its whole sentences (or dropped), and fragments under three words dropped (a

@@ -31,7 +31,7 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -115,7 +115,9 @@ class ToolDraft(BaseModel):
 class EvolutionDraft(BaseModel):
     name: str = Field(min_length=2, max_length=40)
     description: str = Field(max_length=160)
-    values: list[str] = Field(max_length=5)
+    # Bounded like the agent and task drafts' list items (`synth.agents.synthesize.ITEM_CHARS`): one value
+    # once ran on as "1.1.1.1.1.1.2.1.1.2.2..." to max_tokens.
+    values: list[Annotated[str, Field(max_length=160)]] = Field(max_length=5)
 
 
 class SynthesisSettings(ToolSettings):
