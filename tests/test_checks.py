@@ -829,6 +829,29 @@ def test_a_value_that_spells_out_the_call_is_a_stand_in() -> None:
     assert "a stand-in" in run("list_orders")["no_fabrication"]
 
 
+def test_a_web_address_nobody_gave_is_a_stand_in() -> None:
+    """The final CI main job of 2026-12-07 accepted `get_weather(weather_id="wea-27763",
+    weather_api_response="http://api.forecast.yahoo.com/forecast/32.0")`: a read, so no check
+    looked at its words, and no one had given that address. An address the user gave is a value."""
+    goal = task("Get order o-2207.")
+    system = {"role": "system", "content": SYSTEM["content"] + " You act through get_order."}
+
+    def run(value: str, said: str = "") -> dict[str, str]:
+        messages = [system, user(f"Please get my order o-2207.{said}"),
+                    calls(call("c1", "get_order", order_id="o-2207", source=value)),
+                    tool("c1", {"order_id": "o-2207", "status": "processing"}),
+                    say("Order o-2207 is still processing.")]
+        reader = ToolSpec(name="get_order", description="One order.", domain="retail",
+                          input_schema=_schema("order_id", source="string"), side_effect="read")
+        return failed(messages, goal, tools=[reader, *TOOLS[1:]])
+
+    detail = run("http://api.forecast.yahoo.com/forecast/32.0")["no_fabrication"]
+    assert "a stand-in" in detail and "yahoo" in detail
+    assert "a stand-in" in run("see www.shop.example/orders")["no_fabrication"]
+    assert "no_fabrication" not in run("https://shop.example/o/2207", " It is at https://shop.example/o/2207.")
+    assert "no_fabrication" not in run("online store")
+
+
 @pytest.mark.parametrize("reply", ["Successful cancellation, removed", "Removed."])
 def test_a_terse_reply_still_claims_the_action_it_names(reply: str) -> None:
     """A CI main job accepted "Successful cancellation, removed" after a create: a bare participle

@@ -1119,16 +1119,29 @@ def _echoes_names(value: str, key: str, tool: str) -> bool:
     return len(words) >= 3 and 2 * sum(w in own for w in words) >= len(words)
 
 
+# An address in a value: a URL or a bare `www.` host.
+_ADDRESS = re.compile(r"(?:https?://|www\.)[^\s\"'<>]+", re.I)
+
+
+def _unsaid_addresses(value: str, said: str) -> bool:
+    """Whether `value` holds a web address that no one wrote before (`said`, lowercased): an agent
+    has no way to know an address it was not given. A CI main job accepted `get_weather(weather_id=
+    "wea-27763", weather_api_response="http://api.forecast.yahoo.com/forecast/32.0")`."""
+    return any(m.group().rstrip(".,;:)").lower() not in said for m in _ADDRESS.finditer(value))
+
+
 def _stand_ins(arguments: Any, said: str, tool: str) -> list[str]:
     """The string values of a call's arguments that stand in for a value instead of being one,
     and that nobody said (`said`: the system, user and tool text so far, lowercased): a
     placeholder (`example_location`, `category_name`, `<name>`; `placeholder_value`), letters no
-    one could say (`jsscjdjcjjdjcj`; `looks_like_words`), or the call's own names spelled out
-    (`_echoes_names`). The call's own tool name is never a value, said or not: the system prompt
-    names every tool, and a CI main job's `list_weathers(cursor="list_weathers")` passed as said."""
+    one could say (`jsscjdjcjjdjcj`; `looks_like_words`), the call's own names spelled out
+    (`_echoes_names`), or a web address no one gave (`_unsaid_addresses`). The call's own tool
+    name is never a value, said or not: the system prompt names every tool, and a CI main job's
+    `list_weathers(cursor="list_weathers")` passed as said."""
     return [v for k, v in _leaves(arguments) if isinstance(v, str) and (v.strip().lower() == tool.lower() or (
         v.strip().lower() not in said
-        and (placeholder_value(v, k) or not looks_like_words(v) or _echoes_names(v, k, tool))))]
+        and (placeholder_value(v, k) or not looks_like_words(v) or _echoes_names(v, k, tool)
+             or _unsaid_addresses(v, said))))]
 
 
 def _invented_ids(arguments: Any, said: str) -> list[tuple[str, str]]:
