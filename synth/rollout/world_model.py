@@ -29,62 +29,48 @@ _STATE_CHARS = 1500
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$"
 
 
-def _with_id_patterns(schema: Any, key: str = "") -> Any:
-    """`schema` with `ID_PATTERN` on every plain string property named like an id (`id`,
-    `<thing>_id`, `<thing>Id`) at any depth; one that has a pattern, enum, const or format keeps it."""
-    if isinstance(schema, list):
-        return [_with_id_patterns(s, key) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: (_with_id_patterns(v, key) if k in ("items", "anyOf", "oneOf", "allOf") else v)
-           for k, v in schema.items()}
-    if isinstance(schema.get("properties"), dict):
-        out["properties"] = {k: _with_id_patterns(v, k) for k, v in schema["properties"].items()}
-    words = name_words(key)
-    if (words[-1:] == ["id"] and schema.get("type") == "string"
-            and not any(k in schema for k in ("pattern", "enum", "const", "format"))):
-        out["pattern"] = ID_PATTERN
-    return out
-
-
-# How much of a result the world model may write (`_bounded`): a page of a listing, a field's worth
-# of text. A small model lists one record again and again, or counts ids up ("2022-11-02T13:23:57.42.34.45",
+# How much of a result the world model may write: a page of a listing, a field's worth of text. A
+# small model lists one record again and again, or counts ids up ("2022-11-02T13:23:57.42.34.45",
 # ".46", ...), or fills a string with digits until `max_tokens` cuts it off, and the reply is thrown
 # away and retried; under these bounds the grammar closes the list or the string instead.
 MAX_RESULT_ITEMS = 5
 MAX_RESULT_CHARS = 160
+_SHAPED = ("pattern", "enum", "const", "format")  # a string these hold is no free text
 
 
-def _bounded(schema: Any) -> Any:
-    """`schema` with `maxItems` (`MAX_RESULT_ITEMS`, or the schema's `minItems` if larger) on every
-    array that has none and `maxLength` (`MAX_RESULT_CHARS`, or its `minLength`) on every free string
-    (no enum, const, pattern or format), at any depth; bounds a schema sets itself stay."""
+def _generation_schema(schema: Any, key: str = "") -> Any:
+    """`schema` as the world model decodes under it, at any depth: `ID_PATTERN` on every plain
+    string property named like an id (`id`, `<thing>_id`, `<thing>Id`); `maxItems`
+    (`MAX_RESULT_ITEMS`, or the schema's `minItems` if larger) on every array that has none; and
+    `maxLength` (`MAX_RESULT_CHARS`, or its `minLength`) on every other free string. Bounds, patterns,
+    enums, consts and formats a schema sets itself stay."""
     if isinstance(schema, list):
-        return [_bounded(s) for s in schema]
+        return [_generation_schema(s, key) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: (_bounded(v) if k in ("items", "anyOf", "oneOf", "allOf", "prefixItems") else v)
+    out = {k: (_generation_schema(v, key) if k in ("items", "anyOf", "oneOf", "allOf", "prefixItems") else v)
            for k, v in schema.items()}
-    for key in ("properties", "patternProperties"):
-        if isinstance(schema.get(key), dict):
-            out[key] = {k: _bounded(v) for k, v in schema[key].items()}
+    for field in ("properties", "patternProperties"):
+        if isinstance(schema.get(field), dict):
+            out[field] = {k: _generation_schema(v, k) for k, v in schema[field].items()}
     if isinstance(schema.get("additionalProperties"), dict):
-        out["additionalProperties"] = _bounded(schema["additionalProperties"])
-    types = schema.get("type")
-    types = types if isinstance(types, list) else [types]
+        out["additionalProperties"] = _generation_schema(schema["additionalProperties"])
+    declared = schema.get("type")
+    types: list[Any] = declared if isinstance(declared, list) else [declared]
     if "array" in types and "maxItems" not in schema:
         out["maxItems"] = max(MAX_RESULT_ITEMS, int(schema.get("minItems") or 0))
-    if ("string" in types and "maxLength" not in schema
-            and not any(k in schema for k in ("enum", "const", "pattern", "format"))):
-        out["maxLength"] = max(MAX_RESULT_CHARS, int(schema.get("minLength") or 0))
+    if "string" in types and not any(k in schema for k in _SHAPED):
+        if name_words(key)[-1:] == ["id"] and schema.get("type") == "string":
+            out["pattern"] = ID_PATTERN
+        elif "maxLength" not in schema:
+            out["maxLength"] = max(MAX_RESULT_CHARS, int(schema.get("minLength") or 0))
     return out
 
 
 def world_model_schema(spec: ToolSpec) -> dict[str, Any]:
-    """The schema the world model answers under: the tool's `outputSchema` (ids held to
-    `ID_PATTERN`, lists and strings `_bounded`) as `result`, and for a write tool a `state_update`."""
-    result_schema = (_bounded(_with_id_patterns(inline_refs(spec.output_schema))) if spec.output_schema
-                     else {"type": "object"})
+    """The schema the world model answers under: the tool's `outputSchema` as `_generation_schema`
+    makes it, as `result`, and for a write tool a `state_update`."""
+    result_schema = _generation_schema(inline_refs(spec.output_schema)) if spec.output_schema else {"type": "object"}
     props: dict[str, Any] = {"result": result_schema}
     if spec.side_effect == "write":
         props["state_update"] = {"type": "object"}
