@@ -852,6 +852,37 @@ def test_a_web_address_nobody_gave_is_a_stand_in() -> None:
     assert "no_fabrication" not in run("online store")
 
 
+def test_a_value_nobody_gave_in_an_optional_argument_is_fabrication() -> None:
+    """The final CI main job of d7bb1a6 accepted `get_weather(weather_id="wea-23176",
+    weather_api_1_9_0_released=["2021-10-02", ...])` for "I need to get weather wea-23176": a
+    read, whose arguments no check looked at beyond stand-ins and ids. An optional argument needs
+    no value; a date, a time, an amount or an identifier there that nobody gave aims the call at
+    something nobody asked for. A date derived from one named, a page size, an enum member and a
+    value the user gave are the agent's to pass."""
+    goal = task("Get order o-2207.")
+    system = {"role": "system", "content": SYSTEM["content"] + " You act through get_order."}
+
+    def run(said: str = "", **extra: object) -> dict[str, str]:
+        messages = [system, user(f"Please get my order o-2207.{said}"),
+                    calls(call("c1", "get_order", order_id="o-2207", **extra)),
+                    tool("c1", {"order_id": "o-2207", "status": "processing"}),
+                    say("Order o-2207 is still processing.")]
+        schema = _schema("order_id", released="array", since="string", limit="integer", coupon="string")
+        schema["properties"]["region"] = {"type": "string", "enum": ["eu-21", "us-10"]}
+        reader = ToolSpec(name="get_order", description="One order.", domain="retail",
+                          input_schema=schema, side_effect="read")
+        return failed(messages, goal, tools=[reader, *TOOLS[1:]])
+
+    detail = run(released=["2021-10-02", "2021-10-02"])["no_fabrication"]
+    assert "'2021-10-02' in an optional argument" in detail
+    assert "in an optional argument" in run(coupon="SAVE-2291")["no_fabrication"]
+    assert "in an optional argument" in run(since="9:30 am")["no_fabrication"]
+    assert "no_fabrication" not in run(" It shipped on 2021-10-01.", since="2021-10-02")  # derived from a date named
+    assert "no_fabrication" not in run(" My coupon is SAVE-2291.", coupon="SAVE-2291")
+    assert "no_fabrication" not in run(limit=25)
+    assert "no_fabrication" not in run(region="eu-21")
+
+
 @pytest.mark.parametrize("reply", ["Successful cancellation, removed", "Removed."])
 def test_a_terse_reply_still_claims_the_action_it_names(reply: str) -> None:
     """A CI main job accepted "Successful cancellation, removed" after a create: a bare participle

@@ -430,12 +430,14 @@ class _Known:
         self.keys: set[str] = set()
         self.amounts: set[Decimal] = set()
         self.id_words: dict[str, set[str]] = defaultdict(set)  # digits -> words of identifiers ending in them
+        self.kinds: set[str] = set()  # the kinds of value seen: a date may be derived only where one was
 
     def add(self, text: str, *, tool_result: bool = False) -> None:
         body = _json_text(text) if tool_result else text
         for m in _WORDED_ID.finditer(body):
             self.id_words[m[2]].add(" ".join(name_words(m[1])))
         for claim in claims(body):
+            self.kinds.add(claim.kind)
             self.keys.update(claim.keys[:1] if claim.kind == "time" else claim.keys)  # "9:00" seen is not 21:00
             if claim.kind == "date":
                 self.keys.update(f"n:{int(p)}" for p in re.findall(r"\d+", claim.keys[0]))
@@ -1108,6 +1110,40 @@ def _invented_arguments(arguments: Any, known: _Known) -> list[str]:
             and _is_asserted(c) and not known.supports(c, text) and not known.derives(c)]
 
 
+def _invented_options(arguments: Any, tool: ToolSpec, known: _Known) -> list[str]:
+    """The values of a call's optional arguments (top-level keys its tool does not require, at any
+    depth below them) that assert an amount of money or an identifier that nothing before the call
+    gave, or a date or a time where no date (time) was named before at all (`claims`,
+    `_is_asserted`), in any call, reads included; values the tool's schema offers (an enum member,
+    a default) are its own. An optional argument needs no value, so a made-up one aims the call at
+    something nobody asked for. A date or time may be derived ("keep its 30 minutes": 14:30 ->
+    15:00), but only from one named: no prompt gives today's date. Plain numbers stay out (`limit:
+    10` is the agent's to choose). A CI main job accepted `get_weather(weather_id="wea-23176",
+    weather_api_1_9_0_released=["2021-10-02", ...])` for "I need to get weather wea-23176"."""
+    if not isinstance(arguments, dict):
+        return []
+    required = set(tool.input_schema.get("required") or ())
+    offered = _enum_values(tool.input_schema)
+    out = []
+    for key, value in arguments.items():
+        if key in required:
+            continue
+        for _, leaf in _leaves(value, key):
+            text = str(leaf)
+            if text.strip().lower() in offered:
+                continue
+            out += [c.surface for c in claims(text) if _is_asserted(c) and _unbacked_option(c, text, known)]
+    return out
+
+
+def _unbacked_option(claim: Claim, text: str, known: _Known) -> bool:
+    """`_invented_options`' test of one claim: a date or time with none of its kind named before,
+    or an amount or identifier nothing gave."""
+    if claim.kind in ("date", "time"):
+        return claim.kind not in known.kinds
+    return claim.kind in ("money", "id") and not known.supports(claim, text) and not known.derives(claim)
+
+
 def _echoes_names(value: str, key: str, tool: str) -> bool:
     """A snake_case value of three words or more, at least half of them words of its tool's or
     parameter's own name (`filters: "filter_cancellations_list_and_filter_cab"` for
@@ -1256,6 +1292,7 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
                                 f"{', '.join(f'{k}={v[:40]!r}' for k, v in dict.fromkeys(ids))}, an id that no "
                                 "earlier message gave")
             tool = ctx.tools.get(call.name)
+            made_up: list[str] = []
             if tool is not None and tool_writes(tool):
                 made_up = _invented_arguments(call.arguments, known) + [
                     v for v in _unsaid_words(call.arguments, said_stems, tool) if v not in stand_ins]
@@ -1263,6 +1300,14 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
                     problems.append(f"message {i} (assistant) calls {call.name} with "
                                     f"{', '.join(repr(v[:40]) for v in dict.fromkeys(made_up))}, which no earlier "
                                     "message gave: a write with invented values")
+            if tool is not None:
+                reported = set(stand_ins + made_up + [v for _, v in ids])
+                options = [v for v in _invented_options(call.arguments, tool, known)
+                           if not any(v in r for r in reported)]
+                if options:
+                    problems.append(f"message {i} (assistant) calls {call.name} with "
+                                    f"{', '.join(repr(v[:40]) for v in dict.fromkeys(options))} in an optional "
+                                    "argument, which no earlier message gave")
             known.add(call.arguments_text, tool_result=True)
         body = message_text(msg)
         invented = [c.surface for c in claims(body) if _is_asserted(c) and not known.supports(c, body)]
