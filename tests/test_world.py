@@ -489,6 +489,29 @@ def test_the_world_model_writes_a_page_of_a_listing_and_a_field_of_text() -> Non
     assert "maxLength" not in result["count"] and spec.output_schema == output  # the spec is not changed
 
 
+def test_a_tool_without_an_output_schema_gets_a_bounded_result() -> None:
+    """No real MCP tool in `shared/data/mcp` declares an `outputSchema`. Under a bare object the
+    world model nested objects in objects or wrote one string until `max_tokens` (10-16 of 48 sampled
+    real tools cut off); its result is now at most three levels, with text and lists bounded."""
+    import jsonschema
+
+    from synth.models import ToolSpec
+    from synth.rollout.world_model import FREE_RESULT_SCHEMA, MAX_RESULT_CHARS, MAX_RESULT_ITEMS, world_model_schema
+
+    spec = ToolSpec(name="browser_select", description="Select an option.", domain="mcp", side_effect="read",
+                    input_schema={"type": "object", "properties": {"selector": {"type": "string"}}})
+    schema = world_model_schema(spec)
+    assert schema["properties"]["result"] == FREE_RESULT_SCHEMA
+    valid = jsonschema.Draft202012Validator(schema).is_valid
+    record = {"id": "el-4", "label": "Blue", "selected": True, "price": 4.5, "note": None}
+    assert valid({"result": {"status": "ok", "option": record, "options": [record, record], "tags": ["a", 2]}})
+    assert valid({"result": {"error": "no element matches #colour"}})
+    assert not valid({"result": {"data": {"data": {"data": 1}}}})  # a fourth level
+    assert not valid({"result": {"options": [[1, 2]]}})  # a list in a list
+    assert not valid({"result": {"text": "x" * (MAX_RESULT_CHARS + 1)}})
+    assert not valid({"result": {"options": [1] * (MAX_RESULT_ITEMS + 1)}})
+
+
 @pytest.mark.integration
 async def test_the_embedded_model_writes_world_model_ids_that_follow_the_id_pattern(backend_url: str) -> None:
     """The same pattern through llama-server: its grammar takes the pattern (a schema it could not
@@ -523,3 +546,31 @@ async def test_the_embedded_model_writes_world_model_ids_that_follow_the_id_patt
     assert ids, "the model listed no order in four tries"
     assert all(re.match(ID_PATTERN, i) for i in ids), ids
     assert all(len(page) <= MAX_RESULT_ITEMS for page in pages), [len(p) for p in pages]
+
+
+@pytest.mark.integration
+async def test_the_embedded_model_answers_a_tool_without_an_output_schema(backend_url: str) -> None:
+    """llama-server compiles the bounded result of a tool that declares no `outputSchema`
+    (`FREE_RESULT_SCHEMA`: a schema it could not compile would be a 400 on every such call) and its
+    answer conforms to it."""
+    import jsonschema
+
+    from synth.llm import LLMClient
+    from synth.llm.errors import StructuredOutputError
+    from synth.models import ToolSpec
+    from synth.rollout.world_model import FREE_RESULT_SCHEMA, ask_world_model
+    from tests.conftest import make_config
+
+    spec = ToolSpec(name="get_weather_forecast", description="Get the weather forecast for a city.", domain="mcp",
+                    side_effect="read", input_schema={"type": "object", "properties": {"city": {"type": "string"}}})
+    results = []
+    async with LLMClient(make_config(backend_url)) as llm:
+        for seed in range(3):
+            try:
+                result, _, _ = await ask_world_model(spec, {"city": "Lisbon"}, {}, llm, seed=seed)
+            except StructuredOutputError:
+                continue
+            results.append(result)
+    assert results, "no valid answer in three tries"
+    for result in results:
+        jsonschema.validate(result, FREE_RESULT_SCHEMA)

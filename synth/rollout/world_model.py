@@ -37,6 +37,17 @@ MAX_RESULT_ITEMS = 5
 MAX_RESULT_CHARS = 160
 _SHAPED = ("pattern", "enum", "const", "format")  # a string these hold is no free text
 
+# The result of a tool that declares no `outputSchema` (every one of the 6,044 real MCP tools in
+# `shared/data/mcp`): a JSON object of at most three levels (a field, a list of records, a record's
+# field), with the same bounds on text and lists. A bare `{"type": "object"}` let the model nest
+# objects in objects or write one string until `max_tokens`: 13-16 of 48 sampled real tools' results
+# were cut off (`bench/` figures in docs/architecture.md section 6).
+_SCALARS: list[dict[str, Any]] = [{"type": "string", "maxLength": MAX_RESULT_CHARS}, {"type": "number"},
+                                  {"type": "boolean"}, {"type": "null"}]
+_RECORD: dict[str, Any] = {"type": "object", "additionalProperties": {"anyOf": _SCALARS}}
+FREE_RESULT_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": {"anyOf": [
+    *_SCALARS, _RECORD, {"type": "array", "maxItems": MAX_RESULT_ITEMS, "items": {"anyOf": [*_SCALARS, _RECORD]}}]}}
+
 
 def _generation_schema(schema: Any, key: str = "") -> Any:
     """`schema` as the world model decodes under it, at any depth: `ID_PATTERN` on every plain
@@ -70,7 +81,7 @@ def _generation_schema(schema: Any, key: str = "") -> Any:
 def world_model_schema(spec: ToolSpec) -> dict[str, Any]:
     """The schema the world model answers under: the tool's `outputSchema` as `_generation_schema`
     makes it, as `result`, and for a write tool a `state_update`."""
-    result_schema = _generation_schema(inline_refs(spec.output_schema)) if spec.output_schema else {"type": "object"}
+    result_schema = _generation_schema(inline_refs(spec.output_schema)) if spec.output_schema else FREE_RESULT_SCHEMA
     props: dict[str, Any] = {"result": result_schema}
     if spec.side_effect == "write":
         props["state_update"] = {"type": "object"}
