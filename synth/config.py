@@ -12,6 +12,7 @@ Environment variables use `__` for nesting below the `SYNTH_` prefix, e.g.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -110,7 +111,7 @@ class RunConfig(_Strict):
     token_budget: int | None = Field(None, ge=1, description="stop cleanly once this run's model calls have used "
                                      "this many tokens (prompt + completion, cache replays not counted)")
 
-    @field_validator("domains", "categories", "exclude", mode="before")
+    @field_validator("domains", "categories", "exclude", "mcp_files", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -220,8 +221,21 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if len(path) < 2:
             continue
-        _set_nested(tree, path, value)
+        _set_nested(tree, path, _env_value(name, value))
     return tree
+
+
+def _env_value(name: str, value: str) -> Any:
+    """A variable's value as the config reads it: a JSON list or table when it is written as one
+    (`SYNTH_RUN__MCP_FILES='["a.jsonl.gz"]'`, `SYNTH_JUDGE__PANEL='[{"model": "m"}]'`), else the
+    text, which pydantic converts (numbers, booleans) or a validator splits (comma-separated names,
+    URLs and files)."""
+    if not value.lstrip().startswith(("[", "{")):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name}: a value that starts with '[' or '{{' must be JSON ({exc})") from exc
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,19 @@ def test_comma_separated_urls_from_env():
     assert cfg.llm.role("agent").base_urls == ["http://a:1/v1", "http://b:2/v1"]
 
 
+def test_lists_from_env_as_json_or_comma_separated():
+    """`SYNTH_RUN__MCP_FILES='["servers.jsonl.gz"]'` was refused ("Input should be a valid list"):
+    a variable written as a JSON list or table is read as one, and file lists also split on commas."""
+    as_json = load_config(None, environ={"SYNTH_RUN__MCP_FILES": '["a.jsonl.gz", "b.json"]',
+                                         "SYNTH_JUDGE__PANEL": '[{"model": "m1"}, {"model": "m2"}]'})
+    assert as_json.run.mcp_files == ["a.jsonl.gz", "b.json"]
+    assert [m["model"] for m in as_json.judge.panel] == ["m1", "m2"]
+    assert load_config(None, environ={"SYNTH_RUN__MCP_FILES": "a.jsonl.gz, b.json"}).run.mcp_files == [
+        "a.jsonl.gz", "b.json"]
+    with pytest.raises(ConfigError, match=r"SYNTH_RUN__MCP_FILES.*must be JSON"):
+        load_config(None, environ={"SYNTH_RUN__MCP_FILES": '["a.jsonl.gz"'})
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
