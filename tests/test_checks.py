@@ -869,6 +869,7 @@ def test_a_value_nobody_gave_in_an_optional_argument_is_fabrication() -> None:
                     say("Order o-2207 is still processing.")]
         schema = _schema("order_id", released="array", since="string", limit="integer", coupon="string")
         schema["properties"]["region"] = {"type": "string", "enum": ["eu-21", "us-10"]}
+        schema["properties"]["model"] = {"type": "string", "description": "Model, e.g. sonnet-20241022."}
         reader = ToolSpec(name="get_order", description="One order.", domain="retail",
                           input_schema=schema, side_effect="read")
         return failed(messages, goal, tools=[reader, *TOOLS[1:]])
@@ -881,6 +882,7 @@ def test_a_value_nobody_gave_in_an_optional_argument_is_fabrication() -> None:
     assert "no_fabrication" not in run(" My coupon is SAVE-2291.", coupon="SAVE-2291")
     assert "no_fabrication" not in run(limit=25)
     assert "no_fabrication" not in run(region="eu-21")
+    assert "no_fabrication" not in run(model="sonnet-20241022")  # an example the tool's schema gives
 
 
 @pytest.mark.parametrize("reply", ["Successful cancellation, removed", "Removed."])

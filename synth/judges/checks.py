@@ -1115,22 +1115,24 @@ def _invented_options(arguments: Any, tool: ToolSpec, known: _Known) -> list[str
     depth below them) that assert an amount of money or an identifier that nothing before the call
     gave, or a date or a time where no date (time) was named before at all (`claims`,
     `_is_asserted`), in any call, reads included; values the tool's schema offers (an enum member,
-    a default) are its own. An optional argument needs no value, so a made-up one aims the call at
-    something nobody asked for. A date or time may be derived ("keep its 30 minutes": 14:30 ->
-    15:00), but only from one named: no prompt gives today's date. Plain numbers stay out (`limit:
-    10` is the agent's to choose). A CI main job accepted `get_weather(weather_id="wea-23176",
-    weather_api_1_9_0_released=["2021-10-02", ...])` for "I need to get weather wea-23176"."""
+    a default, an example its descriptions give) are its own. An optional argument needs no value,
+    so a made-up one aims the call at something nobody asked for. A date or time may be derived
+    ("keep its 30 minutes": 14:30 -> 15:00), but only from one named: no prompt gives today's date.
+    Plain numbers stay out (`limit: 10` is the agent's to choose). A CI main job accepted
+    `get_weather(weather_id="wea-23176", weather_api_1_9_0_released=["2021-10-02", ...])` for "I
+    need to get weather wea-23176"."""
     if not isinstance(arguments, dict):
         return []
     required = set(tool.input_schema.get("required") or ())
     offered = _enum_values(tool.input_schema)
+    schema_text = json.dumps(tool.input_schema, ensure_ascii=False).lower()  # its descriptions' examples
     out = []
     for key, value in arguments.items():
         if key in required:
             continue
         for _, leaf in _leaves(value, key):
             text = str(leaf)
-            if text.strip().lower() in offered:
+            if text.strip().lower() in offered or text.strip().lower() in schema_text:
                 continue
             out += [c.surface for c in claims(text) if _is_asserted(c) and _unbacked_option(c, text, known)]
     return out
