@@ -40,8 +40,8 @@ _SHAPED = ("pattern", "enum", "const", "format")  # a string these hold is no fr
 # The result of a tool that declares no `outputSchema` (every one of the 6,044 real MCP tools in
 # `shared/data/mcp`): a JSON object of at most three levels (a field, a list of records, a record's
 # field), with the same bounds on text and lists. A bare `{"type": "object"}` let the model nest
-# objects in objects or write one string until `max_tokens`: 13-16 of 48 sampled real tools' results
-# were cut off (`bench/` figures in docs/architecture.md section 6).
+# objects in objects or write one string until `max_tokens`: 10-16 of 48 sampled real tools' results
+# were cut off, 7-8 under this one (figures in docs/architecture.md section 6, item 10).
 _SCALARS: list[dict[str, Any]] = [{"type": "string", "maxLength": MAX_RESULT_CHARS}, {"type": "number"},
                                   {"type": "boolean"}, {"type": "null"}]
 _RECORD: dict[str, Any] = {"type": "object", "additionalProperties": {"anyOf": _SCALARS}}

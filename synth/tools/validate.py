@@ -63,8 +63,9 @@ def _metaschema_problem(schema: dict[str, Any]) -> str | None:
     """Why `schema` is valid under none of the drafts it may be written in (None: it is valid under
     one), naming the first draft's first error. Draft-07's metaschema is tried first: it checks
     about 6x faster than 2020-12's (whose `$dynamicRef`s the validator resolves at every node), and
-    no real MCP tool's schema is valid only under 2020-12, so importing `shared/data/mcp`'s 6,044
-    tools, which `synth run` does at each start with `[run] mcp_files`, fell from ~9 s to ~2 s."""
+    no real MCP tool's schema is valid only under 2020-12: checking the schemas of `shared/data/mcp`'s
+    6,044 tools, which `synth run` imports at each start with `[run] mcp_files`, fell from 5.8 s to
+    1.6 s, with the same verdicts and messages."""
     drafts = _declared_drafts(schema)
     if any(_meta_validator(d).is_valid(schema) for d in sorted(drafts, key=lambda d: d != "draft-07")):
         return None
