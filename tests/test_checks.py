@@ -625,10 +625,14 @@ def test_a_write_with_values_nobody_gave_is_fabrication():
 def test_a_final_reply_that_stops_mid_sentence_fails():
     """The last CI main job accepted "Successfully created weather for ": a reply cut off mid-sentence
     is no answer. A reply ending on a content word or on punctuation is fine."""
-    for cut in ("Order o-2207 is cancelled and $85 goes back as a refund for", "Order o-2207 is cancelled and the"):
+    for cut in ("Order o-2207 is cancelled and $85 goes back as a refund for", "Order o-2207 is cancelled and the",
+                # a benchmark run with real MCP tools accepted "... a popular tourist destination. The location"
+                "Order o-2207 is cancelled. The refund", "Order o-2207 is cancelled! Refund $85 of 85 is due on"):
         assert "stops mid-sentence" in failed([*CANCEL[:-1], say(cut)], CANCEL_TASK)["final_reply"], cut
     for fine in ("Order o-2207 is cancelled; $85 goes back to your card", "Order o-2207 is cancelled, as asked for.",
-                 "Order o-2207 is cancelled. Anything else I can help you with", "Order o-2207 is cancelled :)"):
+                 "Order o-2207 is cancelled. Anything else I can help you with", "Order o-2207 is cancelled :)",
+                 "Order o-2207 is cancelled. Let me know if you need more", "Order o-2207 is cancelled.\n- refund: $85",
+                 "Order o-2207 is cancelled.\n1. refund $85"):
         assert "final_reply" not in failed([*CANCEL[:-1], say(fine)], CANCEL_TASK), fine
 
 
