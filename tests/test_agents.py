@@ -730,3 +730,21 @@ def test_every_list_and_free_string_a_draft_asks_for_is_bounded() -> None:
 
     for model in (AgentDraft, TaskDraft, EvolutionDraft, ToolDraft, ApplicationList):
         assert unbounded(schema_for(model), model.__name__) == []
+
+
+def test_planned_values_of_places_and_coordinates_are_places_and_coordinates() -> None:
+    """A benchmark run with real MCP tools planned `get_weather_by_city(city_name="Ana Costa")` (a
+    person's name: `_name` was read as a person's) and `get_weather_by_coordinates(latitude=332.02,
+    longitude=211.25)`, and accepted the trajectory built on them."""
+    from synth.agents.plans import CITIES, COUNTRY_NAMES, example_value
+
+    rng = random.Random(3)
+    for _ in range(20):
+        assert example_value("city_name", {"type": "string"}, rng) in CITIES
+        assert example_value("destination", {"type": "string"}, rng) in CITIES
+        assert example_value("country_name", {"type": "string"}, rng) in COUNTRY_NAMES
+        assert -90 <= example_value("latitude", {"type": "number"}, rng) <= 90
+        assert -180 <= example_value("lng", {"type": "number"}, rng) <= 180
+        assert -90 <= float(example_value("lat", {"type": "string"}, rng)) <= 90
+        assert 10 <= example_value("latitude", {"type": "number", "minimum": 10, "maximum": 20}, rng) <= 20
+    assert " " in example_value("customer_name", {"type": "string"}, rng)  # still a person's name

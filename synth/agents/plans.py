@@ -44,6 +44,20 @@ TOPICS = ("quarterly summary", "onboarding checklist", "spring campaign", "team 
 _FREE_TEXT = ("query", "text", "message", "content", "description", "body", "prompt", "question", "title",
               "comment", "note", "summary", "instructions", "reason", "search", "keyword", "term", "topic", "q")
 _TUNING = ("limit", "page", "offset", "cursor", "count", "max", "num", "top", "size", "per_page", "timeout", "depth")
+_PLACES = ("city", "location", "address", "destination", "origin", "place", "region")
+COUNTRIES = ("US", "PT", "KE", "JP", "DE")
+COUNTRY_NAMES = ("United States", "Portugal", "Kenya", "Japan", "Germany")
+
+
+def _coordinate_range(key: str) -> tuple[float, float] | None:
+    """Where a latitude or longitude parameter's values lie (a benchmark run's task asked for
+    "latitude 332.02, longitude 211.25")."""
+    words = set(key.split("_"))
+    if words & {"latitude", "lat"}:
+        return -60.0, 70.0  # where people live: no poles
+    if words & {"longitude", "lon", "lng"}:
+        return -170.0, 170.0
+    return None
 _SCALAR_TYPES = ("string", "integer", "number", "boolean")
 MAX_FIELDS = 6
 MAX_STATED = 6
@@ -93,13 +107,15 @@ def _string_value(key: str, schema: dict[str, Any], rng: random.Random, topic: s
         value = str(uuid.UUID(int=rng.getrandbits(128)))
     elif "phone" in key:
         value = f"+1-555-01{rng.randint(10, 99)}"
+    elif (span := _coordinate_range(key)) is not None:
+        value = f"{rng.uniform(*span):.4f}"
+    elif any(w in key for w in _PLACES):  # before names: a `city_name` is a city, not a person
+        value = rng.choice(CITIES)
+    elif "country" in key:
+        value = rng.choice(COUNTRY_NAMES if "name" in key else COUNTRIES)
     elif key in ("name", "full_name", "username", "user_name", "author", "owner", "assignee", "customer") \
             or (key.endswith(("_name", "first_name", "last_name")) and not key.startswith(("file", "repo", "project"))):
         value = f"{first} {last}" if "user" not in key else f"{first.lower()}{last.lower()}"
-    elif any(w in key for w in ("city", "location", "address", "destination", "origin", "place", "region")):
-        value = rng.choice(CITIES)
-    elif "country" in key:
-        value = rng.choice(("US", "PT", "KE", "JP", "DE"))
     elif "currency" in key:
         value = rng.choice(("USD", "EUR", "GBP"))
     elif key in ("lang", "language", "locale"):
@@ -183,6 +199,11 @@ def example_value(name: str, schema: Any, rng: random.Random, topic: str = "week
     if kind == "number":
         if any(w in key for w in _TUNING):
             return _bounded_int(schema, 3, 10, rng)
+        span = _coordinate_range(key)
+        if span is not None:
+            low = max(span[0], float(schema.get("minimum", span[0])))
+            high = min(span[1], float(schema.get("maximum", span[1])))
+            return round(rng.uniform(low, high), 4) if low <= high else round(low, 4)
         low = float(schema.get("minimum", 1.0))
         high = float(schema.get("maximum", max(low + 1.0, 500.0)))
         return round(rng.uniform(max(low, min(10.0, high)), high), 2)
