@@ -732,7 +732,7 @@ def test_every_list_and_free_string_a_draft_asks_for_is_bounded() -> None:
         assert unbounded(schema_for(model), model.__name__) == []
 
 
-def test_planned_values_of_places_and_coordinates_are_places_and_coordinates() -> None:
+def test_planned_values_are_what_their_names_ask_for() -> None:
     """A benchmark run with real MCP tools planned `get_weather_by_city(city_name="Ana Costa")` (a
     person's name: `_name` was read as a person's) and `get_weather_by_coordinates(latitude=332.02,
     longitude=211.25)`, and accepted the trajectory built on them."""
@@ -748,3 +748,7 @@ def test_planned_values_of_places_and_coordinates_are_places_and_coordinates() -
         assert -90 <= float(example_value("lat", {"type": "string"}, rng)) <= 90
         assert 10 <= example_value("latitude", {"type": "number", "minimum": 10, "maximum": 20}, rng) <= 20
     assert " " in example_value("customer_name", {"type": "string"}, rng)  # still a person's name
+    # A thing's name is not a person's (stored tasks had `order_management_field_type_name="Elif Lee"`).
+    assert example_value("field_type_name", {"type": "string"}, rng, "spring campaign") == "Spring Campaign"
+    assert " " not in example_value("first_name", {"type": "string"}, rng)
+    assert " " not in example_value("last_name", {"type": "string"}, rng)

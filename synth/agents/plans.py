@@ -45,6 +45,11 @@ _FREE_TEXT = ("query", "text", "message", "content", "description", "body", "pro
               "comment", "note", "summary", "instructions", "reason", "search", "keyword", "term", "topic", "q")
 _TUNING = ("limit", "page", "offset", "cursor", "count", "max", "num", "top", "size", "per_page", "timeout", "depth")
 _PLACES = ("city", "location", "address", "destination", "origin", "place", "region")
+# Words of a parameter that names a person (`contact_name`, `first_name`); other `<thing>_name`s name things.
+_PEOPLE = frozenset(("first", "last", "full", "middle", "given", "family", "person", "customer", "client", "contact",
+                     "owner", "author", "assignee", "recipient", "sender", "passenger", "guest", "patient", "employee",
+                     "member", "attendee", "participant", "driver", "student", "teacher", "manager", "user", "display",
+                     "nick", "holder", "cardholder", "account", "speaker", "host", "organizer", "buyer", "seller"))
 COUNTRIES = ("US", "PT", "KE", "JP", "DE")
 COUNTRY_NAMES = ("United States", "Portugal", "Kenya", "Japan", "Germany")
 
@@ -87,6 +92,18 @@ def _bounded_int(schema: dict[str, Any], low: int, high: int, rng: random.Random
     return rng.randint(low_c, high_c)
 
 
+def _person_value(key: str, first: str, last: str) -> str:
+    """A person's name as the parameter asks for it: a handle, a first or last name, or both."""
+    words = set(key.split("_"))
+    if "user" in words or key == "username":
+        return f"{first.lower()}{last.lower()}"
+    if words & {"first", "given"}:
+        return first
+    if words & {"last", "family"}:
+        return last
+    return f"{first} {last}"
+
+
 def _string_value(key: str, schema: dict[str, Any], rng: random.Random, topic: str) -> str:
     fmt = str(schema.get("format") or "")
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
@@ -114,8 +131,10 @@ def _string_value(key: str, schema: dict[str, Any], rng: random.Random, topic: s
     elif "country" in key:
         value = rng.choice(COUNTRY_NAMES if "name" in key else COUNTRIES)
     elif key in ("name", "full_name", "username", "user_name", "author", "owner", "assignee", "customer") \
-            or (key.endswith(("_name", "first_name", "last_name")) and not key.startswith(("file", "repo", "project"))):
-        value = f"{first} {last}" if "user" not in key else f"{first.lower()}{last.lower()}"
+            or (key.endswith("_name") and set(key.split("_")) & _PEOPLE):
+        value = _person_value(key, first, last)
+    elif key.endswith("_name") and not key.startswith(("file", "repo", "project")):
+        value = topic.title()  # a thing's name (`field_type_name`), not a person's
     elif "currency" in key:
         value = rng.choice(("USD", "EUR", "GBP"))
     elif key in ("lang", "language", "locale"):
