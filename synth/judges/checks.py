@@ -463,6 +463,10 @@ class _Known:
             return any(claim.amount - a in self.amounts or a - claim.amount in self.amounts for a in self.amounts)
         return False
 
+    def backs(self, claim: Claim, text: str) -> bool:
+        """A value a call may pass: seen (`supports`) or derived from amounts seen (`derives`)."""
+        return self.supports(claim, text) or self.derives(claim)
+
     def derives(self, claim: Claim) -> bool:
         """`claim` is an amount that is the sum or difference of two amounts seen (a payment of two
         flights' prices): a call may pass it on, whatever its kind."""
@@ -908,7 +912,6 @@ def _repeats_itself(reply: str) -> bool:
 # never adverbs ("I can help you with" and "logged in" are sentences; "created weather for" is not).
 _NEVER_LAST_WORDS = "a an the your my our their its his her and or but nor of than whose for from into"
 _NEVER_LAST = frozenset(_NEVER_LAST_WORDS.split())
-_LIST_ITEM = re.compile(r"(?:[-*•]|\d+[.)])\s")
 # How a reply signs off; such a line is complete without a stop.
 _CLOSING = re.compile(r"(?:anything else|is there anything|let me know|feel free|have a|thanks|thank you|hope|"
                       r"happy to|glad to|enjoy|good luck|take care|cheers)\b", re.I)
@@ -930,7 +933,7 @@ def _cut_off(reply: str) -> bool:
         return True
     last_line = text.rsplit("\n", 1)[-1].strip()
     sentences = re.split(r"(?<=[.!?])\s+", last_line)
-    return len(sentences) > 1 and not _LIST_ITEM.match(last_line) and not _CLOSING.match(sentences[-1])
+    return len(sentences) > 1 and not _LIST_MARKER.match(last_line) and not _CLOSING.match(sentences[-1])
 
 
 def _asks_for_information(ctx: _Context) -> bool:
@@ -1123,7 +1126,7 @@ def _invented_arguments(arguments: Any, known: _Known) -> list[str]:
     minutes": 14:30 -> 15:00). Words are `_unsaid_words`' to judge."""
     texts = [str(v) for _, v in _leaves(arguments)]
     return [c.surface for text in texts for c in claims(text) if c.kind in ("number", "id", "money")
-            and _is_asserted(c) and not known.supports(c, text) and not known.derives(c)]
+            and _is_asserted(c) and not known.backs(c, text)]
 
 
 def _invented_options(arguments: Any, tool: ToolSpec, known: _Known) -> list[str]:
@@ -1159,7 +1162,7 @@ def _unbacked_option(claim: Claim, text: str, known: _Known) -> bool:
     or an amount or identifier nothing gave."""
     if claim.kind in ("date", "time"):
         return claim.kind not in known.kinds
-    return claim.kind in ("money", "id") and not known.supports(claim, text) and not known.derives(claim)
+    return claim.kind in ("money", "id") and not known.backs(claim, text)
 
 
 def _echoes_names(value: str, key: str, tool: str) -> bool:
