@@ -354,7 +354,7 @@ class RecordingProxy:
                                                       headers=headers) as r:
                 if r.content_type != "text/event-stream":
                     data = await r.read()
-                    if request.path.endswith("/chat/completions") and r.status == 200:
+                    if request.path.endswith(_MODEL_PATHS) and r.status == 200:
                         with contextlib.suppress(ValueError, KeyError, TypeError):
                             self._record(request, json.loads(body), json.loads(data))
                     return web.Response(body=data, status=r.status, content_type=r.content_type)
@@ -373,7 +373,8 @@ class RecordingProxy:
                 finally:
                     if reply.finish_reason is None:  # the client stopped the reply (a loop)
                         reply.stop()
-                    self._record(request, json.loads(body), reply.completion())
+                    if request.path.endswith(_MODEL_PATHS):
+                        self._record(request, json.loads(body), reply.completion())
                 return out
 
         async def main() -> None:
@@ -390,9 +391,14 @@ class RecordingProxy:
         self._loop.run_until_complete(main())
 
     def _record(self, request: Any, body: dict, reply: dict) -> None:
+        if "choices" not in reply:  # a whole /completion response (token prompts)
+            event = StreamedReply()
+            event.add_event(reply)
+            reply = event.completion()
         timings = reply.get("timings") or {}
         body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         self.records.append({"role": request.headers.get("x-synth-role", "?"), "body": body,
+                             "path": "/completion" if request.path.endswith("/completion") else "/v1/chat/completions",
                              "completion_tokens": reply["usage"]["completion_tokens"],
                              "prompt_tokens": reply["usage"]["prompt_tokens"],
                              "cached_tokens": int(timings.get("cache_n") or 0),
@@ -408,17 +414,26 @@ class RecordingProxy:
         pass  # a daemon thread: it ends with the benchmark
 
 
-async def _replay(base_url: str, bodies: list[dict], slots: int) -> tuple[int, float]:
-    """(completion tokens, seconds) of `bodies` sent with `slots` always in flight."""
+# The requests that ask the model for a reply: chat completions, and llama-server's /completion
+# (what the client sends with token prompts, `synth.llm.token_prompts`).
+_MODEL_PATHS = ("/chat/completions", "/completion")
+
+
+async def _replay(base_url: str, bodies: list[tuple[str, dict]], slots: int) -> tuple[int, float]:
+    """(completion tokens, seconds) of `bodies` (each with the path it was sent to) sent with
+    `slots` always in flight."""
     queue = list(reversed(bodies))
     tokens = 0
+    root = base_url.removesuffix("/v1")
 
     async def loop(client: httpx.AsyncClient) -> None:
         nonlocal tokens
         while queue:
-            r = await client.post(f"{base_url}/chat/completions", json=queue.pop())
+            path, body = queue.pop()
+            r = await client.post(root + path, json=body)
             r.raise_for_status()
-            tokens += r.json()["usage"]["completion_tokens"]
+            data = r.json()
+            tokens += data["usage"]["completion_tokens"] if "usage" in data else data["tokens_predicted"]
 
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=600) as client:
@@ -426,12 +441,22 @@ async def _replay(base_url: str, bodies: list[dict], slots: int) -> tuple[int, f
     return tokens, time.perf_counter() - started
 
 
-def _as_run(record: dict) -> dict:
+def _path(record: dict) -> str:
+    return str(record.get("path") or "/v1/chat/completions")
+
+
+def _limited(record: dict, body: dict) -> dict:
+    """`body` decoding exactly the recorded reply's tokens (`ignore_eos`)."""
+    limit = "n_predict" if _path(record) == "/completion" else "max_tokens"
+    return {**body, limit: max(1, record["completion_tokens"]), "ignore_eos": True}
+
+
+def _as_run(record: dict) -> tuple[str, dict]:
     """The recorded request as the run's work: a reply the run stopped for looping decodes as many
     tokens as it had then, not on to max_tokens."""
     if record.get("finish_reason") != "repetition":
-        return record["body"]
-    return {**record["body"], "max_tokens": max(1, record["completion_tokens"]), "ignore_eos": True}
+        return _path(record), record["body"]
+    return _path(record), _limited(record, record["body"])
 
 
 def _print_cut_off(records: list[dict]) -> None:
@@ -447,11 +472,12 @@ def _print_cut_off(records: list[dict]) -> None:
               f"({sum(looped):,} tokens, {sum(looped) / total:.0%})")
 
 
-def _free_text(record: dict) -> dict:
+def _free_text(record: dict) -> tuple[str, dict]:
     """The same request without its output constraint, decoding as many tokens as the run's reply
     had (`ignore_eos`): what that work costs the server without a grammar."""
-    body = {k: v for k, v in record["body"].items() if k not in ("response_format", "tools", "tool_choice")}
-    return {**body, "max_tokens": max(1, record["completion_tokens"]), "ignore_eos": True}
+    constraints = ("response_format", "tools", "tool_choice", "json_schema", "grammar")
+    body = {k: v for k, v in record["body"].items() if k not in constraints}
+    return _path(record), _limited(record, body)
 
 
 def _print_openings(records: list[dict]) -> None:
@@ -460,17 +486,23 @@ def _print_openings(records: list[dict]) -> None:
     opening (system prompt and tools, `synth.llm.prefix`) with an earlier one."""
     from synth.llm.prefix import opening_key
 
+    def first_turn(body: dict) -> bool:
+        if "messages" in body:
+            return sum(m.get("role") != "system" for m in body["messages"]) == 1
+        return all(isinstance(p, str) for p in body.get("prompt") or [])  # no reply of its own yet
+
     agent = [r for r in records if r["role"] == "agent"]
-    first = [r for r in agent if sum(m.get("role") != "system" for m in r["body"]["messages"]) == 1]
+    first = [r for r in agent if first_turn(r["body"])]
     later = [r for r in agent if r not in first]
-    openings = Counter(opening_key(r["body"]) for r in first)
+    openings = Counter(opening_key(r["body"]) for r in first if "messages" in r["body"])
     for label, group in (("first requests of an episode", first), ("later requests", later)):
         prompt = sum(r["prompt_tokens"] for r in group)
         cached = sum(min(r["cached_tokens"], r["prompt_tokens"]) for r in group)
         print(f"(a) agent {label}: {len(group)}, {prompt:,} prompt tokens, {cached / prompt if prompt else 0:.0%} "
               f"reused, {prompt - cached:,} computed")
-    print(f"(a) agent openings: {len(openings)} distinct over {len(first)} first requests "
-          f"({sum(n - 1 for n in openings.values())} could reuse a sibling's)")
+    if openings:  # chat requests only: a token prompt's opening is not told apart from its first turn
+        print(f"(a) agent openings: {len(openings)} distinct over {len(first)} first requests "
+              f"({sum(n - 1 for n in openings.values())} could reuse a sibling's)")
 
 
 def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: float, in_flight: int | None,
@@ -499,8 +531,11 @@ def bench_server(base_url: str | None, episodes: int, parallel: int, seconds: fl
             direct_busy = poller.occupancy(started, time.time())
             before = server_metrics(root)
             # Through the proxy the run sees a --base-url server; on the embedded one it would stop
-            # looping replies (`SynthConfig.with_base_url`), so it does here too.
-            embedded = {"SYNTH_LLM__LOOP_STOP_CHARS": str(EMBEDDED_LOOP_STOP_CHARS)} if backend is not None else {}
+            # looping replies and send earlier replies as tokens (`SynthConfig.with_base_url`), so it
+            # does here too (SYNTH_LLM__TOKEN_PROMPTS=false in the environment measures without).
+            embedded = {"SYNTH_LLM__LOOP_STOP_CHARS": str(EMBEDDED_LOOP_STOP_CHARS),
+                        "SYNTH_LLM__TOKEN_PROMPTS": os.environ.get("SYNTH_LLM__TOKEN_PROMPTS", "true")
+                        } if backend is not None else {}
             with CpuAccount(backend) as cpu:
                 summary, wall, _ = run_pipeline(proxy.base_url, Path(tmp), episodes,
                                                 *(() if use_ray else ("--no-ray",)), in_flight=in_flight,

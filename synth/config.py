@@ -193,13 +193,17 @@ class SynthConfig(_Strict):
         """Point every role without its own endpoint at `base_url` (the embedded backend, once it is
         up). Those roles also stop looping replies unless `loop_stop_chars` is set: the embedded model
         is small and decodes on a CPU, where a loop run to max_tokens holds a slot for seconds, while a
-        fast server's client would spend more on streaming every token than loops cost it."""
+        fast server's client would spend more on streaming every token than loops cost it. They send
+        earlier replies as token ids unless `token_prompts` is set: the backend is a llama-server."""
         cfg = self.model_copy(deep=True)
-        served = [role for role, rc in self.roles().items() if not rc.base_urls and rc.loop_stop_chars is None]
+        served = [(role, rc) for role, rc in self.roles().items() if not rc.base_urls]
         if not cfg.llm.base_urls:
             cfg.llm.base_urls = [base_url.rstrip("/")]
-        for role in served:
-            cfg.llm.roles.setdefault(role, {})["loop_stop_chars"] = EMBEDDED_LOOP_STOP_CHARS
+        for role, rc in served:
+            if rc.loop_stop_chars is None:
+                cfg.llm.roles.setdefault(role, {})["loop_stop_chars"] = EMBEDDED_LOOP_STOP_CHARS
+            if rc.token_prompts is None:
+                cfg.llm.roles.setdefault(role, {})["token_prompts"] = True
         return cfg
 
 

@@ -82,6 +82,12 @@ class RoleConfig(_Strict):
     # computes it once (`synth.llm.prefix`). Off by default: llama-server keeps a prefix in one slot,
     # and a sibling that takes it there evicts the first episode's next turn (measured).
     prefix_warmup: bool = False
+    # Send a conversation's earlier replies as the token ids the model generated, through
+    # llama-server's `/apply-template` and `/completion` (`synth.llm.token_prompts`), so the next
+    # turn finds them in the slot's cache instead of recomputing them. None: on for the roles the
+    # embedded backend serves (`SynthConfig.with_base_url`), off for other servers; a server
+    # without `/apply-template` gets chat requests whatever this says.
+    token_prompts: bool | None = None
 
     @field_validator("base_urls", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from synth.config import Role, RoleConfig, SynthConfig
 from synth.ids import canonical_json
+from synth.llm import token_prompts
 from synth.llm.cache import ResponseCache, request_key
 from synth.llm.errors import (
     BadRequestError,
@@ -130,6 +131,10 @@ class _Endpoint:
     def __init__(self, base_url: str, limit: int, timeout_s: float) -> None:
         self.base_url = base_url
         self.url = base_url + "/chat/completions"
+        self.root = base_url.removesuffix("/v1")  # llama-server's own endpoints live beside /v1
+        # Earlier replies' token ids for `/completion` (`token_prompts`); None once the server has
+        # shown it has no `/apply-template`.
+        self.replies: token_prompts.ReplyTokens | None = token_prompts.ReplyTokens()
         self.sem = asyncio.Semaphore(limit)
         self.in_flight = 0
         self.limit = limit
@@ -144,13 +149,20 @@ class _Endpoint:
         return self._session
 
     async def post(
-        self, body: dict[str, Any], headers: dict[str, str], loop_stop_chars: int = 0
+        self, body: dict[str, Any], headers: dict[str, str], loop_stop_chars: int = 0, use_tokens: bool = False,
     ) -> tuple[int, bytes, str | None]:
         """(status, body bytes, Retry-After header) of one POST of `body` as JSON. With
         `loop_stop_chars` (and no native `tools`, whose streamed calls are not reassembled here) the
         reply is streamed and stopped once it loops (`_read_stream`); the bytes are then the
         reply reassembled as one non-streamed chat completion. The streaming fields are added
-        here, not to `body`, so the response cache's key stays the request's."""
+        here, not to `body`, so the response cache's key stays the request's. With `use_tokens`
+        (and no native `tools`) a llama-server gets it as `/completion` with earlier replies as
+        their token ids (`synth.llm.token_prompts`), answered as the same chat completion; a server
+        without `/apply-template` gets the chat request from then on."""
+        if use_tokens and self.replies is not None and not body.get("tools"):
+            sent = await self._post_completion(body, headers, loop_stop_chars)
+            if sent is not None:
+                return sent
         stream = loop_stop_chars > 0 and not body.get("tools")
         headers = {**headers, **_JSON_HEADERS}
         if stream:
@@ -162,10 +174,61 @@ class _Endpoint:
         async with self.session().post(self.url, data=data, headers=headers) as response:
             if stream and response.status == 200 and response.content_type == "text/event-stream":
                 try:
-                    return 200, await _read_stream(response, loop_stop_chars), None
+                    reply = await _read_stream(response, loop_stop_chars)
+                except ValueError as exc:
+                    return 200, f"malformed stream event: {exc}".encode(), None
                 finally:
                     response.close()  # a stopped reply: the hang-up makes the server free the slot
+                return 200, json.dumps(reply.completion(), ensure_ascii=False).encode(), None
             return response.status, await response.read(), response.headers.get("retry-after")
+
+    async def _post_completion(
+        self, body: dict[str, Any], headers: dict[str, str], loop_stop_chars: int,
+    ) -> tuple[int, bytes, str | None] | None:
+        """`post` through llama-server's `/apply-template` and `/completion`; None when the server
+        has no `/apply-template` (not llama-server, or an old one)."""
+        assert self.replies is not None
+        headers = {**headers, **_JSON_HEADERS}
+        messages = body.get("messages") or []
+        template = json.dumps({"messages": messages}, ensure_ascii=False, separators=(",", ":")).encode()
+        async with self.session().post(self.root + "/apply-template", data=template, headers=headers) as response:
+            raw = await response.read()
+            if response.status in (404, 405, 501):
+                self.replies = None
+                return None
+            if response.status != 200:
+                return response.status, raw, response.headers.get("retry-after")
+        try:
+            rendered = json.loads(raw)["prompt"]
+        except (ValueError, KeyError, TypeError):
+            rendered = None
+        if not isinstance(rendered, str):
+            self.replies = None
+            return None
+        pieces = self.replies.prompt(messages, rendered)
+        stream = loop_stop_chars > 0
+        if stream:
+            headers["connection"] = "close"  # as for a streamed chat reply
+        data = json.dumps(token_prompts.completion_body(body, pieces, stream),
+                          ensure_ascii=False, separators=(",", ":")).encode()
+        async with self.session().post(self.root + "/completion", data=data, headers=headers) as response:
+            if response.status != 200:
+                return response.status, await response.read(), response.headers.get("retry-after")
+            reply = StreamedReply()
+            try:
+                if stream and response.content_type == "text/event-stream":
+                    reply = await _read_stream(response, loop_stop_chars)
+                else:
+                    reply.add_event(json.loads(await response.read()))
+            except ValueError as exc:
+                return 200, f"malformed completion: {exc}".encode(), None
+            finally:
+                response.close()
+        if reply.stop_type is None and reply.finish_reason != "repetition":
+            return 200, b"malformed completion: no final event", None
+        if reply.stop_type == "eos":
+            self.replies.remember(messages, rendered, pieces, reply.text, reply.tokens)
+        return 200, json.dumps(reply.completion(), ensure_ascii=False).encode(), None
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -180,11 +243,13 @@ _LOOP_CHECK_EVERY = 16
 
 @dataclass(slots=True)
 class StreamedReply:
-    """A streamed chat completion (server-sent events) taken in line by line, and the non-streamed
-    response it stands for (`completion`): the content joined, the last finish reason, and the usage
-    and llama.cpp timings of the final event. A reply cut short (`stop`) never got that event, so its
-    usage counts a token per content event (llama-server streams one token an event) and no prompt
-    tokens. Shared by the client and `bench_pipeline.py server`'s recording proxy."""
+    """A streamed reply (server-sent events) taken in line by line, and the non-streamed chat
+    completion it stands for (`completion`): the content joined, the last finish reason, and the usage
+    and llama.cpp timings of the final event. It reads chat completion chunks and llama-server's
+    `/completion` events alike (those also carry the generated token ids, kept in `tokens`, and the
+    final one says why it stopped: `stop_type`). A reply cut short (`stop`) never got that event, so
+    its usage counts a token per content event (llama-server streams one token an event) and no
+    prompt tokens. Shared by the client and `bench_pipeline.py server`'s recording proxy."""
 
     parts: list[str] = field(default_factory=list)
     chars: int = 0
@@ -193,6 +258,8 @@ class StreamedReply:
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     done: bool = False
+    tokens: list[int] = field(default_factory=list)
+    stop_type: str | None = None
 
     def add(self, line: bytes) -> None:
         """Take one line of the stream; raises ValueError for an event that is not a JSON object
@@ -203,18 +270,40 @@ class StreamedReply:
         if payload == b"[DONE]":
             self.done = True
             return
-        event = json.loads(payload)
+        self.add_event(json.loads(payload))
+
+    def add_event(self, event: Any) -> None:
+        """Take one event (a chat completion chunk, or a `/completion` event or whole response);
+        raises ValueError for one that is not a JSON object or that carries an error."""
         if not isinstance(event, dict) or "error" in event:
-            raise ValueError(f"stream error: {payload[:200].decode(errors='replace')}")
+            raise ValueError(f"stream error: {json.dumps(event, default=str)[:200]}")
+        if "choices" not in event and "content" in event:
+            self._add_completion_event(event)
+            return
         self.usage = event.get("usage") or self.usage
         self.timings = event.get("timings") or self.timings
         for choice in event.get("choices") or ():
             piece = (choice.get("delta") or {}).get("content")
             if piece:
-                self.parts.append(piece)
-                self.chars += len(piece)
-                self.events += 1
+                self._add_text(piece)
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
+
+    def _add_text(self, piece: str) -> None:
+        self.parts.append(piece)
+        self.chars += len(piece)
+        self.events += 1
+
+    def _add_completion_event(self, event: dict[str, Any]) -> None:
+        if event.get("content"):
+            self._add_text(event["content"])
+        self.tokens.extend(t for t in event.get("tokens") or () if isinstance(t, int))
+        if event.get("stop"):
+            self.stop_type = event.get("stop_type")
+            self.finish_reason = token_prompts.finish_reason(self.stop_type) or "stop"
+            self.timings = event.get("timings") or self.timings
+            prompt, completion = int(event.get("tokens_evaluated") or 0), int(event.get("tokens_predicted") or 0)
+            self.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            self.done = True
 
     @property
     def text(self) -> str:
@@ -222,7 +311,7 @@ class StreamedReply:
 
     def stop(self) -> None:
         """The reply ends here, stopped looping (`synth.llm.repetition`)."""
-        self.finish_reason, self.usage, self.timings = "repetition", None, None
+        self.finish_reason, self.usage, self.timings, self.stop_type = "repetition", None, None, None
 
     def completion(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -237,27 +326,24 @@ class StreamedReply:
         return data
 
 
-async def _read_stream(response: aiohttp.ClientResponse, loop_stop_chars: int) -> bytes:
-    """The streamed reply as the bytes of the non-streamed response it stands for. Once the reply's
-    last `loop_stop_chars` or more characters are one unit repeated (`looping_unit`), reading stops
-    and the caller closes the connection, which makes llama-server free the slot, and the reply ends
-    there with finish reason `"repetition"`. An event that is not JSON or carries an error gives
-    bytes that are not a chat completion, which the caller retries like any malformed reply."""
+async def _read_stream(response: aiohttp.ClientResponse, loop_stop_chars: int) -> StreamedReply:
+    """The streamed reply, read to its end or until it loops: once the reply's last
+    `loop_stop_chars` or more characters are one unit repeated (`looping_unit`), reading stops and
+    the caller closes the connection, which makes llama-server free the slot, and the reply ends
+    there with finish reason `"repetition"`. Raises ValueError for an event that is not JSON or
+    carries an error, which the caller retries like any malformed reply."""
     reply = StreamedReply()
     checked = 0
     async for line in response.content:
-        try:
-            reply.add(line)
-        except ValueError as exc:
-            return f"malformed stream event: {exc}".encode()
+        reply.add(line)
         if reply.done:
             break
-        if reply.chars - checked >= _LOOP_CHECK_EVERY:
+        if loop_stop_chars and reply.chars - checked >= _LOOP_CHECK_EVERY:
             checked = reply.chars
             if looping_unit(reply.text, loop_stop_chars) is not None:
                 reply.stop()
                 break
-    return json.dumps(reply.completion(), ensure_ascii=False).encode()
+    return reply
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -503,7 +589,8 @@ class LLMClient:
             ep.in_flight += 1
             try:
                 async with ep.sem:
-                    status, raw, retry_header = await ep.post(body, headers, rc.loop_stop_chars or 0)
+                    status, raw, retry_header = await ep.post(body, headers, rc.loop_stop_chars or 0,
+                                                             bool(rc.token_prompts))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:

@@ -140,6 +140,12 @@ def _slug(rng: random.Random, n: int) -> str:
     return rng.choice(string.ascii_lowercase) + "".join(rng.choice(_SAFE) for _ in range(n - 1))
 
 
+def chatml(messages: list[dict[str, Any]]) -> str:
+    """`messages` in the ChatML template (SmolLM2's), ready for the assistant's turn."""
+    turns = "".join(f"<|im_start|>{m.get('role')}\n{m.get('content') or ''}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
 class FakeOpenAIServer:
     def __init__(
         self,
@@ -156,6 +162,7 @@ class FakeOpenAIServer:
         slots: int | None = None,
         props: dict[str, Any] | None = None,
         stream: bool = False,
+        llama: bool = False,
     ) -> None:
         self.script: deque[Scripted] = deque(script or [])
         self.rate_429, self.rate_503, self.rate_drop = rate_429, rate_503, rate_drop
@@ -168,6 +175,10 @@ class FakeOpenAIServer:
         # Answer `"stream": true` requests as llama-server does (server-sent events, a few characters
         # an event, usage in the last); off, they get one JSON reply, as from a server that ignores it.
         self.stream = stream
+        # Answer llama-server's `/apply-template` (ChatML) and `/completion` (a token per character
+        # of the reply, its code point, then the end-of-turn token 0); the bodies are kept.
+        self.llama = llama
+        self.completions: list[dict[str, Any]] = []
         self.requests = 0
         self.served = 0
         self.streams_cut = 0  # streamed replies whose client hung up before the end
@@ -258,6 +269,16 @@ class FakeOpenAIServer:
                     self._write(writer, 200, json.dumps(body).encode() if props else b'{"status":"ok"}', {})
                     await writer.drain()
                     continue
+                path = head.split(b" ", 2)[1]
+                if not self.llama and path in (b"/apply-template", b"/completion"):  # not a llama-server
+                    self._write(writer, 404, b'{"error": "not found"}', {})
+                    await writer.drain()
+                    continue
+                if self.llama and path == b"/apply-template":
+                    rendered = chatml(json.loads(raw or b"{}").get("messages") or [])
+                    self._write(writer, 200, json.dumps({"prompt": rendered}).encode(), {})
+                    await writer.drain()
+                    continue
                 self.requests += 1
                 action = self._next_action()
                 if action is not None and action.kind == "drop":
@@ -271,6 +292,11 @@ class FakeOpenAIServer:
                     await writer.drain()
                     continue
                 body = json.loads(raw or b"{}")
+                completion = self.llama and path == b"/completion"
+                if completion:
+                    self.completions.append(body)
+                    body = {**body, **({"response_format": {"type": "json_schema", "json_schema": {
+                        "schema": body["json_schema"]}}} if "json_schema" in body else {})}
                 if action is not None and action.kind == "text":
                     message: dict[str, Any] = {"role": "assistant", "content": action.text}
                 elif action is not None and action.message is not None:
@@ -289,6 +315,9 @@ class FakeOpenAIServer:
                               "total_tokens": 10 + max(1, len(content) // 4)},
                 }
                 self.served += 1
+                if completion:
+                    await self._write_completion(writer, body, content)
+                    continue
                 if self.stream and body.get("stream") and not message.get("tool_calls"):
                     if not await self._write_stream(writer, reply, content):
                         self.streams_cut += 1
@@ -301,6 +330,28 @@ class FakeOpenAIServer:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _write_completion(self, writer: asyncio.StreamWriter, body: dict[str, Any], content: str) -> None:
+        """`content` as llama-server's `/completion` answers: one JSON object, or with `stream` an
+        event a character (and the end-of-turn token) and a final event that says why it stopped."""
+        prompt = sum(len(p) if isinstance(p, str) else 1 for p in body.get("prompt") or [])
+        done = {"content": "", "tokens": [], "stop": True, "stop_type": "eos", "tokens_predicted": len(content) + 1,
+                "tokens_evaluated": prompt, "timings": {"cache_n": 0, "prompt_n": prompt}}
+        if not body.get("stream"):
+            whole = {**done, "content": content, "tokens": [*map(ord, content), 0] if body.get("return_tokens") else []}
+            self._write(writer, 200, json.dumps(whole).encode(), {})
+            await writer.drain()
+            return
+        writer.write(b"HTTP/1.1 200 X\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        events = [{"content": c, "tokens": [ord(c)], "stop": False} for c in content]
+        events += [{"content": "", "tokens": [0], "stop": False}, done]
+        with contextlib.suppress(ConnectionError):
+            for event in events:
+                data = f"data: {json.dumps(event)}\n\n".encode()
+                writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
 
     @staticmethod
     async def _write_stream(writer: asyncio.StreamWriter, reply: dict[str, Any], content: str) -> bool:

@@ -116,7 +116,9 @@ _THROUGHPUT_RUN_KEYS = {"db", "trajectories", "domains", "categories", "exclude"
 # `loop_stop_chars` changes which replies get retried, but a cached reply replays as it was stopped
 # or not, so a run resumed with another value stays consistent: like the others, it is left out.
 _THROUGHPUT_LLM_KEYS = ("base_urls", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "prefix_warmup",
-                        "loop_stop_chars")
+                        "loop_stop_chars", "token_prompts")
+# What `SynthConfig.with_base_url` writes into the role tables the embedded backend serves.
+_EMBEDDED_ROLE_KEYS = frozenset({"loop_stop_chars", "token_prompts"})
 
 
 def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
@@ -137,9 +139,9 @@ def run_identity(cfg: SynthConfig, domains: list[str]) -> str:
     shaping["rollout"] = cfg.rollout.model_dump(mode="json", exclude_defaults=True, exclude={"per_task"})
     shaping["judge"] = cfg.judge.model_dump(mode="json", exclude_defaults=True)
     roles = shaping["llm"].get("roles", {})
-    # A role table holding only `loop_stop_chars` (the embedded backend's, `with_base_url`) is left
-    # out whole; an empty table a user wrote stays, as it always counted.
-    for role in [r for r, table in roles.items() if set(table) == {"loop_stop_chars"}]:
+    # A role table holding only what the embedded backend's `with_base_url` writes is left out
+    # whole; an empty table a user wrote stays, as it always counted.
+    for role in [r for r, table in roles.items() if table and set(table) <= _EMBEDDED_ROLE_KEYS]:
         del roles[role]
     for table in [shaping["llm"], *roles.values()]:
         for key in _THROUGHPUT_LLM_KEYS:
