@@ -139,3 +139,16 @@ async def test_the_embedded_server_finds_each_earlier_reply_in_its_cache(backend
     for before, after in itertools.pairwise(records):
         # Every token of the earlier prompt and reply but the end-of-turn one is found cached.
         assert after.cached_prompt_tokens >= before.prompt_tokens + before.completion_tokens - 1, records
+
+
+async def test_a_looping_completion_is_stopped_and_not_remembered(fake_server: Any) -> None:
+    from tests.test_loop_stop import LOOP, VALID
+
+    server = fake_server(script=[text_reply(LOOP), text_reply(VALID)], llama=True)
+    async with client_for(server.base_url, token_prompts=True, loop_stop_chars=80) as llm:
+        person = await llm.structured("generator", USER, Person, seed=3)
+        replies = llm._endpoints[server.base_url].replies
+        assert replies is not None and len(replies._turns) == 1  # the valid reply only
+    assert person.name == "a"
+    first, second = llm.usage.records
+    assert (first.finish_reason, second.finish_reason) == ("repetition", "stop") and first.completion_tokens < 200

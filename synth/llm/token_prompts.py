@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 Piece = str | int
-# Conversations remembered per endpoint (a turn's prompt pieces each); the oldest are forgotten.
-MAX_REMEMBERED = 1024
+# Conversations remembered per endpoint and process (a turn's prompt pieces each; a run keeps 2 episodes
+# a slot in flight); the oldest are forgotten.
+MAX_REMEMBERED = 256
 # How far back a request's messages are searched for a remembered reply (the last few assistant
 # messages: a retry of the same turn, or a turn after a scripted one, still finds it).
 _LOOKBACK = 4
