@@ -8,11 +8,12 @@ import itertools
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from synth.config import load_config
 from synth.llm.fake_server import chatml, text_reply
-from synth.llm.token_prompts import ReplyTokens, completion_body
+from synth.llm.token_prompts import ReplyTokens, completion_body, reply_tokens
 from tests.test_llm_client import USER, Person, client_for
 
 SYSTEM = {"role": "system", "content": "You are a weather agent."}
@@ -85,7 +86,7 @@ async def test_native_tool_calls_and_the_setting_off_keep_the_chat_api(fake_serv
 def test_only_the_rendering_the_template_reproduces_goes_as_tokens() -> None:
     replies = ReplyTokens()
     rendered = chatml(FIRST)
-    replies.remember(FIRST, rendered, [rendered], "Sunny.", [83, 117, 0])
+    replies.remember(FIRST, rendered, [rendered], "Sunny.", [83, 117])
     later = _next(FIRST, "Sunny.", "And Lyon?")
     assert replies.prompt(later, chatml(later))[:3] == [rendered, 83, 117]
     # A template that rewrites the earlier turn: the conversation goes as text.
@@ -94,6 +95,12 @@ def test_only_the_rendering_the_template_reproduces_goes_as_tokens() -> None:
     edited = _next(FIRST, "Sunny!", "And Lyon?")
     assert replies.prompt(edited, chatml(edited)) == [chatml(edited)]
     assert replies.reused == 1
+
+
+def test_the_end_of_turn_token_is_left_out_wherever_the_server_sent_it() -> None:
+    assert reply_tokens([83, 117, 2], streamed=False, silent_tail=False) == [83, 117]  # a whole response
+    assert reply_tokens([83, 117, 2], streamed=True, silent_tail=True) == [83, 117]  # its own event, no text
+    assert reply_tokens([83, 117], streamed=True, silent_tail=False) == [83, 117]  # a stream without it
 
 
 def test_a_completion_request_carries_the_chat_requests_sampling() -> None:
@@ -118,7 +125,9 @@ def test_the_embedded_backends_roles_send_token_prompts_and_keep_their_run() -> 
 
 
 @pytest.mark.integration
-async def test_the_embedded_server_finds_each_earlier_reply_in_its_cache(backend_url: str, tmp_path: Any) -> None:
+@pytest.mark.parametrize("loop_stop_chars", [48, 0], ids=["streamed", "whole"])
+async def test_the_embedded_server_finds_each_earlier_reply_in_its_cache(backend_url: str, tmp_path: Any,
+                                                                         loop_stop_chars: int) -> None:
     """Three turns of an agent conversation under an action grammar: each later turn's prompt is
     the earlier conversation, replies included, computed once, so all of it comes from the slot's
     cache (through the chat API the server tokenized each reply anew and recomputed it)."""
@@ -127,13 +136,19 @@ async def test_the_embedded_server_finds_each_earlier_reply_in_its_cache(backend
               "required": ["action", "message"], "additionalProperties": False}
     messages = [{"role": "system", "content": "You are the agent of a weather service. Answer with JSON actions."},
                 {"role": "user", "content": "What is the weather in Paris tomorrow?"}]
-    async with client_for(backend_url, tmp_path, token_prompts=True, loop_stop_chars=48) as llm:
+    async with client_for(backend_url, tmp_path, token_prompts=True, loop_stop_chars=loop_stop_chars) as llm:
         for turn in range(3):
             reply = await llm.structured_reply("agent", messages, schema, seed=20 + turn, max_tokens=120)
             assert json.loads(reply.text)["action"] == "reply"
             messages = _next(messages, reply.text, f"And the day after, day {turn + 2}?")
         replies = llm._endpoints[backend_url].replies
         assert replies is not None and replies.reused >= 2  # the second and third turns
+        # A remembered reply ends on its last word, not on the end-of-turn token the template adds.
+        root = backend_url.removesuffix("/v1")
+        async with httpx.AsyncClient(timeout=10) as http:
+            eos = (await http.get(f"{root}/props")).json()["eos_token"]
+            (eos_id,) = (await http.post(f"{root}/tokenize", json={"content": eos})).json()["tokens"]
+        assert all(turn.pieces[-1] != eos_id for turn in replies._turns.values())
     records = [r for r in llm.usage.records if r.finish_reason == "stop"]  # the replies kept, one a turn
     assert len(records) == 3
     for before, after in itertools.pairwise(records):

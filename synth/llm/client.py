@@ -215,8 +215,9 @@ class _Endpoint:
             if response.status != 200:
                 return response.status, await response.read(), response.headers.get("retry-after")
             reply = StreamedReply()
+            streamed = stream and response.content_type == "text/event-stream"
             try:
-                if stream and response.content_type == "text/event-stream":
+                if streamed:
                     reply = await _read_stream(response, loop_stop_chars)
                 else:
                     reply.add_event(json.loads(await response.read()))
@@ -227,7 +228,8 @@ class _Endpoint:
         if reply.stop_type is None and reply.finish_reason != "repetition":
             return 200, b"malformed completion: no final event", None
         if reply.stop_type == "eos":
-            self.replies.remember(messages, rendered, pieces, reply.text, reply.tokens)
+            self.replies.remember(messages, rendered, pieces, reply.text,
+                                  token_prompts.reply_tokens(reply.tokens, streamed, reply.silent_tail))
         return 200, json.dumps(reply.completion(), ensure_ascii=False).encode(), None
 
     async def aclose(self) -> None:
@@ -260,6 +262,7 @@ class StreamedReply:
     done: bool = False
     tokens: list[int] = field(default_factory=list)
     stop_type: str | None = None
+    silent_tail: bool = False  # the last event with token ids had no text (an end-of-turn token)
 
     def add(self, line: bytes) -> None:
         """Take one line of the stream; raises ValueError for an event that is not a JSON object
@@ -296,7 +299,10 @@ class StreamedReply:
     def _add_completion_event(self, event: dict[str, Any]) -> None:
         if event.get("content"):
             self._add_text(event["content"])
-        self.tokens.extend(t for t in event.get("tokens") or () if isinstance(t, int))
+        ids = [t for t in event.get("tokens") or () if isinstance(t, int)]
+        if ids:
+            self.tokens.extend(ids)
+            self.silent_tail = not event.get("content")
         if event.get("stop"):
             self.stop_type = event.get("stop_type")
             self.finish_reason = token_prompts.finish_reason(self.stop_type) or "stop"

@@ -83,15 +83,25 @@ class ReplyTokens:
 
     def remember(self, messages: list[dict[str, Any]], rendered: str, pieces: list[Piece],
                  reply: str, tokens: list[int]) -> None:
-        """Keep a reply that ended by itself: `tokens` as generated, the end-of-turn token last
-        (left out: the template writes it after the reply)."""
+        """Keep a reply that ended by itself: `tokens` as generated, without the end-of-turn token
+        (the template writes it after the reply; `reply_tokens`)."""
         if not tokens:
             return
         key = _messages_key([*messages, {"role": "assistant", "content": reply}])
-        self._turns[key] = _Turn(rendered + reply, (*pieces, *tokens[:-1]))
+        self._turns[key] = _Turn(rendered + reply, (*pieces, *tokens))
         self._turns.move_to_end(key)
         if len(self._turns) > self._max:
             self._turns.popitem(last=False)
+
+
+def reply_tokens(tokens: list[int], streamed: bool, silent_tail: bool) -> list[int]:
+    """The token ids of a reply's text, from the ids llama-server sent for a reply that stopped at
+    its end-of-turn token: it sends that token's id too, in a whole response as the last id and in a
+    stream as an event of its own with no text (`silent_tail`); a stream whose last id came with text
+    ended without it. (The integration test checks both against the embedded server.)"""
+    if streamed and not silent_tail:
+        return tokens
+    return tokens[:-1]
 
 
 def completion_body(chat_body: dict[str, Any], prompt: list[Piece], stream: bool) -> dict[str, Any]:
