@@ -130,18 +130,3 @@ def finish_reason(stop_type: str | None) -> str | None:
     if stop_type == "limit":
         return "length"
     return None
-
-
-def as_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
-    """A non-streamed `/completion` response as the chat completion it stands for."""
-    prompt = int(data.get("tokens_evaluated") or 0)
-    completion = int(data.get("tokens_predicted") or 0)
-    out: dict[str, Any] = {
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": data.get("content") or ""},
-                     "finish_reason": finish_reason(data.get("stop_type")) or "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-    }
-    if isinstance(data.get("timings"), dict):
-        out["timings"] = data["timings"]
-    return out
