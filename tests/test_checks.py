@@ -973,6 +973,56 @@ def test_no_loops_fails_one_call_made_twice_in_one_step() -> None:
     assert "no_loops" not in failed(retried, GET_TASK)
 
 
+def test_no_loops_fails_one_read_made_twice_in_one_step_differing_only_in_paging() -> None:
+    """A CI main job accepted "list weathers" with `list_weathers(limit=50)` and
+    `list_weathers(limit=20)` side by side; two reads of different customers in one step, and two
+    writes that differ in a count, are a batch, not a repeat."""
+    asked = task("Show me all orders of customer cus-4471.",
+                 expected_calls=[{"tool": "list_orders", "arguments": {"customer_id": "cus-4471"}}])
+    reply = say("Customer cus-4471 has orders o-3454 and o-2005.")
+    twice = [SYSTEM, user("Show me all orders of customer cus-4471."),
+             calls(call("c1", "list_orders", customer_id="cus-4471", limit=50),
+                   call("c2", "list_orders", customer_id="cus-4471", limit=20)),
+             tool("c1", LISTING), tool("c2", LISTING), reply]
+    assert "differing only in limit" in failed(twice, asked)["no_loops"]
+    two_customers = edited(twice, 2, tool_calls=[call("c1", "list_orders", customer_id="cus-4471", limit=50),
+                                                 call("c2", "list_orders", customer_id="cus-9012", limit=50)])
+    assert "no_loops" not in failed(two_customers, asked)
+    goal = task("Set two reminders for order o-2207, 30 and 60 minutes before.")
+    writes = [SYSTEM, user("Set two reminders for order o-2207, 30 and 60 minutes before it arrives."),
+              calls(call("c1", "add_reminder", order_id="o-2207", minutes_before=30, limit=1),
+                    call("c2", "add_reminder", order_id="o-2207", minutes_before=60, limit=1)),
+              tool("c1", {"reminder_id": "r-1"}), tool("c2", {"reminder_id": "r-2"}),
+              say("Both reminders are set, r-1 and r-2.")]
+    assert "no_loops" not in failed(writes, goal)
+
+
+def test_a_reply_opening_with_where_a_write_sent_something_claims_it() -> None:
+    """A benchmark run accepted "Sent to customer feedback cancellation" after a read-only
+    `get_cancellation`; a state the read returned ("shipped to ...") is no claim."""
+    messages = [SYSTEM, user("I need to get order o-2207."), calls(call("c1", "get_order", order_id="o-2207")),
+                tool("c1", ORDER), say("Sent to customer feedback cancellation.")]
+    assert "no call of a tool that does that" in failed(messages, GET_TASK)["no_fabrication"]
+    shipped = edited(messages, 4, content="Order o-2207 shipped to your address; tracking number TRK-55821.")
+    assert "no_fabrication" not in failed(shipped, GET_TASK)
+
+
+def test_a_reply_ending_where_a_clipped_tool_text_ends_is_cut_off() -> None:
+    """A CI main job accepted a reply that copied the world model's 160-character description,
+    cut at its bound: "... with the hottest being 560, 5". The same text ended by its writer is
+    fine to quote."""
+    clipped = ("A map of the world with 123456 as its top-ranking weathers, including the hottest, hottest, and "
+               "the most powerful, which is 559.5, with the hottest being 560, 5")
+    result = {**ORDER, "note": clipped}
+    messages = [SYSTEM, user("I need to get order o-2207."), calls(call("c1", "get_order", order_id="o-2207")),
+                tool("c1", result), say(f"Order o-2207 has shipped: {clipped}")]
+    assert "stops mid-sentence" in failed(messages, GET_TASK)["final_reply"]
+    ended = clipped.rsplit(",", 1)[0] + "."
+    quoted = edited(edited(messages, 3, content=json.dumps({**ORDER, "note": ended})), 4,
+                    content=f"Order o-2207 has shipped: {ended}")
+    assert "final_reply" not in failed(quoted, GET_TASK)
+
+
 def test_a_paging_cursor_must_be_one_a_tool_returned() -> None:
     """The agents of four CI main jobs paged with cursors no tool had returned ("Ben Berg",
     "USER_ADDRESS", the tool's own name); a cursor a listing returned is fine."""

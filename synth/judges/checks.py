@@ -588,16 +588,20 @@ def _check_calls_answered(ctx: _Context) -> CheckResult:
 
 
 def _check_no_loops(ctx: _Context) -> CheckResult:
-    """No call repeated `LOOP_THRESHOLD` times with the same arguments, and no assistant text
-    said twice in a row (an agent stuck on one sentence is not a worked example)."""
+    """No call repeated `LOOP_THRESHOLD` times with the same arguments, no read asked twice in one
+    step, and no assistant text said twice in a row (an agent stuck on one sentence is not a worked
+    example)."""
     by_call: dict[tuple[str, str], list[ToolCall]] = defaultdict(list)
     for c in ctx.calls:
         args = json.dumps(c.arguments, sort_keys=True) if c.arguments is not None else c.arguments_text
         by_call[(c.name, args)].append(c)
     loops = [f"{same[0].describe()} made {len(same)} times (messages {', '.join(str(c.index) for c in same)})"
              for same in by_call.values() if len(same) >= LOOP_THRESHOLD]
-    loops += [f"{same[0].describe()} made {len(same)} times in one step (message {same[0].index})"
-              for same in _repeated_in_one_step(by_call) if len(same) < LOOP_THRESHOLD]
+    for same, paging in _repeated_in_one_step(ctx):
+        if len(same) >= LOOP_THRESHOLD and not paging:
+            continue  # reported above
+        how = f", differing only in {', '.join(paging)}" if paging else ""
+        loops.append(f"{same[0].describe()} made {len(same)} times in one step (message {same[0].index}){how}")
     previous: tuple[int, str] | None = None
     for i, msg in enumerate(ctx.messages):
         if msg.get("role") != "assistant":
@@ -617,19 +621,33 @@ def _check_no_loops(ctx: _Context) -> CheckResult:
 
 
 _SENTENCE_SPLIT = re.compile(r"[.!?\n]+")
+# Arguments that only say how much of one answer to return (compared lower-case without "_"):
+# two reads in one step that differ in nothing else ask the same question twice.
+_PAGING_ARGUMENTS = frozenset({"limit", "maxresults", "pagesize", "perpage", "numresults", "maxitems", "topk",
+                               "offset", "page", "cursor", "pagetoken"})
 
 
-def _repeated_in_one_step(by_call: dict[tuple[str, str], list[ToolCall]]) -> list[list[ToolCall]]:
-    """The calls (same name and arguments) made twice or more in one assistant message: a batch
-    that asks the same thing twice side by side teaches nothing but the repeat. A benchmark run
-    accepted "get shipment shi-87373" with `get_shipment(shi-87373)` called twice in one step and
-    answered twice alike."""
+def _repeated_in_one_step(ctx: _Context) -> list[tuple[list[ToolCall], list[str]]]:
+    """(calls, the paging arguments they differ in) for each set of calls of one tool made twice or
+    more in one assistant message with the same arguments, or, for a read, arguments that differ
+    only in `_PAGING_ARGUMENTS`: a batch that asks the same thing twice side by side teaches
+    nothing but the repeat. A benchmark run accepted "get shipment shi-87373" with
+    `get_shipment(shi-87373)` called twice in one step and answered twice alike, and a CI main job
+    "list weathers" with `list_weathers(limit=50)` and `list_weathers(limit=20)` side by side."""
+    groups: dict[tuple[int, str, str], list[ToolCall]] = defaultdict(list)
+    for c in ctx.calls:
+        tool = ctx.tools.get(c.name)
+        args: Any = c.arguments if c.arguments is not None else c.arguments_text
+        if isinstance(args, dict) and tool is not None and not tool_writes(tool):
+            args = {k: v for k, v in args.items() if k.lower().replace("_", "") not in _PAGING_ARGUMENTS}
+        groups[(c.index, c.name, json.dumps(args, sort_keys=True))].append(c)
     out = []
-    for same in by_call.values():
-        by_step: dict[int, list[ToolCall]] = defaultdict(list)
-        for c in same:
-            by_step[c.index].append(c)
-        out += [calls for calls in by_step.values() if len(calls) >= 2]
+    for calls in groups.values():
+        if len(calls) < 2:
+            continue
+        differ = sorted({k for c in calls for k, v in (c.arguments or {}).items()
+                         if any((o.arguments or {}).get(k) != v for o in calls)})
+        out.append((calls, differ))
     return out
 
 
@@ -719,7 +737,7 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
     reply = final_reply(ctx.trajectory) or ""
     if len(reply.split()) < MIN_REPLY_WORDS or len(_WORD.findall(reply)) < 2:
         return _result("final_reply", [f"the final reply is not a sentence: {reply[:80]!r}"])
-    if _cut_off(reply):
+    if _cut_off(reply) or _ends_as_clipped_text(ctx, reply):
         return _result("final_reply", [f"the final reply stops mid-sentence: {reply[-80:]!r}"])
     if reply.rstrip().endswith(":"):
         return _result("final_reply", [f"the final reply ends on a colon, announcing what it never gives: "
@@ -936,6 +954,28 @@ def _cut_off(reply: str) -> bool:
     return len(sentences) > 1 and not _LIST_MARKER.match(last_line) and not _CLOSING.match(sentences[-1])
 
 
+# A tool text this long that ends on a letter or digit was cut at a length bound (the world model
+# bounds every free string, `synth.rollout.world_model.MAX_RESULT_CHARS`), not ended by its writer.
+MIN_CLIPPED_CHARS = 120
+
+
+def _ends_as_clipped_text(ctx: _Context, reply: str) -> bool:
+    """`reply` ends where a clipped tool text ends (its last 24 characters, compared without case
+    or spacing): it copied the text mid-sentence, however its own sentences look. A CI main job
+    accepted "... which is 559.5, with the hottest being 560, 5", the world model's 160-character
+    description of a `list_weathers` result word for word; `_cut_off` needs a sentence end before
+    the cut, and this reply had none."""
+    tail = " ".join(reply.split()).lower()
+    for m in ctx.messages:
+        if m.get("role") != "tool":
+            continue
+        for text in _json_values(message_text(m)):
+            text = " ".join(text.split()).lower()
+            if len(text) >= MIN_CLIPPED_CHARS and text[-1].isalnum() and tail.endswith(text[-24:]):
+                return True
+    return False
+
+
 def _asks_for_information(ctx: _Context) -> bool:
     """The task asks to be told something rather than to change the world: a `tool` task whose
     expected calls all read, or, without expected calls, one that asks for no writing tool and
@@ -1089,20 +1129,25 @@ _BARE_CLAIM = re.compile(r"(?:^|,)\s*([a-z]+(?:ed|en))\W*$", re.I)
 # simple past may well report a state a read returned ("the order was created on May 3").
 _CHANGED_TO = re.compile(r"\b(?:was|were)\s+(?:just\s+|now\s+|also\s+|successfully\s+)?([a-z]+(?:ed|en))\s+"
                          r"(?:to|from)\b", re.I)
+# A clause that opens with a write's bare participle and where the thing went: "Sent to customer
+# feedback cancellation" (a benchmark run accepted it after a read-only `get_cancellation`).
+_LEADING_CLAIM = re.compile(r"^\W*([a-z]+(?:ed|en|nt))\s+(?:to|into|onto)\b", re.I)
 _CONDITIONAL = re.compile(r"^\W*(?:once|if|when|after|before|until|unless|as soon as|whether)\b", re.I)
 
 
 def _action_claims(text: str) -> list[tuple[str, str]]:
     """(clause, verb stem) for each clause of `text` saying an action was done ("three checked bags
     have been added", "I've cancelled your order", "..., removed"): a perfect or "successfully"
-    form of a specific write verb, its bare participle ending the clause after a comma, or its
-    simple past with where the change went ("was updated to"), in a clause that is not a question,
+    form of a specific write verb, its bare participle ending the clause after a comma or opening
+    it with where the thing went ("Sent to ..."), or its simple past with where the change went
+    ("was updated to"), in a clause that is not a question,
     a condition or a negation."""
     out = []
     for clause in _CLAUSE.split(text):
         if not clause or clause.rstrip().endswith("?") or _CONDITIONAL.search(clause) or _NEGATION.search(clause):
             continue
-        for m in [*_ACTION_CLAIM.finditer(clause), *_BARE_CLAIM.finditer(clause), *_CHANGED_TO.finditer(clause)]:
+        for m in [*_ACTION_CLAIM.finditer(clause), *_BARE_CLAIM.finditer(clause), *_CHANGED_TO.finditer(clause),
+                  *_LEADING_CLAIM.finditer(clause)]:
             stem = _stem(m[1])
             if stem in _ALL_WRITE_STEMS and stem not in _VAGUE_WRITES:
                 out.append((clause.strip(), stem))
