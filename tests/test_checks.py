@@ -1023,6 +1023,19 @@ def test_a_reply_ending_where_a_clipped_tool_text_ends_is_cut_off() -> None:
     assert "final_reply" not in failed(quoted, GET_TASK)
 
 
+def test_a_reply_that_describes_a_record_beyond_what_was_read_fails() -> None:
+    """A benchmark run accepted "Can-46264 is a maintenance schedule that is available for all of
+    our clients that are currently using this service" for a read that returned only its type.
+    Reporting what the read returned, in a few words of one's own, is fine."""
+    messages = [SYSTEM, user("I need to get order o-2207."), calls(call("c1", "get_order", order_id="o-2207")),
+                tool("c1", ORDER),
+                say("Order o-2207 has shipped and is available for all of our clients currently using this service.")]
+    assert "that no message, call or tool gave" in failed(messages, GET_TASK)["no_fabrication"]
+    honest = edited(messages, 4, content="Order o-2207 has shipped and is on its way; its tracking number is "
+                                         "TRK-55821.")
+    assert "no_fabrication" not in failed(honest, GET_TASK)
+
+
 def test_a_paging_cursor_must_be_one_a_tool_returned() -> None:
     """The agents of four CI main jobs paged with cursors no tool had returned ("Ben Berg",
     "USER_ADDRESS", the tool's own name); a cursor a listing returned is fine."""

@@ -1389,7 +1389,53 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
             problems.append(f"message {i} (assistant) says {clause[:80]!r}, but no call of a tool that does that "
                             "succeeded before it")
             break
+    problems += _embellished_records(ctx)
     return _result("no_fabrication", problems)
+
+
+# Content words a sentence about a record may add to what was said before it: more, and it tells
+# things about the record that nobody said.
+MAX_EMBELLISHING_WORDS = 3
+_FUNCTION_WORD_LIST = (
+    "the and for with that this your you are was were has have had will can not from its our all any been being "
+    "into than then there their they them these those what which who whom when where why how also just only "
+    "about here it's i'm we're you're")
+_FUNCTION_WORDS = frozenset(_stem(w) for w in _FUNCTION_WORD_LIST.split()) | _GENERIC_STEMS
+
+
+def _embellished_records(ctx: _Context) -> list[str]:
+    """Where no writing tool was called, a sentence of the final reply that names an id a tool
+    returned and adds more than `MAX_EMBELLISHING_WORDS` content words (three letters or more, not
+    `_FUNCTION_WORDS`) that no system, user or tool message, call or tool description holds: it
+    describes the record beyond what was read. A 24-episode benchmark run accepted, for
+    `get_cancellation(can-46264)` returning `{type: "maintenance schedule"}`, "Can-46264 is a
+    maintenance schedule that is available for all of our clients that are currently using this
+    service" (5 such words). After a write a reply rightly says what was done in its own words
+    ("Reminder set: you'll be notified 30 minutes before ..."), so it is left to the claims rules."""
+    if any(c.name in ctx.tools and tool_writes(ctx.tools[c.name]) for c in ctx.calls):
+        return []
+    reply = final_reply(ctx.trajectory)
+    if not reply:
+        return []
+    said: set[str] = set()
+    returned = ""
+    for tool in ctx.tools.values():
+        said |= _content_stems(f"{tool.name.replace('_', ' ')} {tool.description}")
+    for msg in ctx.messages[:-1]:
+        text = message_text(msg)
+        said |= _content_stems(text.replace("_", " "))
+        said |= _content_stems(" ".join(c.arguments_text.replace("_", " ") for c in iter_tool_calls([msg])))
+        if msg.get("role") == "tool":
+            returned += " " + text.lower()
+    out = []
+    for sentence in _sentences(reply):
+        if not any(c.kind == "id" and c.surface.lower() in returned for c in claims(sentence)):
+            continue
+        new = sorted(_content_stems(sentence.replace("_", " ")) - said - _FUNCTION_WORDS)
+        if len(new) > MAX_EMBELLISHING_WORDS:
+            out.append(f"the final reply says {sentence[:90]!r} of a record a tool returned, with "
+                       f"{len(new)} words ({', '.join(new)}) that no message, call or tool gave")
+    return out
 
 
 # Words with which a text admits that something went wrong.
