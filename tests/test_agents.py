@@ -697,6 +697,19 @@ def test_drafted_policies_that_name_missing_tools_overrule_the_code_or_are_cut_o
     assert names_unknown_tool("Call get_order first.", ["get_order"]) is None
 
 
+def test_a_drafted_statement_closed_mid_word_loses_the_fragment() -> None:
+    """A CI main job's agent had the policy "List the current weather conditions, curren" and the
+    constraint "List the weather records, curren": a last word that only begins a word the draft
+    used goes; a word of its own beside a longer one ("order" and "orders") stays."""
+    draft = FILLER_DRAFT.model_copy(update={
+        "policies": ["Check the current order status, curren", "Confirm each change before you update orders"],
+        "constraints": ["Never share customer records, curren", "Only report what the order tools return"]})
+    prompt = assemble_agent(SUPPORT_TOOLSET, draft).system_prompt
+    assert "curren" not in prompt.replace("current", "")
+    assert "- Check the current order status\n" in prompt
+    assert "- Never share customer records\n" in prompt
+
+
 def test_a_role_that_says_nothing_of_the_job_falls_back_to_one_from_the_toolset() -> None:
     """A CI main job's agent over cancellation tools was "AI (Artificial Intelligence) Imperative.":
     a drafted role with no word of the toolset, its domain or the job is replaced."""

@@ -39,7 +39,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -157,13 +157,31 @@ _ENUMERATION = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
 _INNER_ENUMERATION = re.compile(r"(?<=[.!?;])\s+\d+[.)]\s+|\s+-\s+(?=[A-Z])")
 
 
-def _whole_sentences(text: str, limit: int) -> str:
+# What a word may lack and still be a word of its own ("book" beside "books"): a last word missing
+# anything else of a word the draft uses ("curren" beside "current") was closed mid-word.
+_ENDINGS = frozenset({"s", "es", "ed", "d", "er", "ly", "y", "e"})
+
+
+def _stutters(word: str, vocabulary: Collection[str]) -> bool:
+    """`word` (five letters or more) is a word of the draft (`vocabulary`, lower case) short of its
+    last one or two letters, and not one of `_ENDINGS` short: a word the model began again and
+    closed. Shorter words are too often words of their own ("use" beside "user")."""
+    return len(word) >= 5 and any(len(w) - len(word) in (1, 2) and w.startswith(word) and w[len(word):] not in _ENDINGS
+                                  for w in vocabulary)
+
+
+def _whole_sentences(text: str, limit: int, vocabulary: Collection[str] = ()) -> str:
     """`text` when it fits in `limit` characters; else its leading whole sentences that do, or ""
-    (a statement cut mid-word, "... 3. Alway", says nothing checkable)."""
+    (a statement cut mid-word, "... 3. Alway", says nothing checkable). A last word that
+    `_stutters` goes: a CI main job's agent had the policy "List the current weather conditions,
+    curren" and the constraint "List the weather records, curren"."""
     text = clean_text(text, 10 * limit)
     tail = re.search(r"(?<=[.!?])\s+(\S+(?:\s+\S+)?)$", text)
     if tail and tail.group(1)[-1] not in ".!?":  # "... before calling it. Y": a cut-off last sentence
         text = text[:tail.start()]
+    words = text.split()
+    if len(words) > 1 and text[-1].isalnum() and _stutters(words[-1].lower(), vocabulary):
+        text = text.rsplit(None, 1)[0].rstrip(",;: ")
     if len(text) <= limit:
         return text
     head = text[:limit]
@@ -171,13 +189,25 @@ def _whole_sentences(text: str, limit: int) -> str:
     return head[:end + 1].rstrip(";").strip() if end > 0 else ""
 
 
-def clean_statements(items: list[str], limit: int = ITEM_CHARS, most: int = 4) -> list[str]:
+def draft_words(*texts: str | list[str]) -> frozenset[str]:
+    """The lower-case words of a draft's texts, for `clean_statements` to tell a stutter by."""
+    return frozenset(w for t in texts for s in ([t] if isinstance(t, str) else t)
+                     for w in _WORD_CHARS.findall(s.lower()))
+
+
+_WORD_CHARS = re.compile(r"[a-z]+")
+
+
+def clean_statements(items: list[str], limit: int = ITEM_CHARS, most: int = 4,
+                     vocabulary: Collection[str] = ()) -> list[str]:
     """Like `clean_list`, for criteria, conditions and policies: an item holding a numbered list is
     split into its statements, list markers ("1.", "-") stripped, a statement longer than `limit`
-    cut back to its whole sentences (or dropped), and fragments under three words dropped (a
-    checkable statement needs a subject and a verb)."""
+    cut back to its whole sentences (or dropped), a last word begun and closed short dropped
+    (`_stutters`, against `vocabulary` and the items' own words), and fragments under three words
+    dropped (a checkable statement needs a subject and a verb)."""
     split = [part for item in items for part in _INNER_ENUMERATION.split(item)]
-    stripped = [_whole_sentences(_ENUMERATION.sub("", item), limit) for item in split]
+    words = draft_words(items) | frozenset(vocabulary)
+    stripped = [_whole_sentences(_ENUMERATION.sub("", item), limit, words) for item in split]
     return [s for s in clean_list(stripped, limit, most * 2) if len(s.split()) >= MIN_GOAL_WORDS][:most]
 
 
@@ -357,9 +387,11 @@ def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None, tool_ids: 
     vocabulary = policy_vocabulary(toolset, domain)
     seen = {frozenset(_content_stems(p)) for p in standard}
     names = [t.name for t in toolset]
-    policies = screen_statements(clean_statements(draft.policies), vocabulary, seen, names) if draft else []
-    constraints = (screen_statements(clean_statements(draft.constraints, most=3), vocabulary, seen, names)
-                   if draft else [])
+    said = draft_words(draft.name, draft.role, draft.policies, draft.constraints) if draft else frozenset()
+    policies = screen_statements(clean_statements(draft.policies, vocabulary=said), vocabulary, seen, names) \
+        if draft else []
+    constraints = (screen_statements(clean_statements(draft.constraints, most=3, vocabulary=said), vocabulary, seen,
+                                     names) if draft else [])
     traits = clean_list(draft.traits, 40) if draft else []
     if name.lower() in {t.name.lower() for t in toolset}:  # a copied tool name is no agent name
         name = ""
