@@ -1036,6 +1036,17 @@ def test_a_reply_that_describes_a_record_beyond_what_was_read_fails() -> None:
     assert "no_fabrication" not in failed(honest, GET_TASK)
 
 
+def test_a_final_reply_that_says_the_same_thing_again_fails() -> None:
+    """A benchmark run accepted "Order status pending. Status is pending. The order is pending."
+    for `get_order`; a second sentence that adds something, or signs off, is fine."""
+    messages = [SYSTEM, user("I need to get order o-2207."), calls(call("c1", "get_order", order_id="o-2207")),
+                tool("c1", ORDER), say("Order o-2207 has shipped. The order has shipped. It is shipped.")]
+    assert "says again what it already said" in failed(messages, GET_TASK)["final_reply"]
+    for honest in ("Order o-2207 has shipped. Its tracking number is TRK-55821.",
+                   "Order o-2207 has shipped; tracking TRK-55821. Let me know if the order needs anything else."):
+        assert "final_reply" not in failed(edited(messages, 4, content=honest), GET_TASK)
+
+
 def test_a_paging_cursor_must_be_one_a_tool_returned() -> None:
     """The agents of four CI main jobs paged with cursors no tool had returned ("Ben Berg",
     "USER_ADDRESS", the tool's own name); a cursor a listing returned is fine."""

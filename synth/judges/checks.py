@@ -754,6 +754,10 @@ def _check_final_reply(ctx: _Context) -> CheckResult:
         if problem:
             return _result("final_reply", [f"the task asks for advice or an explanation and {problem}: "
                                            f"{reply[:80]!r}"])
+    restated = _restated_sentence(reply)
+    if restated is not None:
+        return _result("final_reply", [f"the final reply says again what it already said ({restated[:60]!r}): "
+                                       f"{reply[:80]!r}"])
     if _advice_task(ctx) and _repeats_itself(reply):
         return _result("final_reply", [f"the task asks for advice or an explanation and the reply repeats itself "
                                        f"(over {MAX_REPEATED_TRIGRAMS:.0%} of its word triples recur): {reply[:80]!r}"])
@@ -911,6 +915,35 @@ def _says_nothing_new(goal: str, reply: str) -> bool:
 # lists are left alone: tau-bench's flight listings repeat their labels (up to 0.49) and are fine.
 MAX_REPEATED_TRIGRAMS = 0.25
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)]|#+)\s", re.M)
+
+
+# Content words a sentence about a record may add to what was said before it: more, and it tells
+# things about the record that nobody said.
+MAX_EMBELLISHING_WORDS = 3
+_FUNCTION_WORD_LIST = (
+    "the and for with that this your you are was were has have had will can not from its our all any been being "
+    "into than then there their they them these those what which who whom when where why how also just only "
+    "about here it's i'm we're you're")
+_FUNCTION_WORDS = frozenset(_stem(w) for w in _FUNCTION_WORD_LIST.split()) | _GENERIC_STEMS
+
+
+def _restated_sentence(reply: str) -> str | None:
+    """The first sentence of `reply` with two content words or more (not `_FUNCTION_WORDS`) that
+    are all in the sentences before it, unless it signs off (`_CLOSING`): it says again what the
+    reply said. A 12-episode benchmark run accepted "Order status pending. Status is pending. The
+    order is pending." for `get_order`; of 535 stored final replies (both backends), 16 held such a
+    sentence, each the model going round in circles ("... Please try again later. Please try again
+    later."), and no shipped good fixture does. Numbers count as content words; a list (two list
+    lines or more) is left alone, as by `_repeats_itself`."""
+    if len(_LIST_LINE.findall(reply)) >= 2:  # a list repeats its labels ("- arrives in: 2 days")
+        return None
+    seen: set[str] = set()
+    for sentence in _sentences(reply):
+        stems = (_content_stems(sentence) - _FUNCTION_WORDS) | set(re.findall(r"\d+(?:[.,]\d+)?", sentence))
+        if len(stems) >= 2 and stems <= seen and not _CLOSING.match(sentence.strip()):
+            return sentence
+        seen |= stems
+    return None
 
 
 def _repeats_itself(reply: str) -> bool:
@@ -1391,16 +1424,6 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
             break
     problems += _embellished_records(ctx)
     return _result("no_fabrication", problems)
-
-
-# Content words a sentence about a record may add to what was said before it: more, and it tells
-# things about the record that nobody said.
-MAX_EMBELLISHING_WORDS = 3
-_FUNCTION_WORD_LIST = (
-    "the and for with that this your you are was were has have had will can not from its our all any been being "
-    "into than then there their they them these those what which who whom when where why how also just only "
-    "about here it's i'm we're you're")
-_FUNCTION_WORDS = frozenset(_stem(w) for w in _FUNCTION_WORD_LIST.split()) | _GENERIC_STEMS
 
 
 def _embellished_records(ctx: _Context) -> list[str]:
