@@ -354,14 +354,22 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, fake_server, tmp_path: Path)
     address, env = ray_head.dashboard, ray_head.env
     server = fake_server()
     db = tmp_path / "job.duckdb"
-    proc = subprocess.run(
-        ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps({"env_vars": {
-             "SYNTH_CACHE__DIR": str(tmp_path / "cache"), "SYNTH_RUN__TOOLS_PER_DOMAIN": "4"}}), "--",
-         "python", "pipelines/synthesize.py", "--config", "synth.toml", "--domains", DOMAINS,
-         "--trajectories", "3", "--db", str(db), "--base-url", server.base_url, "-q"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    # "Ray runtime started" comes before the head's job agent has registered: until it has, Ray
+    # refuses the submission (HTTP 500 "No available agent to submit job, please try again later",
+    # seen once in a clean-clone CI), and no job exists, so submitting again is what Ray asks.
+    deadline = time.monotonic() + 60
+    while True:
+        proc = subprocess.run(
+            ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
+             "--runtime-env-json", json.dumps({"env_vars": {
+                 "SYNTH_CACHE__DIR": str(tmp_path / "cache"), "SYNTH_RUN__TOOLS_PER_DOMAIN": "4"}}), "--",
+             "python", "pipelines/synthesize.py", "--config", "synth.toml", "--domains", DOMAINS,
+             "--trajectories", "3", "--db", str(db), "--base-url", server.base_url, "-q"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        if "No available agent to submit job" not in proc.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout + proc.stderr
     assert counts(db)["judgments"] == 3

@@ -917,9 +917,8 @@ MAX_REPEATED_TRIGRAMS = 0.25
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)]|#+)\s", re.M)
 
 
-# Content words a sentence about a record may add to what was said before it: more, and it tells
-# things about the record that nobody said.
-MAX_EMBELLISHING_WORDS = 3
+# Words that carry no content of their own: what `_restated_sentence` and `_embellished_records`
+# leave out when they compare what sentences say.
 _FUNCTION_WORD_LIST = (
     "the and for with that this your you are was were has have had will can not from its our all any been being "
     "into than then there their they them these those what which who whom when where why how also just only "
@@ -1173,8 +1172,7 @@ def _action_claims(text: str) -> list[tuple[str, str]]:
     have been added", "I've cancelled your order", "..., removed"): a perfect or "successfully"
     form of a specific write verb, its bare participle ending the clause after a comma or opening
     it with where the thing went ("Sent to ..."), or its simple past with where the change went
-    ("was updated to"), in a clause that is not a question,
-    a condition or a negation."""
+    ("was updated to"), in a clause that is not a question, a condition or a negation."""
     out = []
     for clause in _CLAUSE.split(text):
         if not clause or clause.rstrip().endswith("?") or _CONDITIONAL.search(clause) or _NEGATION.search(clause):
@@ -1424,6 +1422,11 @@ def _check_no_fabrication(ctx: _Context) -> CheckResult:
             break
     problems += _embellished_records(ctx)
     return _result("no_fabrication", problems)
+
+
+# Content words a sentence about a record may add to what was said before it: more, and it tells
+# things about the record that nobody said.
+MAX_EMBELLISHING_WORDS = 3
 
 
 def _embellished_records(ctx: _Context) -> list[str]:
