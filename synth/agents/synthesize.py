@@ -191,11 +191,7 @@ def _whole_sentences(text: str, limit: int, vocabulary: Collection[str] = ()) ->
 
 def draft_words(*texts: str | list[str]) -> frozenset[str]:
     """The lower-case words of a draft's texts, for `clean_statements` to tell a stutter by."""
-    return frozenset(w for t in texts for s in ([t] if isinstance(t, str) else t)
-                     for w in _WORD_CHARS.findall(s.lower()))
-
-
-_WORD_CHARS = re.compile(r"[a-z]+")
+    return frozenset(w for t in texts for s in ([t] if isinstance(t, str) else t) for w in _text_words(s))
 
 
 def clean_statements(items: list[str], limit: int = ITEM_CHARS, most: int = 4,
