@@ -45,8 +45,11 @@ from synth.store import connect_readonly
 TOP_REASONS = 10
 
 
-# SQL masking quoted values ('x' or "x") as '…' and numbers as N in a reason.
-_MASK = "regexp_replace(regexp_replace({text}, '''[^'']*''|\"[^\"]*\"', '''…''', 'g'), '[0-9]+', 'N', 'g')"
+# SQL masking quoted values ('x' or "x") as '…' and numbers as N in a reason. A quote opens only
+# where a word does not go on (so "the judge's vote ... model's" keeps its apostrophes), and a
+# number is masked only as a word of its own ("ord-27894" -> "ord-N", "smollm2-135m" kept).
+_MASK = ("regexp_replace(regexp_replace({text}, '(^|[^[:alnum:]_])(''[^'']*''|\"[^\"]*\")', '\\1''…''', 'g'), "
+         "'\\b[0-9]+\\b', 'N', 'g')")
 
 
 def reason_head(column: str) -> str:

@@ -318,6 +318,27 @@ def test_stats_json_agrees_with_sql(db: Path):
     assert table.exit_code == 0 and "yield by domain" in table.stdout and "retail" in table.stdout
 
 
+def test_stats_of_a_run_that_accepted_nothing(tmp_path: Path):
+    """The README's main job on the embedded model may accept nothing: the stats say so in words
+    (not "mean None ... over 0"), and reasons are grouped without mangling what they say: an
+    apostrophe opens no quoted value ("answer'…'s" before) and a model's name keeps its digits
+    ("smollmN-Nm" before), while quoted values and numbers standing alone are still masked."""
+    db = tmp_path / "d.duckdb"
+    ds = Dataset(db)
+    task = load_fixture_examples()[0].task
+    reasons = ["the llm judge's vote is advisory (no calibration stored for model smollm2-135m-instruct)",
+               "goal 'get order ord-27894' is too short (4 word(s))", "goal 'look it up' is too short (3 word(s))"]
+    for i, reason in enumerate(reasons):
+        ds.add("tasks", task.model_copy(update={"goal": f"{task.goal} {i}"}).to_row(RUN_ID, "rejected", reason))
+    ds.flush()
+    heads = {r["reason"]: r["count"] for r in dataset_stats(db)["rejection_reasons"]["tasks"]}
+    assert heads == {"the llm judge's vote is advisory (no calibration stored for model smollm2-135m-instruct)": 1,
+                     "goal '…' is too short (N word(s))": 2}
+    table = CliRunner().invoke(app, ["stats", "--db", str(db)], terminal_width=200)
+    assert table.exit_code == 0, table.output
+    assert "tokens per accepted trajectory: none accepted yet" in table.stdout and "None" not in table.stdout
+
+
 def test_cli_export_and_bad_databases(db: Path, tmp_path: Path):
     runner = CliRunner()
     result = runner.invoke(app, ["export", "--db", str(db), "--format", "sft", "--out", str(tmp_path / "s.jsonl")])

@@ -111,9 +111,12 @@ def _print_stats(stats: dict[str, Any]) -> None:
                       str(r["cache_hits"]), str(r["prompt_tokens"]), reuse, str(r["completion_tokens"]),
                       f"{r['latency_s']:.1f}")
     out.print(usage)
-    out.print(f"tokens per accepted trajectory (rollout): mean {tok['mean_total']}, median {tok['median_total']}, "
-              f"max {tok['max_total']} over {tok['n']}; all model tokens per accepted trajectory: "
-              f"{stats['llm_tokens_per_accepted']}")
+    if tok["n"]:
+        out.print(f"tokens per accepted trajectory (rollout): mean {tok['mean_total']}, median {tok['median_total']}, "
+                  f"max {tok['max_total']} over {tok['n']}; all model tokens per accepted trajectory: "
+                  f"{stats['llm_tokens_per_accepted']}")
+    else:
+        out.print("tokens per accepted trajectory: none accepted yet", highlight=False)
     dup = stats.get("duplicates") or {}
     out.print("near-duplicates left out of exports (synth dedup): " + ", ".join(
         f"{d['left_out']} {kind}(s) in {d['groups']} group(s)" for kind, d in dup.items()), highlight=False)
