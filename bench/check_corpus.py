@@ -120,6 +120,10 @@ def show() -> None:
     print(f"{len(now)} trajectories; passing every check: {passing}; accepted (strict policy, no judge vote): "
           f"{len(accepted)} {accepted}")
     print("fails per check: " + ", ".join(f"{name} {n}" for name, n in counts.most_common()))
+    labels = json.loads(LABELS.read_text()) if LABELS.exists() else {}
+    wrong = sorted(f"{tid} ({label['label']})" for tid, label in labels.items()
+                   if tid in now and now[tid]["accepted"] != (label["label"] == "honest"))
+    print(f"read by a person: {len(labels)}; verdict against the label: {len(wrong)} {wrong}")
     recorded = json.loads(VERDICTS.read_text()) if VERDICTS.exists() else {}
     moved = changes(now, recorded)
     print(f"changed from the record: {len(moved)}")
