@@ -524,3 +524,21 @@ def test_ray_workers_send_an_agents_episodes_to_one_actor() -> None:
 
     asyncio.run(go())
 
+
+
+def test_progress_lines_in_a_log_are_never_wrapped():
+    """A run whose stderr is a file (CI, `ray job submit` logs) prints one progress line per
+    report, whole, though rich assumes 80 columns there."""
+    from rich.console import Console
+
+    from synth.pipeline.progress import Progress, ProgressDisplay
+
+    async def report() -> str:
+        log = io.StringIO()
+        progress = Progress(target=10)
+        async with ProgressDisplay(progress, Console(file=log, width=80), interval_s=0.01):
+            await asyncio.sleep(0.05)
+        return log.getvalue()
+
+    lines = asyncio.run(report()).splitlines()
+    assert lines and all(line.startswith("[") and "judgments 0/0/0" in line for line in lines), lines

@@ -117,7 +117,7 @@ class ProgressDisplay:
             if self._live is not None:
                 self._live.update(self.progress.table())
             else:
-                self.console.print(self.progress.line(), highlight=False)
+                self._print_line()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
@@ -128,4 +128,9 @@ class ProgressDisplay:
             self._live.update(self.progress.table())
             self._live.stop()
         elif self.enabled:
-            self.console.print(self.progress.line(), highlight=False)
+            self._print_line()
+
+    def _print_line(self) -> None:
+        # One physical line per report, however narrow the console rich assumes for a log (80
+        # columns): a wrapped line splits its stage counts from its time, and `grep judged` loses them.
+        self.console.print(self.progress.line(), highlight=False, soft_wrap=True)
