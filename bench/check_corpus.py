@@ -2,7 +2,7 @@
 
     python bench/check_corpus.py show                 # verdicts now, and every change from the recorded ones
     python bench/check_corpus.py record               # after reading `show`: the verdicts now become the record
-    python bench/check_corpus.py build DB [DB ...]    # (re)make the corpus from stored datasets
+    python bench/check_corpus.py add DB [DB ...]      # add a dataset's embedded-model trajectories, then `record`
 
 Why it exists: every acceptance rule of `synth.judges.checks` was priced on stored trajectories before
 it landed (the verdicts it changes, the reasons it adds, the good fixtures it touches), and those
@@ -57,16 +57,19 @@ def _tool_item(tool: Any) -> dict[str, Any]:
     return item
 
 
-def build(dbs: list[Path]) -> None:
+def add(dbs: list[Path]) -> None:
+    """Add the model-made trajectories of `dbs` that the corpus lacks. Lines already there are kept
+    as they are: the datasets they came from are gone (that is why the corpus exists)."""
     from synth.judges.checks import tools_from_trajectory
     from synth.store import read_episodes
 
-    lines: dict[str, dict[str, Any]] = {}
+    lines = {line["trajectory_id"]: line for line in read_corpus()} if CORPUS.exists() else {}
+    before = len(lines)
     for db in dbs:
         for episode in read_episodes(db):
             traj = episode.trajectory
             if traj.agent_model is None or episode.id in lines:
-                continue  # the fake backend's (no model named) and trajectories seen in an earlier file
+                continue  # the fake backend's (no model named) and trajectories already kept
             tools = episode.tools or tools_from_trajectory(traj)
             lines[episode.id] = {
                 "source": db.stem, "trajectory_id": episode.id, "agent_model": traj.agent_model,
@@ -78,7 +81,8 @@ def build(dbs: list[Path]) -> None:
     with gzip.open(CORPUS, "wt", encoding="utf-8") as f:
         for line in lines.values():
             f.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
-    print(f"{len(lines)} trajectories from {len(dbs)} dataset(s) -> {CORPUS.relative_to(ROOT)}")
+    print(f"{len(lines) - before} trajectories added from {len(dbs)} dataset(s); {len(lines)} in "
+          f"{CORPUS.relative_to(ROOT)}. Read what `show` says of them, then `record`.")
 
 
 def read_corpus() -> list[dict[str, Any]]:
@@ -141,13 +145,13 @@ def record() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="make the corpus from stored datasets (embedded-model trajectories only)")
+    b = sub.add_parser("add", help="add stored datasets' model-made trajectories the corpus lacks")
     b.add_argument("dbs", nargs="+", type=Path)
     sub.add_parser("show", help="the checks' verdicts now, and changes from the record")
     sub.add_parser("record", help="make the verdicts now the record")
     args = parser.parse_args()
-    if args.command == "build":
-        build(args.dbs)
+    if args.command == "add":
+        add(args.dbs)
     elif args.command == "show":
         show()
     else:
