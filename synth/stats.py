@@ -98,6 +98,28 @@ def _round(value: Any, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def run_rejections(db: str | Path, run_id: str, top: int = 4) -> tuple[int, int, list[tuple[str, int]]]:
+    """(judged, rejected, the most frequent reasons) over the latest judgments of one run's
+    trajectories, for the line `synth run` ends with. A reason is a failed check's name; a
+    rejection that failed no check (a `no_tool` answer without a judge vote, an LLM verdict) counts
+    under its first reason's head."""
+    with connect_readonly(db) as con:
+        judged, rejected = con.execute("""
+            SELECT count(*), count(*) FILTER (WHERE NOT j.accepted) FROM latest_judgments j
+            JOIN trajectories t ON t.id = j.trajectory_id WHERE t.run_id = ?""", [run_id]).fetchall()[0]
+        reasons = con.execute(f"""
+            WITH rejected AS (
+                SELECT from_json(j.failed_checks, '["VARCHAR"]') AS checks, from_json(j.reasons, '["VARCHAR"]') AS rs
+                FROM latest_judgments j JOIN trajectories t ON t.id = j.trajectory_id
+                WHERE t.run_id = ? AND NOT j.accepted)
+            SELECT reason, count(*) AS n FROM (
+                SELECT unnest(checks) AS reason FROM rejected WHERE len(checks) > 0
+                UNION ALL
+                SELECT {reason_head("coalesce(rs[1], '(no reason)')")} FROM rejected WHERE len(checks) = 0)
+            GROUP BY 1 ORDER BY n DESC, reason LIMIT {int(top)}""", [run_id]).fetchall()
+    return int(judged), int(rejected), [(str(r), int(n)) for r, n in reasons]
+
+
 def dataset_stats(db: str | Path) -> dict[str, Any]:
     """Counts per stage, yield per domain, rejection reasons, tokens and model usage of the
     dataset at `db` (see the module docstring for each number's definition). Raises

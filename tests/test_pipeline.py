@@ -70,6 +70,9 @@ def test_in_process_run_reaches_target_and_is_idempotent(fake_server, tmp_path: 
     # no calibration stored: the run says that its no_tool tasks cannot be accepted
     assert "no_tool tasks ([agents] no_tool_share = 0.15) are judged but never accepted" in said.getvalue()
     assert summary.judged == 6
+    # and it ends saying why it rejected what it rejected, counted from the stored judgments
+    rejected = 6 - summary.accepted
+    assert rejected and f"rejected {rejected} of 6 judged trajectories; most often: " in said.getvalue()
     first = counts(tmp_path / "synth.duckdb")
     assert first["trajectories"] == 6 and first["judgments"] == 6
     assert first["tools"] >= 4 and first["agents"] >= 1 and first["llm_calls"] > 0

@@ -18,7 +18,9 @@ from synth.llm import LLMError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Synthesise agentic tool-use training data.")
 
-console = Console(stderr=True)
+# Messages on stderr are one line each, however narrow the console rich assumes for a log (80
+# columns): a note or warning wrapped mid-sentence in a CI or `ray job` log reads as two.
+console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,6 +27,7 @@ from synth.llm.session import agent_tool_mode, episodes_in_flight, model_endpoin
 from synth.pipeline.driver import PipelineDriver, RunSummary
 from synth.pipeline.progress import Progress, ProgressDisplay
 from synth.pipeline.worker import LocalWorkers, RayWorkers
+from synth.stats import run_rejections
 from synth.store import Dataset, latest_calibration
 
 
@@ -148,6 +150,16 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
         await workers.close()
 
 
+def _say_why_rejected(console: Console, db: Path, run_id: str) -> None:
+    """One line on why the run's rejected trajectories were rejected: a run that ends "accepted: 0"
+    (the embedded 135M model's usual result) should say why without a second command."""
+    judged, rejected, reasons = run_rejections(db, run_id)
+    if rejected:
+        console.print(f"rejected {rejected} of {judged} judged trajectories; most often: "
+                      + ", ".join(f"{reason} {n}" for reason, n in reasons)
+                      + f" (`synth stats --db {db}` says more)", highlight=False, soft_wrap=True)
+
+
 def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bool = True,
                 show_progress: bool = True, console: Console | None = None,
                 on_stored: Callable[[], None] | None = None) -> RunSummary:
@@ -161,6 +173,7 @@ def execute_run(cfg: SynthConfig, *, ray_address: str | None = None, use_ray: bo
         dataset.flush()
         if on_stored is not None:
             on_stored()
+        _say_why_rejected(console, dataset.path, summary.run_id)
         return summary
 
     domains = resolve_domains(cfg.run.domains, cfg.run.categories, cfg.run.exclude)
