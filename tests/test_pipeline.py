@@ -528,12 +528,9 @@ def test_ray_workers_send_an_agents_episodes_to_one_actor() -> None:
     asyncio.run(go())
 
 
-
 def test_progress_lines_in_a_log_are_never_wrapped():
     """A run whose stderr is a file (CI, `ray job submit` logs) prints one progress line per
     report, whole, though rich assumes 80 columns there."""
-    from rich.console import Console
-
     from synth.pipeline.progress import Progress, ProgressDisplay
 
     async def report() -> str:
@@ -545,3 +542,15 @@ def test_progress_lines_in_a_log_are_never_wrapped():
 
     lines = asyncio.run(report()).splitlines()
     assert lines and all(line.startswith("[") and "judgments 0/0/0" in line for line in lines), lines
+
+
+def test_a_rejection_summary_that_cannot_be_read_fails_no_run(tmp_path: Path):
+    """The closing "rejected N of M" line reads the dataset once everything is stored; if that read
+    fails (a damaged file, a lock held too long) the run says so and still ends as it would."""
+    from synth.pipeline.run import _say_why_rejected
+
+    damaged = tmp_path / "damaged.duckdb"
+    damaged.write_bytes(b"not a duckdb file" * 100)
+    said = io.StringIO()
+    _say_why_rejected(Console(file=said, width=400), damaged, "run_x")
+    assert "could not count the run's rejections" in said.getvalue()

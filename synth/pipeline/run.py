@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import duckdb
 from rich.console import Console
 
 from synth.config import Role, SynthConfig
@@ -153,7 +154,11 @@ async def _drive(cfg: SynthConfig, domains: list[Any], dataset: Dataset, backend
 def _say_why_rejected(console: Console, db: Path, run_id: str) -> None:
     """One line on why the run's rejected trajectories were rejected: a run that ends "accepted: 0"
     (the embedded 135M model's usual result) should say why without a second command."""
-    judged, rejected, reasons = run_rejections(db, run_id)
+    try:
+        judged, rejected, reasons = run_rejections(db, run_id)
+    except (duckdb.Error, OSError) as exc:  # everything is stored by now: a summary line fails no run
+        console.print(f"[yellow]warning:[/] could not count the run's rejections in {db}: {exc}", highlight=False)
+        return
     if rejected:
         console.print(f"rejected {rejected} of {judged} judged trajectories; most often: "
                       + ", ".join(f"{reason} {n}" for reason, n in reasons)
