@@ -383,11 +383,13 @@ def assemble_agent(toolset: list[ToolSpec], draft: AgentDraft | None, tool_ids: 
     vocabulary = policy_vocabulary(toolset, domain)
     seen = {frozenset(_content_stems(p)) for p in standard}
     names = [t.name for t in toolset]
-    said = draft_words(draft.name, draft.role, draft.policies, draft.constraints) if draft else frozenset()
-    policies = screen_statements(clean_statements(draft.policies, vocabulary=said), vocabulary, seen, names) \
-        if draft else []
-    constraints = (screen_statements(clean_statements(draft.constraints, most=3, vocabulary=said), vocabulary, seen,
-                                     names) if draft else [])
+    policies: list[str] = []
+    constraints: list[str] = []
+    if draft:
+        said = draft_words(draft.name, draft.role, draft.policies, draft.constraints)
+        policies = screen_statements(clean_statements(draft.policies, vocabulary=said), vocabulary, seen, names)
+        constraints = screen_statements(clean_statements(draft.constraints, most=3, vocabulary=said), vocabulary,
+                                        seen, names)
     traits = clean_list(draft.traits, 40) if draft else []
     if name.lower() in {t.name.lower() for t in toolset}:  # a copied tool name is no agent name
         name = ""
